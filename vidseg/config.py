@@ -1,0 +1,417 @@
+"""YAML configs loaded into typed dataclasses.
+
+A config file may name `_base_` files (a string or a list, paths relative to the file); they are
+merged in order, then the file's own keys on top (dicts merge recursively, everything else is
+replaced). Command-line overrides `a.b=c` come last; values are parsed as YAML (`0.1`, `true`,
+`[0.5, 1.0]`). Every key is checked against the dataclasses below: an unknown key or a value of
+the wrong type raises `ConfigError` naming the file that set it, the key and the closest valid key.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, List, Optional, Union
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config file or override that does not fit the schema."""
+
+
+@dataclass
+class BackboneConfig:
+    name: str = "resnet18"
+    pretrained: Union[bool, str] = False  # false | true (timm download) | path to a weight file
+    output_stride: int = 8
+    img_size: Optional[List[int]] = None  # only for fixed-size backbones (Swin)
+    channels_last: bool = False
+
+
+@dataclass
+class MemoryConfig:
+    type: str = "distribution"  # distribution (MCIBI++) | vector (MCIBI)
+    momentum: float = 0.1  # MCIBI++ fixed momentum; MCIBI: base momentum of the poly schedule
+    power: float = 0.9  # MCIBI poly exponent
+    noise_seed: int = 0
+    rcl_weight: float = 1.0  # MCIBI representation-consistency loss (vector memory only)
+
+
+@dataclass
+class GALDConfig:
+    ga: str = "aspp"  # aspp | ppm | nonlocal
+    ld: str = "v2"  # v1 | v2
+    kernel: int = 5
+    dilation: int = 6
+
+
+@dataclass
+class HMSAConfig:
+    enabled: bool = False
+    scales: List[float] = field(default_factory=lambda: [0.5, 1.0, 2.0])
+    train_low_scale: float = 0.5
+    flip: bool = False
+    channels: int = 256
+    per_scale_weight: float = 0.05
+
+
+@dataclass
+class ContrastConfig:
+    enabled: bool = False
+    weight: float = 0.1
+    temperature: float = 0.1
+    base_temperature: float = 0.07
+    proj_dim: int = 256
+    queue_size: int = 2000
+    max_samples: int = 1024
+    max_views: int = 100
+    warmup_iters: int = 0
+
+
+@dataclass
+class ModelConfig:
+    num_classes: int = 124
+    channels: int = 512  # Z, the pixel-representation width
+    key_channels: int = 256  # attention width of eq. 13 (Z / 2)
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    context: str = "none"  # none (FCN) | ppm | aspp | gald | upernet
+    gald: GALDConfig = field(default_factory=GALDConfig)
+    memory: MemoryConfig = field(default_factory=MemoryConfig)
+    fusion: str = "concat"  # concat | add | weighted
+    attention_downsample: bool = False
+    history: int = 2  # h: previous frames whose C_bi is fused (0 = image MCIBI++)
+    history_source: str = "cbi"  # cbi (paper) | r (Table 16 ablation: raw R of history frames)
+    history_grad: bool = False  # back-propagate through the history frames
+    iis_stages: int = 2  # IIS stages at inference (training always uses 1)
+    pr_weight: float = 0.4  # alpha, L_W
+    aux_weight: float = 0.4
+    ohem: bool = False
+    hmsa: HMSAConfig = field(default_factory=HMSAConfig)
+    contrast: ContrastConfig = field(default_factory=ContrastConfig)
+
+
+@dataclass
+class ClipConfig:
+    history: Optional[int] = None  # None = model.history; must equal it when set
+    stride: int = 1  # distance between clip frames, in annotated frames
+
+
+@dataclass
+class DataConfig:
+    root: str = ""  # VSPW root; empty = $VSPW_ROOT
+    train_split: str = "train"
+    val_split: str = "val"
+    clip: ClipConfig = field(default_factory=ClipConfig)
+    short_side: int = 512
+    crop_size: List[int] = field(default_factory=lambda: [512, 512])
+    scale_range: List[float] = field(default_factory=lambda: [0.5, 2.0])
+    cat_max_ratio: float = 0.75
+    flip_prob: float = 0.5
+    jitter: bool = True
+    eval_short_side: Optional[int] = None  # None = short_side
+    batch_size: int = 16  # total over all processes
+    num_workers: int = 4
+    mean: List[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
+    std: List[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
+
+
+@dataclass
+class TrainConfig:
+    iters: int = 42000
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 0.0005
+    poly_power: float = 0.9
+    warmup_iters: int = 0
+    warmup_ratio: float = 0.1
+    head_lr_mult: float = 1.0  # lr multiplier for everything that is not the backbone
+    grad_clip: Optional[float] = None
+    amp: bool = True  # CUDA only; ignored on CPU
+    sync_bn: bool = True  # under DDP
+    seed: int = 0
+    log_interval: int = 20
+    ckpt_interval: int = 1000
+    val_interval: int = 0  # 0 = validate only at the end
+    val_videos: int = 0  # 0 = all val videos
+    deterministic: bool = False
+
+
+@dataclass
+class EvalConfig:
+    split: str = "val"
+    scales: List[float] = field(default_factory=lambda: [1.0])
+    flip: bool = False
+    tc: bool = True
+    tc_videos: Optional[int] = None  # 100 = official protocol; None = all
+    flow: str = "dis"  # dis | raft
+    raft_weights: str = ""
+    save_color: bool = False
+    include_last_window: bool = False
+
+
+@dataclass
+class StreamConfig:
+    short_side: Optional[int] = None  # None = data.eval_short_side / data.short_side
+    queue_size: int = 8
+    alpha: float = 0.5
+    legend: bool = True
+    reset_on_shot_cut: bool = False
+    shot_cut_threshold: float = 0.5
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    stream: StreamConfig = field(default_factory=StreamConfig)
+    work_dir: str = "work_dirs/run"
+
+    @property
+    def clip_history(self) -> int:
+        """History length h used by both the data and the model."""
+        return self.model.history
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _read_yaml(path: Path) -> dict:
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    with open(path, encoding="utf-8") as f:
+        try:
+            data = yaml.safe_load(f) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    return data
+
+
+def _merge(dst: dict, src: dict, origin: dict, source: str, prefix: str = "") -> None:
+    """Merge `src` into `dst` in place, recording for each leaf which file set it."""
+    for key, value in src.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict) and isinstance(dst.get(key), dict):
+            _merge(dst[key], value, origin, source, dotted + ".")
+        else:
+            dst[key] = copy.deepcopy(value)
+            origin[dotted] = source
+            if isinstance(value, dict):
+                _record(value, origin, source, dotted + ".")
+
+
+def _record(tree: dict, origin: dict, source: str, prefix: str) -> None:
+    for key, value in tree.items():
+        origin[f"{prefix}{key}"] = source
+        if isinstance(value, dict):
+            _record(value, origin, source, f"{prefix}{key}.")
+
+
+def _load_tree(path: Path, origin: dict, stack: tuple = ()) -> dict:
+    path = path.resolve()
+    if path in stack:
+        chain = " -> ".join(str(p) for p in (*stack, path))
+        raise ConfigError(f"circular _base_ chain: {chain}")
+    raw = _read_yaml(path)
+    bases = raw.pop("_base_", [])
+    if isinstance(bases, str):
+        bases = [bases]
+    if not isinstance(bases, list):
+        raise ConfigError(f"{path}: _base_ must be a file name or a list of them, got {bases!r}")
+    merged: dict = {}
+    for base in bases:
+        base_tree = _load_tree(path.parent / base, origin, (*stack, path))
+        _merge(merged, base_tree, {}, str(path.parent / base))
+    _merge(merged, raw, origin, str(path))
+    return merged
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """Parse one `a.b.c=value` override; the value is read as YAML."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} is not of the form key=value (e.g. model.history=2)")
+    key, value = text.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"override {text!r} has an empty key")
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else ""
+    except yaml.YAMLError:
+        parsed = value
+    return key, parsed
+
+
+def _apply_override(tree: dict, key: str, value: Any) -> None:
+    node = tree
+    parts = key.split(".")
+    for part in parts[:-1]:
+        if not isinstance(node.get(part, {}), dict):
+            raise ConfigError(f"--set {key}: {part!r} is a value, not a section")
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin in (list, List):
+        return f"list of {_type_name(typing.get_args(tp)[0])}"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Check `value` against annotation `tp`; ints are accepted for floats. Raises ConfigError."""
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        # bool first: `true` must stay a bool in Union[bool, str]
+        for arg in sorted((a for a in args if a is not type(None)), key=lambda a: a is not bool):
+            try:
+                return _coerce(value, arg, where)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{where}: got {value!r}, expected {_type_name(tp)}")
+    if origin in (list, List):
+        if isinstance(value, tuple):
+            value = list(value)
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: got {value!r}, expected {_type_name(tp)}")
+        (item_tp,) = typing.get_args(tp)
+        return [_coerce(v, item_tp, f"{where}[{i}]") for i, v in enumerate(value)]
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: got {value!r}, expected true or false")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: got {value!r}, expected an integer")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: got {value!r}, expected a number")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: got {value!r}, expected a string")
+        return value
+    raise ConfigError(f"{where}: unsupported annotation {tp!r}")
+
+
+def _build(cls: type, tree: dict, origin: dict, prefix: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in tree.items():
+        dotted = f"{prefix}{key}"
+        source = origin.get(dotted, "<defaults>")
+        if key not in names:
+            close = difflib.get_close_matches(key, names, n=1, cutoff=0.5)
+            hint = f"; did you mean '{prefix}{close[0]}'?" if close else f"; valid keys: {', '.join(names)}"
+            raise ConfigError(f"{source}: unknown key {dotted!r}{hint}")
+        tp = hints[key]
+        if dataclasses.is_dataclass(tp):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{source}: {dotted} must be a section (mapping), got {value!r}")
+            kwargs[key] = _build(tp, value, origin, dotted + ".")
+        else:
+            kwargs[key] = _coerce(value, tp, f"{source}: {dotted}")
+    return cls(**kwargs)
+
+
+_CHOICES = {
+    "model.context": ("none", "ppm", "aspp", "gald", "upernet"),
+    "model.fusion": ("concat", "add", "weighted"),
+    "model.memory.type": ("distribution", "vector"),
+    "model.history_source": ("cbi", "r"),
+    "model.gald.ga": ("aspp", "ppm", "nonlocal"),
+    "model.gald.ld": ("v1", "v2"),
+    "eval.flow": ("dis", "raft"),
+}
+
+
+def _lookup(cfg: Config, dotted: str) -> Any:
+    node: Any = cfg
+    for part in dotted.split("."):
+        node = getattr(node, part)
+    return node
+
+
+def validate(cfg: Config, origin: dict | None = None) -> None:
+    """Cross-field checks that the type system cannot express."""
+    origin = origin or {}
+    for key, choices in _CHOICES.items():
+        value = _lookup(cfg, key)
+        if value not in choices:
+            close = difflib.get_close_matches(str(value), choices, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(f"{origin.get(key, '<defaults>')}: {key}={value!r} is not one of "
+                              f"{', '.join(choices)}{hint}")
+    if cfg.model.history < 0:
+        raise ConfigError(f"{origin.get('model.history', '<defaults>')}: model.history must be >= 0")
+    if cfg.data.clip.history is not None and cfg.data.clip.history != cfg.model.history:
+        raise ConfigError(
+            f"{origin.get('data.clip.history', '<defaults>')}: data.clip.history={cfg.data.clip.history} "
+            f"differs from model.history={cfg.model.history}; set one of them (data follows the model)")
+    if cfg.model.iis_stages < 1:
+        raise ConfigError(f"{origin.get('model.iis_stages', '<defaults>')}: model.iis_stages must be >= 1")
+    if cfg.model.hmsa.enabled and 1.0 not in cfg.model.hmsa.scales:
+        raise ConfigError(f"{origin.get('model.hmsa.scales', '<defaults>')}: model.hmsa.scales must include 1.0")
+    if len(cfg.data.crop_size) != 2 or len(cfg.data.scale_range) != 2:
+        raise ConfigError("data.crop_size and data.scale_range take two numbers each")
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Load a YAML config (with `_base_` inheritance) and `key=value` overrides into a `Config`.
+
+    Raises:
+        ConfigError: unreadable file, unknown key, wrong type or invalid value; the message names
+            the file (or `--set`) that set the key.
+    """
+    origin: dict = {}
+    tree = _load_tree(Path(path), origin) if path is not None else {}
+    for text in overrides:
+        key, value = parse_override(text)
+        _apply_override(tree, key, value)
+        origin[key] = f"--set {key}"
+        if isinstance(value, dict):
+            _record(value, origin, f"--set {key}", key + ".")
+    cfg = _build(Config, tree, origin)
+    if cfg.data.clip.history is None:
+        cfg.data.clip.history = cfg.model.history
+    validate(cfg, origin)
+    return cfg
+
+
+def config_from_dict(tree: dict, source: str = "<checkpoint>") -> Config:
+    """Rebuild a `Config` from a plain dict (e.g. the resolved config stored in a checkpoint)."""
+    origin: dict = {}
+    _record(tree, origin, source, "")
+    cfg = _build(Config, tree, origin)
+    validate(cfg, origin)
+    return cfg
+
+
+def config_to_dict(cfg: Config) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    """Write the fully resolved config as readable YAML (loadable by `load_config`)."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        yaml.safe_dump(config_to_dict(cfg), f, sort_keys=False, default_flow_style=None)
