@@ -1,0 +1,503 @@
+"""Frame sources: video files, frame folders and live cameras / URLs.
+
+Every source yields ``(index, timestamp_s, rgb)`` with ``rgb`` a uint8 array ``(H, W, 3)``.
+``index`` is the frame's position in the source before striding (a camera counts every frame it
+captured, so gaps in the index show dropped frames). File and folder sources decode in a
+background thread into a bounded queue, so decoding overlaps with the consumer's compute while
+memory stays bounded; cameras keep only the newest frame (latest-frame policy).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from pathlib import Path
+from typing import Iterator
+
+import cv2
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+Frame = tuple[int, float, np.ndarray]
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
+URL_PREFIXES = ("rtsp://", "rtsps://", "http://", "https://", "rtmp://", "udp://", "tcp://")
+_END = object()
+
+
+class SourceError(RuntimeError):
+    """A source that cannot be opened; the message names the source and the cause."""
+
+
+def resize_short_side(rgb: np.ndarray, short_side: int | None) -> np.ndarray:
+    """Resize so that min(H, W) == short_side, keeping the aspect ratio.
+
+    Args:
+        rgb: uint8 ``(H, W, 3)``.
+        short_side: target length of the shorter side; None keeps the frame as is.
+
+    Returns:
+        uint8 ``(H', W', 3)``.
+    """
+    if short_side is None:
+        return rgb
+    h, w = rgb.shape[:2]
+    scale = short_side / min(h, w)
+    if scale == 1.0:
+        return rgb
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    # INTER_AREA avoids aliasing when shrinking; it degrades to nearest-like when enlarging.
+    interp = cv2.INTER_AREA if scale < 1.0 else cv2.INTER_LINEAR
+    return cv2.resize(rgb, size, interpolation=interp)
+
+
+def _check_options(name: str, stride: int, max_frames: int | None, short_side: int | None) -> None:
+    if stride < 1:
+        raise ValueError(f"{name}: stride must be >= 1, got {stride}")
+    if max_frames is not None and max_frames < 1:
+        raise ValueError(f"{name}: max_frames must be >= 1 or None, got {max_frames}")
+    if short_side is not None and short_side < 1:
+        raise ValueError(f"{name}: short_side must be >= 1 or None, got {short_side}")
+
+
+def _expected_count(total: int | None, stride: int, max_frames: int | None) -> int | None:
+    if total is None:
+        return max_frames
+    n = (total + stride - 1) // stride
+    return n if max_frames is None else min(n, max_frames)
+
+
+class FrameSource:
+    """Base class: a context manager and a one-shot iterator of ``(index, timestamp_s, rgb)``.
+
+    Subclasses implement ``_produce()``, a generator run in a background thread that feeds a
+    queue of at most ``queue_size`` frames (the thread blocks while the queue is full).
+
+    Attributes:
+        name: the source as given (path, device index or URL).
+        num_frames: number of frames that will be yielded, None if unknown.
+        fps: nominal frame rate, None if unknown.
+        frames_read: frames yielded to the consumer so far.
+        frames_decoded: frames produced by the background thread so far.
+        dropped: frames discarded because the consumer was too slow (cameras only).
+        skipped: unreadable frames that were skipped (frame folders).
+        error: None, or why decoding stopped early (the frames before it are still yielded).
+    """
+
+    def __init__(self, name: str, stride: int = 1, max_frames: int | None = None,
+                 short_side: int | None = None, queue_size: int = 8):
+        _check_options(name, stride, max_frames, short_side)
+        if queue_size < 1:
+            raise ValueError(f"{name}: queue_size must be >= 1, got {queue_size}")
+        self.name = name
+        self.stride = stride
+        self.max_frames = max_frames
+        self.short_side = short_side
+        self.num_frames: int | None = None
+        self.fps: float | None = None
+        self.frames_read = 0
+        self.frames_decoded = 0
+        self.dropped = 0
+        self.skipped = 0
+        self.error: str | None = None
+        self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+
+    def _produce(self) -> Iterator[Frame]:
+        raise NotImplementedError
+
+    def _release(self) -> None:
+        """Free decoder resources; called once, from the producer thread or from close()."""
+
+    def _put(self, item) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _run(self) -> None:
+        try:
+            for frame in self._produce():
+                if self._stop.is_set():
+                    break
+                self.frames_decoded += 1
+                if not self._put(frame):
+                    break
+        except Exception as exc:  # noqa: BLE001 - any decoder failure ends the stream, not the run
+            self.error = f"{self.name}: decoding stopped after {self.frames_decoded} frames: {exc}"
+        finally:
+            self._release()
+            self._put(_END)
+
+    def start(self) -> "FrameSource":
+        """Start the background decoder (iteration starts it implicitly)."""
+        if self._closed:
+            raise RuntimeError(f"{self.name}: source is closed")
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name=f"decode:{self.name}", daemon=True)
+            self._thread.start()
+        return self
+
+    def __iter__(self) -> Iterator[Frame]:
+        if self._thread is not None:
+            raise RuntimeError(f"{self.name}: a source can be iterated only once")
+        self.start()
+        while True:
+            item = self._queue.get()
+            if item is _END:
+                break
+            self.frames_read += 1
+            yield item
+        if self.error:
+            log.warning("%s (%d frames read)", self.error, self.frames_read)
+
+    def close(self) -> None:
+        """Stop the background thread and free the decoder; safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        self._stop.set()
+        if self._thread is None:
+            self._release()
+            return
+        # Drain so a producer blocked on put() sees the stop flag promptly.
+        while self._thread.is_alive():
+            try:
+                self._queue.get(timeout=0.05)
+            except queue.Empty:
+                pass
+        self._thread.join()
+
+    def __enter__(self) -> "FrameSource":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self):
+        try:
+            self._stop.set()
+        except Exception:  # noqa: BLE001 - interpreter shutdown
+            pass
+
+
+class VideoFileSource(FrameSource):
+    """A video file decoded with PyAV (default thread type) or decord.
+
+    Raises:
+        SourceError: at construction, if the file is missing or holds no decodable video stream.
+    """
+
+    def __init__(self, path: str | Path, stride: int = 1, max_frames: int | None = None,
+                 short_side: int | None = None, backend: str = "pyav", queue_size: int = 8):
+        super().__init__(str(path), stride, max_frames, short_side, queue_size)
+        self.path = Path(path)
+        self.backend = backend
+        if not self.path.is_file():
+            raise SourceError(f"{self.path}: no such video file")
+        self._container = None
+        self._reader = None
+        if backend == "pyav":
+            self._open_pyav()
+        elif backend == "decord":
+            self._open_decord()
+        else:
+            raise ValueError(f"{self.path}: backend must be 'pyav' or 'decord', got {backend!r}")
+
+    def _open_pyav(self) -> None:
+        import av
+
+        try:
+            self._container = av.open(str(self.path))
+        except Exception as exc:  # noqa: BLE001 - av raises many FFmpegError kinds
+            raise SourceError(f"{self.path}: not a readable video ({exc})") from exc
+        if not self._container.streams.video:
+            self._container.close()
+            raise SourceError(f"{self.path}: contains no video stream")
+        stream = self._container.streams.video[0]
+        self._total = stream.frames or None
+        rate = stream.average_rate or stream.guessed_rate
+        self.fps = float(rate) if rate else None
+        self.num_frames = _expected_count(self._total, self.stride, self.max_frames)
+
+    def _open_decord(self) -> None:
+        try:
+            import decord
+        except ImportError as exc:
+            raise SourceError(f"{self.path}: backend 'decord' requested but decord is not "
+                              "installed (pip install decord2)") from exc
+        try:
+            self._reader = decord.VideoReader(str(self.path))
+        except Exception as exc:  # noqa: BLE001 - DECORDError is not exported consistently
+            raise SourceError(f"{self.path}: not a readable video ({exc})") from exc
+        self._total = len(self._reader)
+        if self._total == 0:
+            raise SourceError(f"{self.path}: contains no decodable frames")
+        self.fps = float(self._reader.get_avg_fps()) or None
+        self.num_frames = _expected_count(self._total, self.stride, self.max_frames)
+
+    def _produce(self) -> Iterator[Frame]:
+        yield from (self._produce_pyav() if self.backend == "pyav" else self._produce_decord())
+        # A container index promising more frames than were decoded means a cut-off file.
+        if self.error is None and self._total and self.max_frames is None:
+            expected = _expected_count(self._total, self.stride, None)
+            if self.frames_decoded < expected:
+                self.error = (f"{self.path}: truncated or corrupt, decoded {self.frames_decoded} "
+                              f"of {expected} expected frames")
+
+    def _produce_pyav(self) -> Iterator[Frame]:
+        stream = self._container.streams.video[0]
+        n_out = 0
+        for i, frame in enumerate(self._decode_pyav(stream)):
+            if i % self.stride:
+                continue
+            ts = float(frame.time) if frame.time is not None else i / (self.fps or 1.0)
+            yield i, ts, resize_short_side(frame.to_ndarray(format="rgb24"), self.short_side)
+            n_out += 1
+            if self.max_frames is not None and n_out >= self.max_frames:
+                return
+
+    def _decode_pyav(self, stream):
+        """Decode packet by packet so that a corrupt packet ends the stream at the last good frame."""
+        import av
+
+        try:
+            for packet in self._container.demux(stream):
+                yield from packet.decode()
+        except av.error.FFmpegError as exc:
+            self.error = f"{self.path}: corrupt data after {self.frames_decoded} frames ({exc})"
+            try:  # frames already inside the decoder are good; drain them
+                yield from stream.codec_context.decode(None)
+            except av.error.FFmpegError:
+                pass
+
+    def _produce_decord(self) -> Iterator[Frame]:
+        indices = range(0, self._total, self.stride)
+        if self.max_frames is not None:
+            indices = indices[: self.max_frames]
+        for i in indices:
+            rgb = self._reader[i].asnumpy()
+            ts = float(self._reader.get_frame_timestamp(i)[0])
+            yield i, ts, resize_short_side(rgb, self.short_side)
+
+    def _release(self) -> None:
+        if self._container is not None:
+            self._container.close()
+            self._container = None
+        self._reader = None
+
+
+def _to_rgb(img: np.ndarray) -> np.ndarray:
+    """cv2.imread(IMREAD_UNCHANGED) output (gray, BGR, BGRA; 8 or 16 bit) -> RGB uint8."""
+    if img.dtype == np.uint16:
+        img = (img >> 8).astype(np.uint8)
+    elif img.dtype != np.uint8:
+        raise ValueError(f"unsupported image dtype {img.dtype}, expected uint8 or uint16")
+    if img.ndim == 2:
+        return cv2.cvtColor(img, cv2.COLOR_GRAY2RGB)
+    if img.shape[2] == 4:
+        return cv2.cvtColor(img, cv2.COLOR_BGRA2RGB)
+    if img.shape[2] == 3:
+        return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    raise ValueError(f"unsupported channel count {img.shape[2]}, expected 1, 3 or 4")
+
+
+class FrameDirSource(FrameSource):
+    """A folder of images (.jpg/.jpeg/.png/.bmp) in sorted file-name order.
+
+    Grayscale and RGBA images are converted to RGB. An unreadable image is skipped, counted in
+    ``skipped`` and listed in ``skipped_paths``. Timestamps are ``index / fps``.
+
+    Attributes:
+        paths: the image files, sorted (before stride / max_frames).
+
+    Raises:
+        SourceError: at construction, if the folder is missing or holds no images.
+    """
+
+    def __init__(self, path: str | Path, stride: int = 1, max_frames: int | None = None,
+                 short_side: int | None = None, fps: float = 25.0, queue_size: int = 8):
+        super().__init__(str(path), stride, max_frames, short_side, queue_size)
+        self.path = Path(path)
+        if not self.path.is_dir():
+            raise SourceError(f"{self.path}: no such frame folder")
+        self.paths = sorted(p for p in self.path.iterdir()
+                            if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+        if not self.paths:
+            raise SourceError(f"{self.path}: frame folder holds no images "
+                              f"(looked for {', '.join(IMAGE_EXTENSIONS)})")
+        self.fps = fps
+        self.num_frames = _expected_count(len(self.paths), stride, max_frames)
+        self.skipped_paths: list[Path] = []
+
+    def _produce(self) -> Iterator[Frame]:
+        selected = list(range(0, len(self.paths), self.stride))
+        if self.max_frames is not None:
+            selected = selected[: self.max_frames]
+        for i in selected:
+            p = self.paths[i]
+            img = cv2.imread(str(p), cv2.IMREAD_UNCHANGED)
+            try:
+                if img is None:
+                    raise ValueError("cv2 could not decode it")
+                rgb = _to_rgb(img)
+            except ValueError as exc:
+                self.skipped += 1
+                self.skipped_paths.append(p)
+                log.warning("%s: skipped unreadable image (%s)", p, exc)
+                continue
+            yield i, i / self.fps, resize_short_side(rgb, self.short_side)
+
+
+class CameraSource(FrameSource):
+    """A live camera (device index) or stream URL (rtsp/http MJPEG) read with cv2.VideoCapture.
+
+    A reader thread keeps only the newest frame; a frame overwritten before the consumer took it is
+    counted in ``dropped``. When reads fail, the capture is reopened up to ``reconnect_attempts``
+    times (``reconnect_delay_s`` apart); after that the stream stops cleanly with ``error`` set.
+    Timestamps are seconds since the source started, taken at capture time. ``queue_size`` is
+    accepted for a uniform ``open_source`` interface; a camera holds at most one pending frame.
+
+    Raises:
+        SourceError: at construction, if the device or URL does not open.
+    """
+
+    def __init__(self, device: int | str, stride: int = 1, max_frames: int | None = None,
+                 short_side: int | None = None, reconnect_attempts: int = 3,
+                 reconnect_delay_s: float = 0.5, queue_size: int = 1):
+        label = f"camera {device}" if isinstance(device, int) else str(device)
+        super().__init__(label, stride, max_frames, short_side, queue_size)
+        self.device = device
+        self.reconnect_attempts = reconnect_attempts
+        self.reconnect_delay_s = reconnect_delay_s
+        self.reconnects = 0
+        self._slot: Frame | None = None
+        self._done = False
+        self._cond = threading.Condition()
+        self._cap = self._open_capture()
+        if self._cap is None:
+            what = "device index" if isinstance(device, int) else "stream URL"
+            raise SourceError(f"{label}: could not open {what} (cv2.VideoCapture.isOpened() is False)")
+        fps = self._cap.get(cv2.CAP_PROP_FPS)
+        self.fps = float(fps) if fps and fps > 0 else None
+
+    def _open_capture(self):
+        if isinstance(self.device, int):
+            cap = cv2.VideoCapture(self.device)
+        else:
+            cap = cv2.VideoCapture(self.device, cv2.CAP_FFMPEG)
+        if not cap.isOpened():
+            cap.release()
+            return None
+        # Ask the driver for a 1-frame buffer so frames are fresh; many backends ignore it.
+        cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)
+        return cap
+
+    def _run(self) -> None:
+        t0 = time.monotonic()
+        captured = 0
+        failures = 0
+        try:
+            while not self._stop.is_set():
+                ok, bgr = self._cap.read() if self._cap is not None else (False, None)
+                if ok and bgr is not None:
+                    failures = 0
+                    index = captured
+                    captured += 1
+                    if index % self.stride:
+                        continue
+                    rgb = resize_short_side(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), self.short_side)
+                    self.frames_decoded += 1
+                    with self._cond:
+                        if self._slot is not None:
+                            self.dropped += 1
+                        self._slot = (index, time.monotonic() - t0, rgb)
+                        self._cond.notify_all()
+                    continue
+                if failures >= self.reconnect_attempts:
+                    self.error = (f"{self.name}: stream ended or disconnected after {captured} "
+                                  f"frames; {failures} reconnect attempts failed")
+                    break
+                failures += 1
+                self.reconnects += 1
+                log.warning("%s: read failed, reconnecting (%d/%d)", self.name, failures,
+                            self.reconnect_attempts)
+                if self._cap is not None:
+                    self._cap.release()
+                if self._stop.wait(self.reconnect_delay_s):
+                    break
+                self._cap = self._open_capture()
+        except Exception as exc:  # noqa: BLE001 - a broken backend must end the stream, not hang
+            self.error = f"{self.name}: capture failed after {captured} frames: {exc}"
+        finally:
+            self._release()
+            with self._cond:
+                self._done = True
+                self._cond.notify_all()
+
+    def __iter__(self) -> Iterator[Frame]:
+        if self._thread is not None:
+            raise RuntimeError(f"{self.name}: a source can be iterated only once")
+        self.start()
+        while self.max_frames is None or self.frames_read < self.max_frames:
+            with self._cond:
+                while self._slot is None and not self._done:
+                    self._cond.wait(timeout=0.1)
+                item, self._slot = self._slot, None
+            if item is None:
+                break
+            self.frames_read += 1
+            yield item
+        if self.error:
+            log.warning("%s (%d frames read, %d dropped)", self.error, self.frames_read, self.dropped)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._stop.set()
+        if self._thread is None:
+            self._release()
+        else:
+            self._thread.join()
+
+    def _release(self) -> None:
+        if self._cap is not None:
+            self._cap.release()
+            self._cap = None
+
+
+def open_source(spec: str | int, **opts) -> FrameSource:
+    """Open a source from a command-line string.
+
+    An integer-like string is a camera index, an rtsp/http(s)/rtmp URL is a camera stream, a
+    directory is a frame folder, anything else a video file.
+
+    Args:
+        spec: device index, URL, folder or file path.
+        **opts: keyword options of the chosen class (stride, max_frames, short_side, ...).
+
+    Raises:
+        SourceError: if the source does not open.
+    """
+    if isinstance(spec, int):
+        return CameraSource(spec, **opts)
+    text = str(spec).strip()
+    if text.lstrip("-").isdigit():
+        return CameraSource(int(text), **opts)
+    if text.lower().startswith(URL_PREFIXES):
+        return CameraSource(text, **opts)
+    if Path(text).is_dir():
+        return FrameDirSource(text, **opts)
+    return VideoFileSource(text, **opts)
+
+
+__all__ = ["SourceError", "FrameSource", "VideoFileSource", "FrameDirSource", "CameraSource",
+           "open_source", "resize_short_side"]
