@@ -100,7 +100,8 @@ class DatasetContext(nn.Module):
             C_bi `(B, Z, h, w)`.
         """
         if feats.dim() != 4 or feats.shape[1] != self.channels:
-            raise ValueError(f"DatasetContext: R must be (B, {self.channels}, h, w), got {tuple(feats.shape)}")
+            raise ValueError(f"DatasetContext: R must be (B, {self.channels}, h, w), "
+                             f"got {tuple(feats.shape)}")
         if probs.dim() != 4 or probs.shape[0] != feats.shape[0] or probs.shape[2:] != feats.shape[2:]:
             raise ValueError(f"DatasetContext: probs must be (B, K, h, w) matching R {tuple(feats.shape)}, "
                              f"got {tuple(probs.shape)}")
@@ -131,7 +132,8 @@ class Fusion(nn.Module):
         if kind not in FUSION_KINDS:
             raise ValueError(f"Fusion: kind must be one of {FUSION_KINDS}, got {kind!r}")
         if channels <= 0 or num_inputs < 1:
-            raise ValueError(f"Fusion: channels must be > 0 and num_inputs >= 1, got {channels}, {num_inputs}")
+            raise ValueError(f"Fusion: channels must be > 0 and num_inputs >= 1, "
+                             f"got {channels}, {num_inputs}")
         self.kind = kind
         self.channels = channels
         self.num_inputs = num_inputs
@@ -150,7 +152,8 @@ class Fusion(nn.Module):
         ref = maps[0].shape
         for i, t in enumerate(maps):
             if t.dim() != 4 or t.shape[1] != self.channels or t.shape != ref:
-                raise ValueError(f"Fusion: map {i} must be (B, {self.channels}, h, w) like map 0 {tuple(ref)}, "
+                raise ValueError(f"Fusion: map {i} must be (B, {self.channels}, h, w) "
+                                 f"like map 0 {tuple(ref)}, "
                                  f"got {tuple(t.shape)}")
         if self.kind == "concat":
             return self.fuse(torch.cat(maps, dim=1))

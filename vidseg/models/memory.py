@@ -73,7 +73,7 @@ def _flatten_inputs(features: torch.Tensor, labels: torch.Tensor, num_classes: i
 
     Returns:
         feats `(N, Z)` float32 and idx `(N,)` int64 in `[0, K]`, where ignored pixels map to the
-        extra bucket `K` (so per-class sums need no boolean indexing and no host sync).
+        extra bucket `K` (so per-class sums need no boolean indexing of the pixel rows).
     """
     if features.dim() != 4 or features.shape[1] != channels:
         raise ValueError(f"{owner}.update: features must be (B, {channels}, h, w), "
