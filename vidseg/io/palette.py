@@ -1,0 +1,75 @@
+"""A fixed class palette for label maps (VSPW train ids 0..123, ignore 255)."""
+
+from __future__ import annotations
+
+import colorsys
+
+import numpy as np
+
+NUM_COLORS = 124
+IGNORE_INDEX = 255
+IGNORE_COLOR = (0, 0, 0)
+
+
+def _build_palette(n: int) -> np.ndarray:
+    # Golden-ratio hue steps keep consecutive ids far apart on the colour wheel; cycling
+    # saturation and value separates ids whose hues end up close.
+    golden = 0.6180339887498949
+    levels = [(0.90, 0.95), (0.60, 0.85), (0.95, 0.65), (0.45, 0.98)]
+    colors = np.zeros((n, 3), np.uint8)
+    for k in range(n):
+        sat, val = levels[k % len(levels)]
+        r, g, b = colorsys.hsv_to_rgb((0.07 + k * golden) % 1.0, sat, val)
+        colors[k] = (round(r * 255), round(g * 255), round(b * 255))
+    return colors
+
+
+PALETTE = _build_palette(NUM_COLORS)
+PALETTE.setflags(write=False)
+_LUT = np.zeros((256, 3), np.uint8)
+_LUT[:NUM_COLORS] = PALETTE
+_LUT[IGNORE_INDEX] = IGNORE_COLOR
+
+
+def _check_labels(labels: np.ndarray) -> None:
+    if labels.dtype != np.uint8 or labels.ndim != 2:
+        raise ValueError(f"labels must be uint8 (H, W), got {labels.dtype} {labels.shape}")
+    bad = np.unique(labels[(labels >= NUM_COLORS) & (labels != IGNORE_INDEX)])
+    if bad.size:
+        raise ValueError(f"labels hold values {bad[:8].tolist()}, expected train ids "
+                         f"0..{NUM_COLORS - 1} or {IGNORE_INDEX}")
+
+
+def colorize(labels: np.ndarray) -> np.ndarray:
+    """Map train ids to palette colours.
+
+    Args:
+        labels: uint8 ``(H, W)`` with values in 0..123 or 255 (ignore, drawn black).
+
+    Returns:
+        RGB uint8 ``(H, W, 3)``.
+    """
+    _check_labels(labels)
+    return _LUT[labels]
+
+
+def overlay(rgb: np.ndarray, labels: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+    """Blend the class colours over a frame; ignore pixels keep the original frame.
+
+    Args:
+        rgb: uint8 ``(H, W, 3)``.
+        labels: uint8 ``(H, W)``, same H and W.
+        alpha: weight of the class colour, in [0, 1].
+
+    Returns:
+        RGB uint8 ``(H, W, 3)``.
+    """
+    if rgb.shape[:2] != labels.shape or rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise ValueError(f"overlay: rgb {rgb.shape} and labels {labels.shape} must be "
+                         "(H, W, 3) and (H, W)")
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"overlay: alpha must be in [0, 1], got {alpha}")
+    colors = colorize(labels).astype(np.float32)
+    weight = np.where(labels == IGNORE_INDEX, 0.0, alpha).astype(np.float32)[..., None]
+    out = rgb.astype(np.float32) * (1.0 - weight) + colors * weight
+    return np.clip(out + 0.5, 0, 255).astype(np.uint8)

