@@ -32,6 +32,9 @@ def test_palette_is_fixed_and_distinct():
     assert PALETTE.shape == (NUM_COLORS, 3) and PALETTE.dtype == np.uint8
     assert len({tuple(c) for c in PALETTE}) == NUM_COLORS
     assert tuple(IGNORE_COLOR) not in {tuple(c) for c in PALETTE}
+    rgb = PALETTE.astype(float)
+    dist = np.sqrt(((rgb[:, None] - rgb[None]) ** 2).sum(-1)) + np.eye(NUM_COLORS) * 1e9
+    assert dist.min() > 40  # any two classes are clearly different colours
     # deterministic: rebuilt in a fresh interpreter, the palette is the same
     out = subprocess.run([sys.executable, "-c", "from vidseg.io.palette import PALETTE;"
                           "print(PALETTE.sum(), PALETTE[5].tolist())"], cwd=REPO,

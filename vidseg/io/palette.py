@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import colorsys
-
 import numpy as np
 
 NUM_COLORS = 124
@@ -12,16 +10,20 @@ IGNORE_COLOR = (0, 0, 0)
 
 
 def _build_palette(n: int) -> np.ndarray:
-    # Golden-ratio hue steps keep consecutive ids far apart on the colour wheel; cycling
-    # saturation and value separates ids whose hues end up close.
-    golden = 0.6180339887498949
-    levels = [(0.90, 0.95), (0.60, 0.85), (0.95, 0.65), (0.45, 0.98)]
-    colors = np.zeros((n, 3), np.uint8)
-    for k in range(n):
-        sat, val = levels[k % len(levels)]
-        r, g, b = colorsys.hsv_to_rgb((0.07 + k * golden) % 1.0, sat, val)
-        colors[k] = (round(r * 255), round(g * 255), round(b * 255))
-    return colors
+    # Greedy farthest-point picks from an RGB grid: every new colour is the one farthest from
+    # all colours chosen so far, so any two classes differ clearly.
+    # Channel weights roughly follow perceived brightness differences.
+    levels = np.linspace(0, 255, 11)
+    grid = np.stack(np.meshgrid(levels, levels, levels, indexing="ij"), -1).reshape(-1, 3)
+    weights = np.array([2.0, 4.0, 3.0])
+    # Start as if black (ignore) and white (legend text) were already taken.
+    dist = np.minimum((((grid - 0.0) ** 2) * weights).sum(1), (((grid - 255.0) ** 2) * weights).sum(1))
+    chosen = []
+    for _ in range(n):
+        k = int(np.argmax(dist))  # ties resolve to the lowest grid index: deterministic
+        chosen.append(grid[k])
+        dist = np.minimum(dist, (((grid - grid[k]) ** 2) * weights).sum(1))
+    return np.round(np.array(chosen)).astype(np.uint8)
 
 
 PALETTE = _build_palette(NUM_COLORS)

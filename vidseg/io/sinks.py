@@ -58,7 +58,7 @@ def ensure_writable_dir(path: str | Path) -> Path:
 
 
 def _font_scale(height: int) -> float:
-    return float(np.clip(height / 720.0 * 0.7, 0.3, 1.2))
+    return float(np.clip(height / 720.0 * 0.9, 0.35, 1.2))
 
 
 def draw_legend(img: np.ndarray, labels: np.ndarray, class_names: Sequence[str] | None = None,

@@ -181,12 +181,6 @@ class FrameSource:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def __del__(self):
-        try:
-            self._stop.set()
-        except Exception:  # noqa: BLE001 - interpreter shutdown
-            pass
-
 
 class VideoFileSource(FrameSource):
     """A video file decoded with PyAV (default thread type) or decord.
@@ -477,8 +471,8 @@ class CameraSource(FrameSource):
 def open_source(spec: str | int, **opts) -> FrameSource:
     """Open a source from a command-line string.
 
-    An integer-like string is a camera index, an rtsp/http(s)/rtmp URL is a camera stream, a
-    directory is a frame folder, anything else a video file.
+    An integer-like string is a camera index, an rtsp/http(s)/rtmp URL or a /dev/video* path is a
+    camera, a directory is a frame folder, anything else a video file.
 
     Args:
         spec: device index, URL, folder or file path.
@@ -492,7 +486,7 @@ def open_source(spec: str | int, **opts) -> FrameSource:
     text = str(spec).strip()
     if text.lstrip("-").isdigit():
         return CameraSource(int(text), **opts)
-    if text.lower().startswith(URL_PREFIXES):
+    if text.lower().startswith(URL_PREFIXES) or text.startswith("/dev/video"):
         return CameraSource(text, **opts)
     if Path(text).is_dir():
         return FrameDirSource(text, **opts)
