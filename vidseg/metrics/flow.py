@@ -38,6 +38,9 @@ class DISFlow:
     def __call__(self, rgb_t: np.ndarray, rgb_t1: np.ndarray) -> np.ndarray:
         """rgb_t, rgb_t1: (H, W, 3) uint8 RGB -> flow (H, W, 2) float32 from t to t+1."""
         cv2 = self._cv2
+        if max(rgb_t.shape[:2]) < 12:
+            raise ValueError(f"DIS flow needs frames with width or height >= 12, got "
+                             f"{rgb_t.shape[1]}x{rgb_t.shape[0]}")
         g0 = cv2.cvtColor(np.ascontiguousarray(rgb_t), cv2.COLOR_RGB2GRAY)
         g1 = cv2.cvtColor(np.ascontiguousarray(rgb_t1), cv2.COLOR_RGB2GRAY)
         return self._dis.calc(g0, g1, None)

@@ -1,0 +1,91 @@
+"""`vidseg score`: score a folder of VSPW-format prediction PNGs produced by any method."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+
+
+def _jsonable(value):
+    # JSON has no NaN: undefined metrics (e.g. IoU of a class absent from GT) become null.
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def write_metrics(result: dict, path: str) -> None:
+    """Write a scorer result as JSON (NaN -> null), atomically."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(_jsonable(result), f, indent=2)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def run(args: argparse.Namespace) -> int:
+    from vidseg.cli import CliError
+    from vidseg.metrics.scorer import format_table, score_prediction_dir
+
+    if args.flow == "raft" and not args.raft_weights:
+        raise CliError("--flow raft needs --raft-weights FILE (a local torchvision raft_large "
+                       "state dict); nothing is downloaded")
+    if args.tc_videos is not None and args.tc_videos < 0:
+        raise CliError(f"--tc-videos must be >= 0, got {args.tc_videos}")
+    out = args.out or os.path.join(args.pred, "metrics.json")
+    try:
+        result = score_prediction_dir(
+            args.data, args.pred, split=args.split, tc_videos=args.tc_videos,
+            allow_missing=args.allow_missing, flow=args.flow, num_workers=args.workers,
+            tc=not args.no_tc, include_last_window=args.include_last_window,
+            raft_weights=args.raft_weights, progress=not args.quiet)
+    except (ValueError, FileNotFoundError, OSError) as exc:
+        raise CliError(str(exc).replace("\n", " ")) from None
+    print(format_table(result, per_class=args.per_class))
+    if result["missing_predictions"]:
+        print(f"warning: {result['missing_predictions']} prediction(s) missing and not scored, "
+              f"e.g. {result['missing_examples'][:3]}")
+    try:
+        write_metrics(result, out)
+    except OSError as exc:
+        raise CliError(f"cannot write {out}: {exc}") from None
+    print(f"metrics written to {out}")
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "score", help="score VSPW-format prediction PNGs: mIoU, accuracies, mVC_8/16, TC",
+        description="Score a folder <PRED>/<video>/<stem>.png of train-id predictions (0..123, "
+                    "single-channel or palette PNGs at mask size) against a VSPW split. Metrics "
+                    "follow the official VSPW scripts; see docs/METRICS.md for every deviation.")
+    p.add_argument("--data", required=True, metavar="ROOT", help="VSPW root (with val.txt, data/)")
+    p.add_argument("--pred", required=True, metavar="DIR", help="prediction folder")
+    p.add_argument("--split", default="val", help="split file name without .txt (default: val)")
+    p.add_argument("--out", metavar="FILE", help="metrics JSON (default: <DIR>/metrics.json)")
+    p.add_argument("--tc-videos", type=int, metavar="N",
+                   help="TC on the first N videos of the split file only (100 = the official "
+                        "protocol); default: all videos")
+    p.add_argument("--no-tc", action="store_true", help="skip TC (no optical flow)")
+    p.add_argument("--flow", choices=("dis", "raft"), default="dis",
+                   help="flow for TC: OpenCV DIS (default, reported as TC-DIS) or RAFT")
+    p.add_argument("--raft-weights", metavar="FILE",
+                   help="local torchvision raft_large weights for --flow raft")
+    p.add_argument("--allow-missing", action="store_true",
+                   help="count and report missing predictions instead of failing")
+    p.add_argument("--include-last-window", action="store_true",
+                   help="mVC also counts the window ending at each video's last frame "
+                        "(the official script skips it)")
+    p.add_argument("--workers", type=int, default=0, metavar="N",
+                   help="processes scoring videos in parallel (0/1: in this process); "
+                        "the result does not depend on it")
+    p.add_argument("--per-class", action="store_true", help="also print the per-class table")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
