@@ -21,8 +21,9 @@ VIDEOS = {
     "1_vid-a_b": ["00000377", "00000378", "00000380", "00000381"],
     "2_vidB": ["00000010", "00000011", "00000012"],
     "3_test": ["00000005", "00000006"],
+    "4_val": ["00000100", "00000101", "00000102"],
 }
-SPLITS = {"train": ["1_vid-a_b", "2_vidB"], "val": ["2_vidB"], "test": ["3_test"]}
+SPLITS = {"train": ["1_vid-a_b", "2_vidB"], "val": ["4_val"], "test": ["3_test"]}
 CLASSES = {"others": 0, "wall": 1, "sky": 2, "person": 3}
 
 
@@ -203,8 +204,8 @@ def test_test_split_has_no_masks(vspw_root):
 
 
 def test_invalid_mask_value_error_names_file(vspw_root):
-    path = os.path.join(vspw_root, "data", "2_vidB", "mask", "00000011.png")
+    path = os.path.join(vspw_root, "data", "4_val", "mask", "00000101.png")
     cv2.imwrite(path, np.full((H, W), 200, np.uint8))
     ds = VSPWClips(vspw_root, "val", history=0, mode="eval")
-    with pytest.raises(ValueError, match=r"00000011\.png.*200"):
+    with pytest.raises(ValueError, match=r"00000101\.png.*200"):
         ds[1]

@@ -1,0 +1,269 @@
+"""Verify a VSPW download (or a synthetic VSPW-format root) before training on it.
+
+Checks split files, video folders, frame/mask pairing, empty or undecodable images, mask values
+outside {0..124, 255}, RGB masks and frame/mask size mismatches, and compares counts with the
+expected ones. Each mask is decoded once; JPEG frames are validated from their headers (size,
+markers) unless `decode_frames=True`, so a full VSPW check is I/O-bound. Videos are checked in a
+thread pool (OpenCV releases the GIL while decoding).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from vidseg.data.vspw import (CLASS_FILE, FRAME_EXTENSIONS, NUM_RAW_CLASSES, SPLITS,
+                              UnreadableImageError, invalid_raw_values, load_class_names, read_mask)
+
+# official VSPW counts (vspw-metrics.md section 1); the 480p release differs slightly in frames
+OFFICIAL_COUNTS = {
+    "train": {"videos": 2806, "frames": 198244},
+    "val": {"videos": 343, "frames": 24502},
+    "test": {"videos": 387, "frames": 28887},
+}
+MANIFEST = "vidseg_synthetic.json"
+
+
+@dataclass
+class Problem:
+    """One finding: `severity` is "error" (layout unusable) or "warning"."""
+
+    severity: str
+    path: str
+    message: str
+
+
+@dataclass
+class CheckReport:
+    """Result of `check_vspw`: counts per split, expected counts, problems found."""
+
+    root: str
+    counts: dict = field(default_factory=dict)  # split -> {"videos", "frames", "masks"}
+    expected: dict = field(default_factory=dict)  # split -> {"videos", "frames"}
+    expected_source: str = "official VSPW"
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def errors(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity == "error"]
+
+    @property
+    def warnings(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity == "warning"]
+
+    @property
+    def ok(self) -> bool:
+        """False when any error was found (the layout cannot be trained/evaluated on as is)."""
+        return not self.errors
+
+    def to_dict(self) -> dict:
+        return {
+            "root": self.root, "ok": self.ok, "counts": self.counts, "expected": self.expected,
+            "expected_source": self.expected_source,
+            "num_errors": len(self.errors), "num_warnings": len(self.warnings),
+            "problems": [p.__dict__ for p in self.problems],
+        }
+
+    def format(self, max_problems: int = 50) -> str:
+        """Human-readable report: a count table, then up to `max_problems` problems."""
+        lines = [f"VSPW check of {self.root}", f"{'split':<6} {'videos':>8} {'frames':>9} {'masks':>9}"
+                 f"   expected ({self.expected_source})"]
+        for split, c in self.counts.items():
+            exp = self.expected.get(split, {})
+            lines.append(f"{split:<6} {c['videos']:>8} {c['frames']:>9} {c['masks']:>9}   "
+                         f"{exp.get('videos', '-')} videos, {exp.get('frames', '-')} frames")
+        for p in self.problems[:max_problems]:
+            lines.append(f"{p.severity.upper():<7} {p.path}: {p.message}")
+        if len(self.problems) > max_problems:
+            lines.append(f"... {len(self.problems) - max_problems} more problems (use --json for all)")
+        verdict = "OK" if self.ok else "NOT USABLE"
+        lines.append(f"{verdict}: {len(self.errors)} error(s), {len(self.warnings)} warning(s)")
+        return "\n".join(lines)
+
+
+def jpeg_size(data: bytes) -> tuple[int, int] | None:
+    """(H, W) from a JPEG's SOF marker, or None if the header is not a valid JPEG."""
+    if data[:2] != b"\xff\xd8":
+        return None
+    i = 2
+    while i + 9 < len(data):
+        if data[i] != 0xFF:
+            return None
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
+            i += 2
+            continue
+        (length,) = struct.unpack(">H", data[i + 2:i + 4])
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            h, w = struct.unpack(">HH", data[i + 5:i + 9])
+            return h, w
+        i += 2 + length
+    return None
+
+
+def _frame_size(path: str, decode: bool) -> tuple[tuple[int, int] | None, str | None, str | None]:
+    """Return (size, error, warning) for one frame file."""
+    with open(path, "rb") as f:
+        data = f.read()
+    if not data:
+        return None, "empty file (0 bytes)", None
+    if not decode and path.lower().endswith((".jpg", ".jpeg")):
+        size = jpeg_size(data)
+        if size is None:
+            return None, "not a readable JPEG (bad header)", None
+        # encoders may pad after the end-of-image marker, so look near the end only
+        warning = None if b"\xff\xd9" in data[-64:] else "no JPEG end marker: possibly truncated"
+        return size, None, warning
+    img = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
+    if img is None:
+        return None, "cannot be decoded", None
+    return img.shape[:2], None, None
+
+
+def _check_video(root: str, split: str, name: str, decode_frames: bool):
+    """Check one video folder; returns (frames, masks, problems)."""
+    problems: list[Problem] = []
+    video_dir = os.path.join(root, "data", name)
+    origin_dir, mask_dir = os.path.join(video_dir, "origin"), os.path.join(video_dir, "mask")
+    if not os.path.isdir(video_dir):
+        return 0, 0, [Problem("error", video_dir, f"video listed in {split}.txt has no folder")]
+    frames = {os.path.splitext(n)[0]: os.path.join(origin_dir, n) for n in _listdir(origin_dir)
+              if os.path.splitext(n)[1].lower() in FRAME_EXTENSIONS}
+    masks = {os.path.splitext(n)[0]: os.path.join(mask_dir, n) for n in _listdir(mask_dir)
+             if n.lower().endswith(".png")}
+    if not frames:
+        problems.append(Problem("error", origin_dir, "no frames (expected origin/<8 digits>.jpg)"))
+    needs_masks = split != "test" or bool(masks)
+    sizes = {}
+    for stem in sorted(frames):
+        size, error, warning = _frame_size(frames[stem], decode_frames)
+        if error:
+            problems.append(Problem("error", frames[stem], error))
+        if warning:
+            problems.append(Problem("warning", frames[stem], warning))
+        sizes[stem] = size
+        if needs_masks and stem not in masks:
+            problems.append(Problem("error", frames[stem], "frame without mask "
+                                    f"(expected {os.path.join(mask_dir, stem + '.png')})"))
+    for stem in sorted(masks):
+        path = masks[stem]
+        if stem not in frames:
+            problems.append(Problem("error", path, "mask without frame"))
+        try:
+            mask = read_mask(path)
+        except (UnreadableImageError, ValueError, OSError) as exc:
+            problems.append(Problem("error", path, str(exc).replace(f"mask {path} ", "").strip()))
+            continue
+        bad = invalid_raw_values(mask)
+        if bad.size:
+            problems.append(Problem("error", path, f"values {bad[:10].tolist()} outside "
+                                    f"{{0..{NUM_RAW_CLASSES}, 255}}"))
+        size = sizes.get(stem)
+        if size is not None and tuple(mask.shape) != tuple(size):
+            problems.append(Problem("error", path, f"mask is {mask.shape[1]}x{mask.shape[0]} but the "
+                                    f"frame is {size[1]}x{size[0]} (WxH)"))
+    return len(frames), len(masks), problems
+
+
+def _listdir(folder: str) -> list[str]:
+    return os.listdir(folder) if os.path.isdir(folder) else []
+
+
+def _expected_from_manifest(root: str) -> dict | None:
+    """Expected counts from a synthetic root's manifest, whatever its exact nesting."""
+    path = os.path.join(root, MANIFEST)
+    if not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        manifest = json.load(f)
+    for key in ("expected", "counts", "splits"):
+        if isinstance(manifest.get(key), dict):
+            manifest = manifest[key]
+            break
+    out = {}
+    for split in SPLITS:
+        entry = manifest.get(split)
+        if isinstance(entry, dict):
+            videos = entry.get("videos", entry.get("num_videos"))
+            frames = entry.get("frames", entry.get("num_frames"))
+            if isinstance(videos, list):
+                videos = len(videos)
+            out[split] = {k: v for k, v in (("videos", videos), ("frames", frames)) if v is not None}
+    return out or None
+
+
+def check_vspw(root: str | os.PathLike, splits=SPLITS, expected: dict | None = None,
+               decode_frames: bool = False, workers: int | None = None) -> CheckReport:
+    """Check a VSPW root and return a report (`report.ok` False when the layout is unusable).
+
+    Args:
+        root: folder holding `data/`, the split files and `label_num_dic_final.json`.
+        splits: splits to check.
+        expected: split -> {"videos": n, "frames": n}; default: the root's `vidseg_synthetic.json`
+            manifest if present, else the official VSPW counts. Count differences are warnings.
+        decode_frames: fully decode every frame instead of validating JPEG headers (slower).
+        workers: thread-pool size (default: 2 x CPU count, at most 16).
+    """
+    root = os.fspath(root)
+    report = CheckReport(root=root)
+    if not os.path.isdir(os.path.join(root, "data")):
+        report.problems.append(Problem("error", os.path.join(root, "data"),
+                                       "missing: not a VSPW root (expected data/<video>/origin, mask)"))
+        return report
+    if expected is None:
+        expected = _expected_from_manifest(root)
+        if expected is not None:
+            report.expected_source = MANIFEST
+    else:
+        report.expected_source = "given"
+    report.expected = expected if expected is not None else OFFICIAL_COUNTS
+    try:
+        load_class_names(root)
+    except (FileNotFoundError, ValueError) as exc:
+        report.problems.append(Problem("error", os.path.join(root, CLASS_FILE), str(exc)))
+    split_videos: dict[str, list[str]] = {}
+    for split in splits:
+        split_file = os.path.join(root, f"{split}.txt")
+        if not os.path.isfile(split_file):
+            report.problems.append(Problem("error", split_file, "split file missing"))
+            continue
+        with open(split_file, encoding="utf-8") as f:
+            names = [line.strip() for line in f if line.strip()]
+        report.counts[split] = {"videos": len(names), "frames": 0, "masks": 0}
+        split_videos[split] = names
+    # a video listed in several splits is checked once (and flagged: it leaks between splits)
+    owner: dict[str, str] = {}
+    for split, names in split_videos.items():
+        for name in names:
+            if name in owner:
+                report.problems.append(Problem("warning", os.path.join(root, f"{split}.txt"),
+                                               f"video {name} is also listed in {owner[name]}.txt"))
+            else:
+                owner[name] = split
+    workers = workers or min(16, 2 * (os.cpu_count() or 1))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        results = dict(zip(owner, pool.map(
+            lambda name: _check_video(root, owner[name], name, decode_frames), owner)))
+    for name, (_, _, problems) in results.items():
+        report.problems.extend(problems)
+    for split, names in split_videos.items():
+        for name in names:
+            report.counts[split]["frames"] += results[name][0]
+            report.counts[split]["masks"] += results[name][1]
+    for split, counts in report.counts.items():
+        exp = report.expected.get(split, {})
+        for key in ("videos", "frames"):
+            if key in exp and exp[key] != counts[key]:
+                report.problems.append(Problem(
+                    "warning", os.path.join(root, f"{split}.txt"),
+                    f"{counts[key]} {key} in split {split}, expected {exp[key]} ({report.expected_source})"))
+    return report
