@@ -52,10 +52,13 @@ def test_resize_short_side_keeps_aspect():
 
 def test_queue_is_bounded_when_consumer_is_slow(video):
     with VideoFileSource(video, queue_size=3) as src:
+        src.start()  # prefetch before the consumer asks
+        time.sleep(0.5)  # the decoder would finish all 20 frames in far less than this
+        # 3 queued + 1 held by the blocked put()
+        assert 3 <= src.frames_decoded <= 4
         it = iter(src)
         next(it)
-        time.sleep(0.5)  # the decoder would finish all 20 frames in far less than this
-        # 1 consumed + 3 queued + 1 held by the blocked put()
+        time.sleep(0.2)
         assert src.frames_decoded <= 5
         assert src._queue.qsize() <= 3
         rest = list(it)

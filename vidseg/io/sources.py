@@ -106,6 +106,7 @@ class FrameSource:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._closed = False
+        self._iterated = False
 
     def _produce(self) -> Iterator[Frame]:
         raise NotImplementedError
@@ -145,18 +146,25 @@ class FrameSource:
             self._thread.start()
         return self
 
+    def _take(self) -> Frame | None:
+        """Next frame from the background thread, None at the end of the stream."""
+        item = self._queue.get()
+        return None if item is _END else item
+
     def __iter__(self) -> Iterator[Frame]:
-        if self._thread is not None:
+        if self._iterated:
             raise RuntimeError(f"{self.name}: a source can be iterated only once")
+        self._iterated = True
         self.start()
-        while True:
-            item = self._queue.get()
-            if item is _END:
+        while self.max_frames is None or self.frames_read < self.max_frames:
+            item = self._take()
+            if item is None:
                 break
             self.frames_read += 1
             yield item
         if self.error:
-            log.warning("%s (%d frames read)", self.error, self.frames_read)
+            log.warning("%s (%d frames read, %d dropped, %d skipped)", self.error,
+                        self.frames_read, self.dropped, self.skipped)
 
     def close(self) -> None:
         """Stop the background thread and free the decoder; safe to call twice."""
@@ -436,31 +444,12 @@ class CameraSource(FrameSource):
                 self._done = True
                 self._cond.notify_all()
 
-    def __iter__(self) -> Iterator[Frame]:
-        if self._thread is not None:
-            raise RuntimeError(f"{self.name}: a source can be iterated only once")
-        self.start()
-        while self.max_frames is None or self.frames_read < self.max_frames:
-            with self._cond:
-                while self._slot is None and not self._done:
-                    self._cond.wait(timeout=0.1)
-                item, self._slot = self._slot, None
-            if item is None:
-                break
-            self.frames_read += 1
-            yield item
-        if self.error:
-            log.warning("%s (%d frames read, %d dropped)", self.error, self.frames_read, self.dropped)
-
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        self._stop.set()
-        if self._thread is None:
-            self._release()
-        else:
-            self._thread.join()
+    def _take(self) -> Frame | None:
+        with self._cond:
+            while self._slot is None and not self._done:
+                self._cond.wait(timeout=0.1)
+            item, self._slot = self._slot, None
+        return item
 
     def _release(self) -> None:
         if self._cap is not None:
