@@ -209,3 +209,58 @@ def test_invalid_mask_value_error_names_file(vspw_root):
     ds = VSPWClips(vspw_root, "val", history=0, mode="eval")
     with pytest.raises(ValueError, match=r"00000101\.png.*200"):
         ds[1]
+
+
+def write_grey_video(path, levels, h=H, w=W):
+    """An mpeg4 file whose frame i is a constant grey `levels[i]` (30 fps)."""
+    av = pytest.importorskip("av")
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("mpeg4", rate=30)
+        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+        for level in levels:
+            img = np.full((h, w, 3), level, np.uint8)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+@pytest.mark.parametrize("backend", ["decord", "pyav"])
+def test_video_file_clips(tmp_path, backend):
+    from vidseg.data.video_clips import VideoFileClips
+
+    if backend == "decord":
+        pytest.importorskip("decord")
+    levels = [30 + 20 * i for i in range(8)]
+    write_grey_video(tmp_path / "walk.mp4", levels)
+    masks = tmp_path / "walk_masks"
+    masks.mkdir()
+    for i in (0, 2, 3, 6):  # sparse annotation: only these frames are current frames
+        cv2.imwrite(str(masks / f"{i:08d}.png"), np.full((H, W), 1 + i % 3, np.uint8))
+    ds = VideoFileClips([(tmp_path / "walk.mp4", masks)], history=2, stride=2, mode="eval",
+                        backend=backend, return_all_labels=True)
+    assert len(ds) == 4
+    assert [ds[i]["stem"] for i in range(4)] == ["00000000", "00000002", "00000003", "00000006"]
+    first, last = ds[0], ds[3]
+    assert first["video"] == "walk" and first["substituted"] == 0
+    assert all(abs(g - levels[0]) <= 3 for g in grey_levels(first["frames"]))  # start repeated
+    assert [abs(g - levels[i]) <= 3 for g, i in zip(grey_levels(last["frames"]), (2, 4, 6))] == [True] * 3
+    assert int(last["label"][0, 0]) == 0  # raw 1 -> train id 0
+    assert bool((last["labels"][1] == 255).all())  # frame 4 has no mask
+    train = VideoFileClips([(tmp_path / "walk.mp4", masks)], history=1, mode="train", seed=1,
+                           backend=backend)
+    assert len(train) == 1 and train[0]["stem"] == train[0]["stem"]
+    assert train[0]["stem"] in {"00000000", "00000002", "00000003", "00000006"}
+
+
+def test_video_file_clips_rejects_masks_past_the_end(tmp_path):
+    from vidseg.data.video_clips import VideoFileClips
+
+    write_grey_video(tmp_path / "v.mp4", [50, 60, 70])
+    masks = tmp_path / "m"
+    masks.mkdir()
+    cv2.imwrite(str(masks / "00000009.png"), np.zeros((H, W), np.uint8))
+    with pytest.raises(ValueError, match="00000009.png"):
+        VideoFileClips([(tmp_path / "v.mp4", masks)], backend="pyav")
+    with pytest.raises(FileNotFoundError, match="nope.mp4"):
+        VideoFileClips([(tmp_path / "nope.mp4", masks)])
