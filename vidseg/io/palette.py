@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 
 NUM_COLORS = 124
@@ -33,13 +34,27 @@ _LUT[:NUM_COLORS] = PALETTE
 _LUT[IGNORE_INDEX] = IGNORE_COLOR
 
 
-def _check_labels(labels: np.ndarray) -> None:
+def label_counts(labels: np.ndarray) -> np.ndarray:
+    """Pixel count of every value 0..255, after checking the label map.
+
+    Args:
+        labels: uint8 ``(H, W)`` with values in 0..123 or 255.
+
+    Returns:
+        int64 ``(256,)``.
+
+    Raises:
+        ValueError: wrong dtype / shape, or values outside 0..123 and 255 (listed).
+    """
     if labels.dtype != np.uint8 or labels.ndim != 2:
         raise ValueError(f"labels must be uint8 (H, W), got {labels.dtype} {labels.shape}")
-    bad = np.unique(labels[(labels >= NUM_COLORS) & (labels != IGNORE_INDEX)])
+    # bincount is several times faster than np.unique and also feeds the legend.
+    counts = np.bincount(labels.ravel(), minlength=256)
+    bad = np.nonzero(counts[NUM_COLORS:IGNORE_INDEX])[0] + NUM_COLORS
     if bad.size:
         raise ValueError(f"labels hold values {bad[:8].tolist()}, expected train ids "
                          f"0..{NUM_COLORS - 1} or {IGNORE_INDEX}")
+    return counts
 
 
 def colorize(labels: np.ndarray) -> np.ndarray:
@@ -51,8 +66,8 @@ def colorize(labels: np.ndarray) -> np.ndarray:
     Returns:
         RGB uint8 ``(H, W, 3)``.
     """
-    _check_labels(labels)
-    return _LUT[labels]
+    label_counts(labels)
+    return np.take(_LUT, labels, axis=0)
 
 
 def overlay(rgb: np.ndarray, labels: np.ndarray, alpha: float = 0.5) -> np.ndarray:
@@ -66,12 +81,14 @@ def overlay(rgb: np.ndarray, labels: np.ndarray, alpha: float = 0.5) -> np.ndarr
     Returns:
         RGB uint8 ``(H, W, 3)``.
     """
-    if rgb.shape[:2] != labels.shape or rgb.ndim != 3 or rgb.shape[2] != 3:
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.shape[:2] != labels.shape:
         raise ValueError(f"overlay: rgb {rgb.shape} and labels {labels.shape} must be "
                          "(H, W, 3) and (H, W)")
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"overlay: alpha must be in [0, 1], got {alpha}")
-    colors = colorize(labels).astype(np.float32)
-    weight = np.where(labels == IGNORE_INDEX, 0.0, alpha).astype(np.float32)[..., None]
-    out = rgb.astype(np.float32) * (1.0 - weight) + colors * weight
-    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+    counts = label_counts(labels)
+    colors = np.take(_LUT, labels, axis=0)
+    out = cv2.addWeighted(np.ascontiguousarray(rgb), 1.0 - alpha, colors, alpha, 0.0)
+    if counts[IGNORE_INDEX]:
+        np.copyto(out, rgb, where=(labels == IGNORE_INDEX)[..., None])
+    return out

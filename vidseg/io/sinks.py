@@ -23,7 +23,7 @@ from typing import Iterator, Sequence
 import cv2
 import numpy as np
 
-from vidseg.io.palette import IGNORE_INDEX, NUM_COLORS, PALETTE, colorize, overlay
+from vidseg.io.palette import NUM_COLORS, PALETTE, colorize, label_counts, overlay
 
 log = logging.getLogger(__name__)
 _STOP = object()
@@ -71,12 +71,11 @@ def draw_legend(img: np.ndarray, labels: np.ndarray, class_names: Sequence[str] 
         class_names: name of each train id; ``class <id>`` when None or too short.
         max_items: at most this many rows, then a ``+N more`` row.
     """
-    ids, counts = np.unique(labels, return_counts=True)
-    keep = ids != IGNORE_INDEX
-    ids, counts = ids[keep], counts[keep]
+    counts = label_counts(labels)[:NUM_COLORS]
+    ids = np.nonzero(counts)[0]
     if ids.size == 0:
         return img
-    order = ids[np.argsort(-counts, kind="stable")]
+    order = ids[np.argsort(-counts[ids], kind="stable")]
     names = [class_names[k] if class_names is not None and k < len(class_names) else f"class {k}"
              for k in order[:max_items]]
     if order.size > max_items:
