@@ -306,14 +306,24 @@ class LiveWindow:
         self.title = title
         self.enabled = self.available()
         if not self.enabled:
-            log.warning("live view disabled: no display (DISPLAY / WAYLAND_DISPLAY unset)")
+            log.warning("live view disabled: no display (DISPLAY / WAYLAND_DISPLAY unset) or "
+                        "an OpenCV build without GUI (opencv-python-headless)")
 
     @staticmethod
-    def available() -> bool:
-        """False when no display is reachable (headless Linux)."""
-        if sys.platform.startswith("linux"):
-            return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
-        return True
+    def gui_backend() -> str:
+        """OpenCV's GUI backend as its build information names it ("NONE" when headless)."""
+        for line in cv2.getBuildInformation().splitlines():
+            if line.strip().startswith("GUI:"):
+                return line.split(":", 1)[1].strip()
+        return "UNKNOWN"
+
+    @classmethod
+    def available(cls) -> bool:
+        """False without a reachable display (headless Linux) or without an OpenCV GUI backend."""
+        if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY")
+                                                     or os.environ.get("WAYLAND_DISPLAY")):
+            return False
+        return cls.gui_backend() != "NONE"
 
     def show(self, rgb: np.ndarray) -> bool:
         """Show an RGB uint8 frame; returns False when the user pressed q or Esc."""
