@@ -70,3 +70,23 @@ def test_ignored_pixels_may_hold_any_prediction_but_valid_ones_may_not():
 def test_empty_matrix_gives_nan():
     r = ConfusionMatrix(3).compute()
     assert math.isnan(r["miou"]) and math.isnan(r["pixel_acc"]) and math.isnan(r["miou_all_classes"])
+
+
+def test_uint8_fast_path_equals_general_path_and_still_validates():
+    rng = np.random.default_rng(7)
+    g = rng.integers(0, 10, (31, 17)).astype(np.uint8)
+    g[rng.random(g.shape) < 0.2] = 255
+    p = rng.integers(0, 10, (31, 17)).astype(np.uint8)
+    fast, slow = ConfusionMatrix(10), ConfusionMatrix(10)
+    fast.update(g, p)
+    slow.update(g.astype(np.int64), p.astype(np.int64))
+    np.testing.assert_array_equal(fast.matrix, slow.matrix)
+    p_bad_at_ignore = p.copy()
+    p_bad_at_ignore[g == 255] = 200  # allowed: ignored pixels are not counted
+    fast.update(g, p_bad_at_ignore)
+    np.testing.assert_array_equal(fast.matrix, 2 * slow.matrix)
+    g_bad = g.copy()
+    g_bad[0, 0] = 12
+    with pytest.raises(ValueError, match=r"ground truth values \[12\]"):
+        fast.update(g_bad, p)
+    np.testing.assert_array_equal(fast.matrix, 2 * slow.matrix)  # failed update adds nothing

@@ -14,11 +14,15 @@ from typing import Callable, Sequence
 import numpy as np
 
 from vidseg.metrics.consistency import TemporalConsistency, VideoConsistency
-from vidseg.metrics.segmentation import ConfusionMatrix
+from vidseg.metrics.segmentation import ConfusionMatrix, _lookup
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PNG_COLOUR_TYPES = {0: "grayscale", 2: "RGB", 3: "palette", 4: "grayscale+alpha", 6: "RGBA"}
 MAX_LISTED = 5
+# raw VSPW value -> train id (0 and 255 -> 255 ignore, 1..124 -> 0..123); 254 marks invalid raw
+_RAW_TO_TRAIN = np.full(256, 254, dtype=np.uint8)
+_RAW_TO_TRAIN[[0, 255]] = 255
+_RAW_TO_TRAIN[1:125] = np.arange(124, dtype=np.uint8)
 
 
 class SplitScorer:
@@ -78,8 +82,6 @@ class SplitScorer:
             rgb: (H, W, 3) uint8 frame, needed for TC videos.
             name: file name for error messages.
         """
-        from vidseg.data.vspw import to_train_ids
-
         if self._video is None:
             raise RuntimeError("add_frame() called before start_video()")
         if pred is None:
@@ -91,13 +93,27 @@ class SplitScorer:
                 self.tc.skip()
             return
         if gt_raw is not None:
-            self._video_cm.update(to_train_ids(gt_raw, name), pred, name=name)
+            self._update_cm(gt_raw, pred, name)
             self.vc.add(gt_raw, pred)
             self._video_frames += 1
         if self._in_tc:
             if rgb is None:
                 raise ValueError(f"video {self._video}: TC needs the RGB frame ({name or 'frame'})")
             self.tc.add(rgb, pred)
+
+    def _update_cm(self, gt_raw: np.ndarray, pred: np.ndarray, name: str | None) -> None:
+        from vidseg.data.vspw import to_train_ids
+
+        if gt_raw.dtype != np.uint8:
+            self._video_cm.update(to_train_ids(gt_raw, name), pred, name=name)
+            return
+        # Same mapping as to_train_ids through one lookup; invalid raw values become 254, which
+        # the matrix rejects, and to_train_ids then raises its message naming the raw values.
+        try:
+            self._video_cm.update(_lookup(gt_raw, _RAW_TO_TRAIN), pred, name=name)
+        except ValueError:
+            to_train_ids(gt_raw, name)
+            raise
 
     def end_video(self) -> dict:
         """Close the video; returns its entry of `per_video`."""
@@ -231,7 +247,9 @@ def _score_video(scorer: SplitScorer, root: str, pred_dir: str, name: str, in_tc
         rgb = read_frame(frame_path) if scorer._in_tc else None
         scorer.add_frame(gt, pred, rgb, name=pred_path)
     if problems:
-        raise _problems_error(problems, len(problems), f"bad prediction file(s) in video {name}")
+        what = (f"bad prediction file(s) in video {name}" if len(problems) < MAX_LISTED else
+                f"or more bad prediction files in video {name} (stopped looking)")
+        raise _problems_error(problems, len(problems), what)
     scorer.end_video()
 
 

@@ -10,6 +10,15 @@ from __future__ import annotations
 import numpy as np
 
 
+def _lookup(values: np.ndarray, lut: np.ndarray) -> np.ndarray:
+    """lut[values] for uint8 values; OpenCV's table lookup is about 4x faster than numpy's."""
+    try:
+        import cv2
+    except ImportError:  # opencv is a dependency, but keep the metric usable without it
+        return lut[values]
+    return cv2.LUT(np.ascontiguousarray(values), lut).reshape(values.shape)
+
+
 class ConfusionMatrix:
     """Integer confusion matrix, rows = ground truth, columns = prediction.
 
@@ -38,6 +47,8 @@ class ConfusionMatrix:
         where = f" ({name})" if name else ""
         if gt.shape != pred.shape:
             raise ValueError(f"ground truth shape {gt.shape} != prediction shape {pred.shape}{where}")
+        if self._fast_update(gt, pred):
+            return
         g = gt.ravel()
         p = pred.ravel()
         valid = g != self.ignore_index
@@ -57,6 +68,33 @@ class ConfusionMatrix:
             raise ValueError(f"prediction values {bad} outside the expected 0..{k - 1}{where}")
         flat = g.astype(np.int64) * k + p.astype(np.int64)
         self.matrix += np.bincount(flat, minlength=k * k).reshape(k, k)
+
+    def _fast_update(self, gt: np.ndarray, pred: np.ndarray) -> bool:
+        """uint8 fast path: one lookup gives the flat row offset, no boolean compaction.
+
+        The lookup sends ignored pixels to a dump block and out-of-range GT to an error block
+        after the K x K cells; returns False (general path, which also builds the error
+        message) when the inputs do not fit or something is out of range.
+        """
+        k = self.num_classes
+        if gt.dtype != np.uint8 or pred.dtype != np.uint8 or (k + 2) * k > 65535:
+            return False
+        if int(pred.max()) >= k:
+            return False  # may still be fine if only at ignored pixels: general path decides
+        lut = getattr(self, "_lut", None)
+        if lut is None:
+            lut = np.full(256, (k + 1) * k, dtype=np.uint16)  # error block
+            lut[:k] = np.arange(k, dtype=np.uint16) * k
+            if 0 <= self.ignore_index < 256:
+                lut[self.ignore_index] = k * k  # dump block
+            self._lut = lut
+        flat = _lookup(gt, lut).ravel()
+        flat += pred.ravel()
+        counts = np.bincount(flat, minlength=(k + 2) * k)
+        if counts[(k + 1) * k:].any():
+            return False
+        self.matrix += counts[:k * k].reshape(k, k)
+        return True
 
     def merge(self, other: "ConfusionMatrix") -> "ConfusionMatrix":
         """Add another matrix (e.g. from another process) into this one; returns self."""
