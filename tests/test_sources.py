@@ -217,3 +217,14 @@ def test_loopback_mjpeg_stream():
     # JPEG is lossy, but the square's position survives
     assert square_x(frames[0][2]) in range(0, 96)
     assert not cam._thread.is_alive()
+
+
+def test_url_that_does_not_answer_raises_source_error():
+    import socket
+
+    with socket.socket() as s:  # a port that was free a moment ago: connection refused
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/stream.mjpg"
+    with pytest.raises(SourceError, match=f"127.0.0.1:{port}.*could not open stream URL"):
+        open_source(url, reconnect_attempts=0)

@@ -48,7 +48,7 @@ def resize_short_side(rgb: np.ndarray, short_side: int | None) -> np.ndarray:
     if scale == 1.0:
         return rgb
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    # INTER_AREA avoids aliasing when shrinking; it degrades to nearest-like when enlarging.
+    # INTER_AREA averages source pixels, which avoids aliasing when shrinking.
     interp = cv2.INTER_AREA if scale < 1.0 else cv2.INTER_LINEAR
     return cv2.resize(rgb, size, interpolation=interp)
 
@@ -77,7 +77,8 @@ class FrameSource:
 
     Attributes:
         name: the source as given (path, device index or URL).
-        num_frames: number of frames that will be yielded, None if unknown.
+        num_frames: frames that will be yielded (an upper bound if some prove unreadable),
+            None if unknown.
         fps: nominal frame rate, None if unknown.
         frames_read: frames yielded to the consumer so far.
         frames_decoded: frames produced by the background thread so far.
@@ -247,12 +248,14 @@ class VideoFileSource(FrameSource):
 
     def _produce(self) -> Iterator[Frame]:
         yield from (self._produce_pyav() if self.backend == "pyav" else self._produce_decord())
+        if self.error is None and self.frames_decoded == 0:
+            self.error = f"{self.path}: no frame could be decoded"
         # A container index promising more frames than were decoded means a cut-off file.
-        if self.error is None and self._total and self.max_frames is None:
+        elif self.error is None and self._total and self.max_frames is None:
             expected = _expected_count(self._total, self.stride, None)
             if self.frames_decoded < expected:
                 self.error = (f"{self.path}: truncated or corrupt, decoded {self.frames_decoded} "
-                              f"of {expected} expected frames")
+                              f"of the {expected} frames the container index lists")
 
     def _produce_pyav(self) -> Iterator[Frame]:
         stream = self._container.streams.video[0]
