@@ -113,6 +113,12 @@ def test_bad_inputs_raise_one_clear_error(tmp_path):
     cv2.imwrite(str(pred / "2_b_c-d" / "00000380.png"), np.full((H, W), 9, np.uint8))
     with pytest.raises(ValueError, match=r"values \[9\] > 3"):
         score_prediction_dir(root, pred, tc=False)
+    cv2.imwrite(str(pred / "2_b_c-d" / "00000380.png"), np.zeros((H, W), np.uint8))
+    bad_mask = _gt(0)
+    bad_mask[2, 2] = 130
+    cv2.imwrite(str(root / "data" / "1_aaa" / "mask" / "00000379.png"), bad_mask)
+    with pytest.raises(ValueError, match=r"00000379.png.*raw values \[130\]"):
+        score_prediction_dir(root, pred, tc=False)
 
 
 def test_palette_png_is_read_as_indices(tmp_path):
