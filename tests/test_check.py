@@ -40,8 +40,8 @@ def test_official_counts_mismatch_is_only_a_warning(tmp_path):
 def test_manifest_counts_are_used(tmp_path):
     root = make_vspw_root(tmp_path / "v")
     with open(os.path.join(root, "vidseg_synthetic.json"), "w") as f:
-        json.dump({"seed": 0, "splits": {"train": {"videos": 2, "frames": 7},
-                                         "val": {"videos": 1, "frames": 4}}}, f)
+        json.dump({"seed": 0, "expected": {"train": {"videos": 2, "frames": 7, "masks": 7},
+                                           "val": {"videos": 1, "frames": 4, "masks": 3}}}, f)
     report = check_vspw(root)
     assert report.expected_source == "vidseg_synthetic.json"
     assert [p.message for p in report.warnings] == ["3 frames in split val, expected 4 (vidseg_synthetic.json)"]

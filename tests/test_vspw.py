@@ -182,6 +182,14 @@ def test_train_mode_is_reproducible_per_epoch(vspw_root):
     assert batch["frames"].shape == (2, 3, 3, 24, 24) and batch["label"].shape == (2, 24, 24)
 
 
+def test_dataset_pickles_for_spawned_workers(vspw_root):
+    import pickle
+
+    ds = VSPWClips(vspw_root, "val", history=1, mode="eval")
+    copy = pickle.loads(pickle.dumps(ds))
+    assert torch.equal(copy[2]["frames"], ds[2]["frames"])
+
+
 def test_zero_byte_frame_is_substituted_counted_and_logged_once(vspw_root, caplog):
     bad = os.path.join(vspw_root, "data", "1_vid-a_b", "origin", "00000378.jpg")
     open(bad, "wb").close()
@@ -250,6 +258,10 @@ def test_video_file_clips(tmp_path, backend):
     train = VideoFileClips([(tmp_path / "walk.mp4", masks)], history=1, mode="train", seed=1,
                            backend=backend)
     assert len(train) == 1 and train[0]["stem"] == train[0]["stem"]
+    import pickle
+
+    train[0]  # opens a reader, which must not travel with the pickle
+    assert pickle.loads(pickle.dumps(train))[0]["stem"] == train[0]["stem"]
     assert train[0]["stem"] in {"00000000", "00000002", "00000003", "00000006"}
 
 

@@ -193,11 +193,10 @@ def _expected_from_manifest(root: str) -> dict | None:
     for split in SPLITS:
         entry = manifest.get(split)
         if isinstance(entry, dict):
-            videos = entry.get("videos", entry.get("num_videos"))
-            frames = entry.get("frames", entry.get("num_frames"))
-            if isinstance(videos, list):
-                videos = len(videos)
-            out[split] = {k: v for k, v in (("videos", videos), ("frames", frames)) if v is not None}
+            found = {k: entry.get(k, entry.get(f"num_{k}")) for k in ("videos", "frames", "masks")}
+            if isinstance(found["videos"], list):
+                found["videos"] = len(found["videos"])
+            out[split] = {k: v for k, v in found.items() if isinstance(v, int)}
     return out or None
 
 
@@ -261,7 +260,7 @@ def check_vspw(root: str | os.PathLike, splits=SPLITS, expected: dict | None = N
             report.counts[split]["masks"] += results[name][1]
     for split, counts in report.counts.items():
         exp = report.expected.get(split, {})
-        for key in ("videos", "frames"):
+        for key in ("videos", "frames", "masks"):
             if key in exp and exp[key] != counts[key]:
                 report.problems.append(Problem(
                     "warning", os.path.join(root, f"{split}.txt"),

@@ -161,6 +161,12 @@ class VideoFileClips(Dataset):
             self._readers[path] = self._open(path)
         return self._readers[path]
 
+    def __getstate__(self) -> dict:
+        # open decord readers are native handles: each process reopens its own
+        state = self.__dict__.copy()
+        state["_readers"] = {}
+        return state
+
     def set_epoch(self, epoch: int) -> None:
         """Select the random clips of `epoch` (train mode)."""
         self.epoch = int(epoch)

@@ -273,6 +273,16 @@ class VSPWClips(Dataset):
         self._lock = threading.Lock()
         self.substituted_total = 0  # in this process; DataLoader workers count their own
 
+    def __getstate__(self) -> dict:
+        # DataLoader workers started with "spawn" pickle the dataset; locks do not pickle
+        state = self.__dict__.copy()
+        del state["_lock"]
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
     def set_epoch(self, epoch: int) -> None:
         """Select the random clips of `epoch` (train mode); call before each epoch."""
         self.epoch = int(epoch)
