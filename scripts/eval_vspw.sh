@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Evaluate on VSPW: scripts/eval_vspw.sh CONFIG CKPT [GPUS] [extra `vidseg eval` args]
+#   GPUS > 1 runs `torchrun --nproc_per_node=GPUS -m vidseg eval ...`, else plain `vidseg eval`.
+# The data root comes from the config (data.root) or the VSPW_ROOT environment variable.
+# Example:
+#   VSPW_ROOT=/data/VSPW_480p scripts/eval_vspw.sh configs/vspw/upernet_video_mcibipp_r50.yaml \
+#       work_dirs/upernet_video_mcibipp_r50/best.pth
+set -euo pipefail
+
+if [ $# -lt 2 ]; then
+    echo "usage: $0 CONFIG CKPT [GPUS] [extra vidseg eval args]" >&2
+    exit 2
+fi
+CONFIG=$1
+CKPT=$2
+shift 2
+GPUS=1
+if [ $# -gt 0 ] && [[ $1 =~ ^[0-9]+$ ]]; then
+    GPUS=$1
+    shift
+fi
+PYTHON=${PYTHON:-python}
+
+if [ "$GPUS" -gt 1 ]; then
+    exec "$PYTHON" -m torch.distributed.run --standalone --nproc_per_node="$GPUS" \
+        -m vidseg eval "$CONFIG" --checkpoint "$CKPT" "$@"
+else
+    exec "$PYTHON" -m vidseg eval "$CONFIG" --checkpoint "$CKPT" "$@"
+fi

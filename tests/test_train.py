@@ -1,0 +1,284 @@
+"""Training engine on a tiny VSPW-format dataset: learning, exact SIGKILL resume, NaN stop,
+config typos, bad data roots and the sampler."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from vidseg.config import load_config
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = REPO / "configs" / "synthetic" / "tiny.yaml"
+H, W = 40, 56
+
+
+def make_tiny_vspw(root: Path, videos: int = 4, frames: int = 4, seed: int = 0) -> str:
+    """A VSPW-format root whose classes are learnable from colour: raw 1 red, 2 green, 3 blue."""
+    rng = np.random.default_rng(seed)
+    colours = {1: (200, 40, 40), 2: (40, 200, 40), 3: (40, 40, 200)}
+    names = [f"{v}_vid" for v in range(videos + 1)]
+    for name in names:
+        for sub in ("origin", "mask"):
+            (root / "data" / name / sub).mkdir(parents=True)
+        for t in range(frames):
+            mask = np.ones((H, W), np.uint8)
+            x = int(rng.integers(W // 4, 3 * W // 4))
+            y = int(rng.integers(H // 4, 3 * H // 4))
+            mask[:, x:] = 2
+            mask[y:, : x // 2] = 3
+            img = np.zeros((H, W, 3), np.uint8)
+            for k, c in colours.items():
+                img[mask == k] = c
+            img = np.clip(img + rng.integers(-20, 20, img.shape), 0, 255).astype(np.uint8)
+            stem = f"{t:08d}"
+            cv2.imwrite(str(root / "data" / name / "origin" / f"{stem}.jpg"), img[:, :, ::-1])
+            cv2.imwrite(str(root / "data" / name / "mask" / f"{stem}.png"), mask)
+    (root / "train.txt").write_text("".join(n + "\n" for n in names[:-1]))
+    (root / "val.txt").write_text(names[-1] + "\n")
+    (root / "test.txt").write_text("")
+    return str(root)
+
+
+class TinySeg(nn.Module):
+    """Stand-in with the VideoSegmentor training interface: a backbone, a head with dropout (so
+    the loop's RNG matters), a memory buffer updated in forward, and `set_progress`."""
+
+    def __init__(self, num_classes: int):
+        super().__init__()
+        self.backbone = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU())
+        self.head = nn.Sequential(nn.Dropout2d(0.2), nn.Conv2d(16, num_classes, 1))
+        self.register_buffer("memory_mean", torch.zeros(8))
+        self.progress = 0.0
+        self.nan_at: int | None = None  # progress step at which the loss becomes NaN (tests)
+        self.calls = 0
+
+    def set_progress(self, progress: float) -> None:
+        self.progress = progress
+
+    def memory_stats(self) -> dict:
+        return {"mean": self.memory_mean.mean()}
+
+    def forward(self, frames, labels=None):
+        feats = self.backbone(frames.flatten(0, 1)).view(*frames.shape[:2], 8, *frames.shape[-2:])
+        x = torch.cat([feats[:, -1], feats[:, :-1].mean(1) if frames.shape[1] > 1 else feats[:, -1]], 1)
+        logits = self.head(x)
+        self.calls += 1
+        with torch.no_grad():
+            mean = feats[:, -1].mean((0, 2, 3)).detach()
+            if torch.distributed.is_available() and torch.distributed.is_initialized():
+                torch.distributed.all_reduce(mean)
+                mean /= torch.distributed.get_world_size()
+            self.memory_mean.mul_(0.9).add_(0.1 * mean)
+        loss = F.cross_entropy(logits, labels, ignore_index=255)
+        if self.nan_at is not None and self.calls >= self.nan_at:
+            loss = loss * float("nan")
+        return {"loss_ce": loss, "loss_small": 0.1 * loss}
+
+
+def factory(cfg):
+    """The real model when `vidseg.models` can build it, else the stand-in."""
+    if os.environ.get("VIDSEG_TEST_REAL_MODEL") == "1":
+        from vidseg.models.build import build_model
+
+        return build_model(cfg)
+    return TinySeg(cfg.model.num_classes)
+
+
+def tiny_cfg(root: str, work_dir: Path, *extra: str):
+    return load_config(TINY, [f"data.root={root}", f"work_dir={work_dir}", "train.iters=8",
+                              "train.ckpt_interval=2", "train.log_interval=1", "data.num_workers=0",
+                              "train.lr=0.05", "model.num_classes=4", "data.short_side=40",
+                              "data.crop_size=[32,32]", *extra])
+
+
+@pytest.fixture(scope="module")
+def vspw_root(tmp_path_factory):
+    return make_tiny_vspw(tmp_path_factory.mktemp("vspw"))
+
+
+@pytest.fixture
+def no_val(monkeypatch):
+    import vidseg.engine.train as tr
+
+    monkeypatch.setattr(tr, "_validate", lambda *a, **k: None)
+
+
+# The child runs the same training as the in-process tests; `slow` sleeps per iteration so the
+# parent can kill it between two checkpoints.
+CHILD = """
+import sys, time
+sys.path.insert(0, {tests!r})
+import vidseg.engine.train as tr
+from test_train import factory, tiny_cfg
+tr._validate = lambda *a, **k: None
+slow = float(sys.argv[3])
+def make(cfg):
+    m = factory(cfg)
+    fwd = m.forward
+    def forward(*a, **k):
+        time.sleep(slow)
+        return fwd(*a, **k)
+    m.forward = forward
+    return m
+resume = sys.argv[4] if len(sys.argv) > 4 else None
+tr.train(tiny_cfg(sys.argv[1], sys.argv[2], "train.iters=10"), resume=resume, model_factory=make)
+"""
+
+
+def _child(root, work_dir, slow=0.0, resume=None):
+    args = [sys.executable, "-c", CHILD.format(tests=str(Path(__file__).parent)), root, str(work_dir), str(slow)]
+    if resume:
+        args.append(resume)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+def _final_state(work_dir: Path) -> dict:
+    ckpt = torch.load(work_dir / "iter_0000010.pth", map_location="cpu", weights_only=True)
+    assert ckpt["iteration"] == 10
+    return ckpt["model"]
+
+
+def test_sigkill_and_resume_is_bit_identical(vspw_root, tmp_path):
+    full = _child(vspw_root, tmp_path / "full")
+    killed_dir = tmp_path / "killed"
+    victim = _child(vspw_root, killed_dir, slow=0.4)
+    deadline = time.time() + 120
+    while time.time() < deadline:  # kill right after the first checkpoint landed
+        latest = killed_dir / "latest"
+        if latest.exists() and latest.read_text().strip() in ("iter_0000002.pth", "iter_0000004.pth"):
+            break
+        assert victim.poll() is None, victim.stdout.read().decode()
+        time.sleep(0.05)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    assert victim.returncode == -signal.SIGKILL
+    assert not (killed_dir / "iter_0000010.pth").exists()  # it really died mid-run
+    resumed = _child(vspw_root, killed_dir, resume="latest")
+    for proc in (full, resumed):
+        out = proc.communicate(timeout=180)[0].decode()
+        assert proc.returncode == 0, out[-3000:]
+    a, b = _final_state(tmp_path / "full"), _final_state(killed_dir)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_loss_decreases_and_logs(vspw_root, tmp_path, no_val):
+    from vidseg.engine.train import train
+
+    cfg = tiny_cfg(vspw_root, tmp_path / "run", "train.iters=16", "train.ckpt_interval=8")
+    result = train(cfg, model_factory=factory)
+    import json
+
+    rows = [json.loads(line) for line in (tmp_path / "run" / "scalars.jsonl").read_text().splitlines()]
+    assert [r["iter"] for r in rows] == list(range(1, 17))
+    losses = [r["loss"] for r in rows]
+    assert np.mean(losses[-4:]) < 0.8 * np.mean(losses[:4]), losses
+    for key in ("loss_ce", "lr", "iter_time", "data_time", "samples_per_s", "substituted"):
+        assert key in rows[0]
+    assert any(k.startswith("memory/") for k in rows[0])
+    assert rows[0]["lr"] > rows[-1]["lr"]
+    assert (tmp_path / "run" / "config.yaml").is_file()
+    assert "iter 16/16" in (tmp_path / "run" / "train.log").read_text()
+    assert result["checkpoint"].endswith("iter_0000016.pth") and result["iterations"] == 16
+    ckpt = torch.load(result["checkpoint"], weights_only=True)
+    assert ckpt["sampler"]["batches"] == 16 and ckpt["config"]["train"]["iters"] == 16
+    assert isinstance(ckpt["git_revision"], str) and ckpt["vidseg_version"]
+
+
+def test_nan_loss_stops_and_keeps_last_checkpoint(vspw_root, tmp_path, no_val):
+    from vidseg.engine.checkpoint import load_checkpoint
+    from vidseg.engine.train import NonFiniteLossError, train
+
+    def nan_model(cfg):
+        m = factory(cfg)
+        if isinstance(m, TinySeg):
+            m.nan_at = 5
+        else:  # the real model: poison the loss terms from the 5th call on
+            fwd, calls = m.forward, [0]
+
+            def forward(*a, **k):
+                calls[0] += 1
+                out = fwd(*a, **k)
+                return {key: v * float("nan") if calls[0] >= 5 else v for key, v in out.items()}
+            m.forward = forward
+        return m
+
+    cfg = tiny_cfg(vspw_root, tmp_path / "run")
+    with pytest.raises(NonFiniteLossError, match="iteration 5"):
+        train(cfg, model_factory=nan_model)
+    latest = (tmp_path / "run" / "latest").read_text().strip()
+    assert latest == "iter_0000004.pth"
+    ckpt = load_checkpoint(tmp_path / "run" / latest)
+    assert ckpt["iteration"] == 4
+    assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
+
+
+def test_resume_other_model_lists_mismatched_keys(vspw_root, tmp_path, no_val):
+    from vidseg.engine.checkpoint import CheckpointError
+    from vidseg.engine.train import train
+
+    train(tiny_cfg(vspw_root, tmp_path / "run", "train.iters=2"), model_factory=factory)
+    with pytest.raises(CheckpointError, match="does not fit this model") as info:
+        train(tiny_cfg(vspw_root, tmp_path / "run", "train.iters=4"), resume="latest",
+              model_factory=lambda cfg: nn.Sequential(nn.Conv2d(3, 4, 1)))
+    assert "not in model" in str(info.value) and "backbone" in str(info.value)
+
+
+def test_config_typo_fails_before_any_work(tmp_path, capsys):
+    from vidseg.cli import main
+
+    work = tmp_path / "run"
+    code = main(["train", str(TINY), "--set", "train.itres=5", f"--work-dir={work}"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "train.itres" in err and "train.iters" in err
+    assert not work.exists()
+
+
+def test_missing_or_non_vspw_root_points_to_data_check(tmp_path, monkeypatch):
+    from vidseg.cli import main
+
+    monkeypatch.delenv("VSPW_ROOT", raising=False)
+    (tmp_path / "notvspw").mkdir()
+    for root in (tmp_path / "absent", tmp_path / "notvspw"):
+        code = main(["train", str(TINY), "--set", f"data.root={root}", "--work-dir", str(tmp_path / "w")])
+        assert code == 1
+    from vidseg.engine.data import resolve_data_root
+
+    with pytest.raises(FileNotFoundError, match="vidseg data check"):
+        resolve_data_root(str(tmp_path / "notvspw"), "train")
+    with pytest.raises(FileNotFoundError, match="VSPW_ROOT"):
+        resolve_data_root("", "train")
+
+
+def test_sampler_order_splits_ranks_and_resumes():
+    from vidseg.engine.data import InfiniteBatchSampler
+
+    single = InfiniteBatchSampler(5, 4, seed=3)
+    stream = [single.batch(s) for s in range(6)]
+    flat = [pair for b in stream for pair in b]
+    # every epoch visits each of the 5 indices once, in a seed-dependent order
+    for e in range(4):
+        assert sorted(i for ep, i in flat if ep == e) == list(range(5))
+    ranks = [InfiniteBatchSampler(5, 4, rank=r, world_size=2, seed=3) for r in range(2)]
+    for s in range(6):
+        assert ranks[0].batch(s) + ranks[1].batch(s) == stream[s]
+    resumed = iter(InfiniteBatchSampler(5, 4, seed=3, start=3))
+    assert [next(resumed) for _ in range(3)] == stream[3:]
+    assert single.position(3) == {"batches": 3, "epoch": 2, "index": 2}
+    with pytest.raises(ValueError, match="multiple"):
+        InfiniteBatchSampler(5, 3, world_size=2)

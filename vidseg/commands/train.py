@@ -1,0 +1,53 @@
+"""`vidseg train CONFIG [--set k=v ...] [--resume [CKPT]] [--work-dir DIR]`.
+
+The config (with overrides) is loaded and checked before anything else happens, so a typo
+fails in a second without creating a run directory. Under torchrun the same command trains with
+DistributedDataParallel.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from vidseg.cli import CliError
+
+
+def run(args: argparse.Namespace) -> int:
+    from vidseg.config import ConfigError, load_config
+
+    try:
+        cfg = load_config(args.config, args.set or [])
+    except ConfigError as exc:
+        raise CliError(str(exc)) from None
+
+    from vidseg.engine.checkpoint import CheckpointError
+    from vidseg.engine.train import NonFiniteLossError, train
+
+    try:
+        result = train(cfg, resume=args.resume, work_dir=args.work_dir)
+    except (FileNotFoundError, CheckpointError, NonFiniteLossError) as exc:
+        raise CliError(str(exc), code=1) from None
+    import os
+
+    if os.environ.get("RANK", "0") == "0":
+        best = result.get("best_miou")
+        print(f"trained {result['iterations']} iterations; last loss {result['loss']:.4f}; "
+              f"checkpoint {result['checkpoint']}" + (f"; best val mIoU {best:.4f}" if best is not None else ""))
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "train", help="train a model from a config (single process, or DDP under torchrun)",
+        description="Train a segmentation model on VSPW clips. Run under `torchrun --nproc_per_node=N "
+                    "-m vidseg train ...` for multi-GPU (or multi-process CPU) training. Writes "
+                    "config.yaml, train.log, scalars.jsonl and iter_*.pth / best.pth / latest to the "
+                    "work directory.")
+    p.add_argument("config", help="YAML config file (e.g. configs/vspw/upernet_video_mcibipp_r50.yaml)")
+    p.add_argument("--set", nargs="+", action="extend", metavar="KEY=VALUE",
+                   help="override config keys, e.g. --set train.iters=100 data.root=/data/VSPW_480p")
+    p.add_argument("--resume", nargs="?", const="latest", default=None, metavar="CKPT",
+                   help="resume training: without a value from the work directory's `latest`, "
+                        "else from this checkpoint file or run directory")
+    p.add_argument("--work-dir", default=None, help="run directory (default: work_dir of the config)")
+    p.set_defaults(func=run)

@@ -1,0 +1,109 @@
+"""Run logging: `train.log` (text), `scalars.jsonl`, optional TensorBoard, a tqdm bar with ETA.
+
+Only rank 0 writes; other ranks get a logger whose methods do nothing but pass text to the
+`vidseg` Python logger at warning level.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import sys
+from pathlib import Path
+
+LOG_NAME = "vidseg"
+
+
+def _setup_file_logging(path: Path) -> logging.Handler:
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger(LOG_NAME)
+    root.setLevel(logging.INFO)
+    root.addHandler(handler)
+    return handler
+
+
+class RunLogger:
+    """Writes the run's text log and scalars.
+
+    Args:
+        work_dir: run directory (exists).
+        total_iters: length of the run (for the bar and the ETA).
+        start_iter: iterations already done (resume).
+        enabled: False on ranks other than 0.
+        tensorboard: also write TensorBoard events when `torch.utils.tensorboard` imports.
+        progress: show a tqdm bar on stderr.
+    """
+
+    def __init__(self, work_dir: str | Path, total_iters: int, start_iter: int = 0,
+                 enabled: bool = True, tensorboard: bool = True, progress: bool = True):
+        self.enabled = enabled
+        self.log = logging.getLogger(f"{LOG_NAME}.train")
+        self._handler = None
+        self._tb = None
+        self._bar = None
+        self._scalars = None
+        if not enabled:
+            return
+        self.work_dir = Path(work_dir)
+        self._handler = _setup_file_logging(self.work_dir / "train.log")
+        self._scalars = open(self.work_dir / "scalars.jsonl", "a", encoding="utf-8")
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self._tb = SummaryWriter(str(self.work_dir / "tb"))
+            except Exception:  # tensorboard is optional: any import failure just disables it
+                self._tb = None
+        if progress:
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=total_iters, initial=start_iter, desc="train", unit="it",
+                             dynamic_ncols=True, file=sys.stderr, mininterval=1.0)
+
+    def info(self, message: str) -> None:
+        if self.enabled:
+            self.log.info(message)
+            if self._bar is not None:
+                self._bar.write(message, file=sys.stderr)
+
+    def warning(self, message: str) -> None:
+        self.log.warning(message)
+        if self.enabled and self._bar is not None:
+            self._bar.write(f"warning: {message}", file=sys.stderr)
+
+    def step(self, n: int = 1, postfix: dict | None = None) -> None:
+        if self._bar is not None:
+            self._bar.update(n)
+            if postfix:
+                self._bar.set_postfix(postfix, refresh=False)
+
+    def scalars(self, iteration: int, values: dict, prefix: str = "train") -> None:
+        """Append one JSON line `{"iter": iteration, **values}` and mirror to TensorBoard."""
+        if not self.enabled:
+            return
+        row = {"iter": int(iteration)}
+        for k, v in values.items():
+            row[k] = float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v
+        self._scalars.write(json.dumps(row, allow_nan=True) + "\n")
+        self._scalars.flush()
+        if self._tb is not None:
+            for k, v in values.items():
+                if isinstance(v, (int, float)) and math.isfinite(v):
+                    self._tb.add_scalar(f"{prefix}/{k}", v, iteration)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+        if self._scalars is not None:
+            self._scalars.close()
+            self._scalars = None
+        if self._tb is not None:
+            self._tb.close()
+            self._tb = None
+        if self._handler is not None:
+            logging.getLogger(LOG_NAME).removeHandler(self._handler)
+            self._handler.close()
+            self._handler = None
