@@ -159,3 +159,21 @@ def test_raft_requires_weights_file(tmp_path):
         TemporalConsistency(124, flow="raft")
     with pytest.raises(FileNotFoundError, match="not found"):
         TemporalConsistency(124, flow="raft", raft_weights=str(tmp_path / "nope.pth"))
+
+
+def test_raft_backend_loads_local_weights_and_returns_cropped_flow(tmp_path):
+    from torchvision.models.optical_flow import raft_large
+
+    from vidseg.metrics.flow import build_flow
+
+    torch.manual_seed(0)
+    weights = tmp_path / "raft.pth"
+    torch.save({"module." + k: v for k, v in raft_large(weights=None).state_dict().items()}, weights)
+    fn, method = build_flow("raft", raft_weights=str(weights), device="cpu")
+    fn.iters = 2  # random weights: only shapes and plumbing are checked here
+    rgb = np.random.default_rng(0).integers(0, 256, (125, 130, 3)).astype(np.uint8)
+    flow = fn(rgb, rgb)
+    assert method == "TC-RAFT" and flow.shape == (125, 130, 2) and flow.dtype == np.float32
+    torch.save({"conv.weight": torch.zeros(1)}, tmp_path / "other.pth")
+    with pytest.raises(ValueError, match="not a torchvision raft_large state dict"):
+        build_flow("raft", raft_weights=str(tmp_path / "other.pth"))

@@ -213,39 +213,68 @@ def _problems_error(problems: list[str], total: int, what: str) -> ValueError:
     return ValueError(f"{total} {what}{more}: {shown}")
 
 
+def _load_frame(pred_path: str, mask_path: str, frame_path: str, with_rgb: bool):
+    """Read one frame's files; returns (gt, pred or None, rgb or None, problem or None)."""
+    from vidseg.data.vspw import read_frame, read_mask
+
+    if not os.path.isfile(pred_path):
+        return None, None, None, f"{pred_path}: missing"
+    gt = read_mask(mask_path)
+    try:
+        pred = read_prediction(pred_path)
+    except ValueError as exc:
+        return gt, None, None, str(exc)
+    rgb = read_frame(frame_path) if with_rgb else None
+    return gt, pred, rgb, None
+
+
 def _score_video(scorer: SplitScorer, root: str, pred_dir: str, name: str, in_tc: bool,
-                 allow_missing: bool) -> None:
-    from vidseg.data.vspw import VSPWVideo, read_frame, read_mask
+                 allow_missing: bool, io_threads: int = 2, prefetch: int = 3) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from vidseg.data.vspw import VSPWVideo
 
     video = VSPWVideo.from_root(root, name, with_masks=True)
     k = scorer.num_classes
     problems: list[str] = []
     scorer.start_video(name, in_tc)
-    for stem, frame_path, mask_path in zip(video.stems, video.frame_paths, video.mask_paths):
-        pred_path = os.path.join(pred_dir, name, stem + ".png")
-        if not os.path.isfile(pred_path):
-            if not allow_missing:
-                problems.append(f"{pred_path}: missing")
-            scorer.add_frame(None, None, name=pred_path)
-            continue
-        gt = read_mask(mask_path)
-        try:
-            pred = read_prediction(pred_path)
-        except ValueError as exc:
-            problems.append(str(exc))
-            continue
-        if pred.shape != gt.shape:
-            problems.append(f"{pred_path}: size {pred.shape[1]}x{pred.shape[0]} (WxH) but mask "
-                            f"{mask_path} is {gt.shape[1]}x{gt.shape[0]}")
-        elif int(pred.max()) >= k:
-            bad = np.unique(pred[pred >= k])[:5].tolist()
-            problems.append(f"{pred_path}: values {bad} > {k - 1} (expected train ids 0..{k - 1})")
-        if problems:  # the video fails below: only look for a few more bad files
-            if len(problems) >= MAX_LISTED:
-                break
-            continue
-        rgb = read_frame(frame_path) if scorer._in_tc else None
-        scorer.add_frame(gt, pred, rgb, name=pred_path)
+    jobs = [(os.path.join(pred_dir, name, stem + ".png"), mask_path, frame_path, scorer._in_tc)
+            for stem, frame_path, mask_path in zip(video.stems, video.frame_paths, video.mask_paths)]
+    # PNG/JPEG decoding releases the GIL: a couple of threads decode the next frames while this
+    # one scores the current frame; the look-ahead is bounded so memory stays flat.
+    if io_threads <= 0:
+        prefetch = 0
+    with ThreadPoolExecutor(max_workers=max(io_threads, 1)) as pool:
+        pending = [pool.submit(_load_frame, *job) for job in jobs[:prefetch]]
+        for i, job in enumerate(jobs):
+            if prefetch:
+                gt, pred, rgb, problem = pending.pop(0).result()
+                if i + prefetch < len(jobs):
+                    pending.append(pool.submit(_load_frame, *jobs[i + prefetch]))
+            else:
+                gt, pred, rgb, problem = _load_frame(*job)
+            pred_path, mask_path = job[0], job[1]
+            if problem is not None and gt is None:  # missing prediction
+                if not allow_missing:
+                    problems.append(problem)
+                scorer.add_frame(None, None, name=pred_path)
+                continue
+            if problem is not None:
+                problems.append(problem)
+            elif pred.shape != gt.shape:
+                problems.append(f"{pred_path}: size {pred.shape[1]}x{pred.shape[0]} (WxH) but mask "
+                                f"{mask_path} is {gt.shape[1]}x{gt.shape[0]}")
+            elif int(pred.max()) >= k:
+                bad = np.unique(pred[pred >= k])[:5].tolist()
+                problems.append(f"{pred_path}: values {bad} > {k - 1} (expected train ids "
+                                f"0..{k - 1})")
+            if problems:  # the video fails below: only look for a few more bad files
+                if len(problems) >= MAX_LISTED:
+                    for future in pending:
+                        future.cancel()
+                    break
+                continue
+            scorer.add_frame(gt, pred, rgb, name=pred_path)
     if problems:
         what = (f"bad prediction file(s) in video {name}" if len(problems) < MAX_LISTED else
                 f"or more bad prediction files in video {name} (stopped looking)")
@@ -254,9 +283,9 @@ def _score_video(scorer: SplitScorer, root: str, pred_dir: str, name: str, in_tc
 
 
 def _worker(args: tuple) -> dict:
-    root, pred_dir, name, in_tc, allow_missing, config = args
+    root, pred_dir, name, in_tc, allow_missing, io_threads, config = args
     scorer = SplitScorer(**config)
-    _score_video(scorer, root, pred_dir, name, in_tc, allow_missing)
+    _score_video(scorer, root, pred_dir, name, in_tc, allow_missing, io_threads)
     return scorer.state()
 
 
@@ -286,7 +315,8 @@ def score_prediction_dir(data_root: str, pred_dir: str, split: str = "val",
                          tc_videos: int | None = None, allow_missing: bool = False,
                          flow: str | Callable = "dis", num_workers: int = 0, *, tc: bool = True,
                          windows: Sequence[int] = (8, 16), include_last_window: bool = False,
-                         raft_weights: str | None = None, progress: bool = False) -> dict:
+                         raft_weights: str | None = None, progress: bool = False,
+                         io_threads: int = 2) -> dict:
     """Score `<pred_dir>/<video>/<stem>.png` against the VSPW split at `data_root`.
 
     Args:
@@ -304,6 +334,8 @@ def score_prediction_dir(data_root: str, pred_dir: str, split: str = "val",
         include_last_window: see `VideoConsistency`.
         raft_weights: local RAFT weights for `flow="raft"`.
         progress: show a tqdm bar over videos.
+        io_threads: threads decoding the next frames while the current one is scored
+            (0: read in the scoring thread).
 
     Returns:
         `SplitScorer.result()` plus `split`, `data_root`, `pred_dir`.
@@ -328,7 +360,8 @@ def score_prediction_dir(data_root: str, pred_dir: str, split: str = "val",
                   tc_videos=tc_videos, flow=flow, include_last_window=include_last_window,
                   raft_weights=raft_weights)
     scorer = SplitScorer(**config)
-    jobs = [(data_root, pred_dir, v, tc and i < n_tc, allow_missing) for i, v in enumerate(videos)]
+    jobs = [(data_root, pred_dir, v, tc and i < n_tc, allow_missing, io_threads)
+            for i, v in enumerate(videos)]
     bar = None
     if progress:
         from tqdm import tqdm
@@ -349,7 +382,7 @@ def score_prediction_dir(data_root: str, pred_dir: str, split: str = "val",
                         bar.update(1)
         else:
             for job in jobs:
-                _score_video(scorer, *job[:3], job[3], job[4])
+                _score_video(scorer, *job)
                 if bar is not None:
                     bar.update(1)
     finally:
