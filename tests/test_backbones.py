@@ -112,6 +112,11 @@ def test_weight_file_key_mismatch_reports_counts(tmp_path):
     with pytest.raises(ValueError, match=r"only 50/100 model tensors matched") as e:
         Backbone("resnet18", pretrained=str(path))
     assert "half.pth" in str(e.value)
+    # above the 90% threshold the file loads and the report says what is missing
+    most = [k for k in sd if not k.endswith("num_batches_tracked")][:95]
+    torch.save({k: sd[k] for k in most}, path)
+    report = Backbone("resnet18", pretrained=str(path)).load_report
+    assert (report.matched, report.total, len(report.missing)) == (95, 100, 5)
     with pytest.raises(FileNotFoundError, match="nope.pth"):
         Backbone("resnet18", pretrained=str(tmp_path / "nope.pth"))
 

@@ -202,5 +202,9 @@ def load_weights(module: nn.Module, path: str | os.PathLike, min_fraction: float
             f"expected at least {min_fraction:.0%}. First unmatched model keys: {report.missing[:3]}; "
             f"first file keys: {file_examples}")
     module.load_state_dict(mapped, strict=False)
-    logger.info("loaded %s", report)
+    if report.matched < report.total:
+        logger.warning("partly loaded %s; %d tensors keep their initial values, e.g. %s",
+                       report, len(report.missing), report.missing[:3])
+    else:
+        logger.info("loaded %s", report)
     return report
