@@ -176,12 +176,13 @@ def warp_nearest_official(pred_next: np.ndarray, flow: np.ndarray, fill: int = 0
     ys = np.arange(h, dtype=np.float32)[:, None] + flow[..., 1]
     ix = _unnormalise(_normalise(xs, w), w)
     iy = _unnormalise(_normalise(ys, h), h)
-    ix = np.rint(ix)
-    iy = np.rint(iy)
+    np.rint(ix, out=ix)
+    np.rint(iy, out=iy)
     inside = (ix >= 0) & (ix <= w - 1) & (iy >= 0) & (iy <= h - 1)
-    out = np.full((h, w), fill, dtype=pred_next.dtype)
-    out[inside] = pred_next[iy[inside].astype(np.intp), ix[inside].astype(np.intp)]
-    return out
+    # One gather from the labels with the fill value appended, instead of boolean indexing.
+    flat = np.where(inside, iy.astype(np.int32) * np.int32(w) + ix.astype(np.int32), np.int32(h * w))
+    table = np.append(pred_next.ravel(), np.asarray(fill, dtype=pred_next.dtype))
+    return np.take(table, flat)
 
 
 def _normalise(coord: np.ndarray, size: int) -> np.ndarray:
