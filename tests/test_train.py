@@ -189,7 +189,7 @@ def test_loss_decreases_and_logs(vspw_root, tmp_path, no_val):
     assert np.mean(losses[-4:]) < 0.8 * np.mean(losses[:4]), losses
     for key in ("loss_ce", "lr", "iter_time", "data_time", "samples_per_s", "substituted"):
         assert key in rows[0]
-    assert any(k.startswith("memory/") for k in rows[0])
+    assert any(k.startswith("memory_") for k in rows[0])
     assert rows[0]["lr"] > rows[-1]["lr"]
     assert (tmp_path / "run" / "config.yaml").is_file()
     assert "iter 16/16" in (tmp_path / "run" / "train.log").read_text()
@@ -282,3 +282,57 @@ def test_sampler_order_splits_ranks_and_resumes():
     assert single.position(3) == {"batches": 3, "epoch": 2, "index": 2}
     with pytest.raises(ValueError, match="multiple"):
         InfiniteBatchSampler(5, 3, world_size=2)
+
+
+def test_periodic_validation_keeps_best_checkpoint(vspw_root, tmp_path, monkeypatch):
+    import vidseg.engine.evaluate as ev
+    from vidseg.engine.train import train
+
+    scores = iter([0.1, 0.3, 0.2])
+    calls = []
+
+    def fake_evaluate(model, cfg, split=None, max_videos=None, out_dir=None, **kw):
+        assert not model.training and split == "val" and max_videos == 1
+        calls.append(out_dir)
+        return {"miou": next(scores), "mvc8": 0.5}
+
+    monkeypatch.setattr(ev, "evaluate", fake_evaluate)
+    cfg = tiny_cfg(vspw_root, tmp_path / "run", "train.iters=6", "train.val_interval=2",
+                   "train.val_videos=1", "train.ckpt_interval=100")
+    result = train(cfg, model_factory=factory)
+    assert len(calls) == 3 and calls[0].endswith("iter_0000002")
+    assert result["best_miou"] == pytest.approx(0.3) and result["val"]["miou"] == pytest.approx(0.2)
+    best = torch.load(tmp_path / "run" / "best.pth", weights_only=True)
+    assert best["iteration"] == 4 and best["best_miou"] == pytest.approx(0.3)
+    assert (tmp_path / "run" / "latest").read_text().strip() == "iter_0000006.pth"
+
+
+class _EpochData(torch.utils.data.Dataset):
+    def __init__(self):
+        self.epoch = 0
+
+    def set_epoch(self, epoch):
+        self.epoch = epoch
+
+    def __len__(self):
+        return 3
+
+    def __getitem__(self, i):
+        return {"value": torch.tensor([self.epoch * 10 + i])}
+
+
+def test_loader_does_not_touch_global_rng_and_resumes_in_place(vspw_root, tmp_path):
+    from vidseg.engine.data import build_train_loader
+
+    cfg = tiny_cfg(vspw_root, tmp_path, "data.batch_size=2")
+    torch.manual_seed(0)
+    before = torch.get_rng_state()
+    loader, _ = build_train_loader(cfg, dataset=_EpochData())
+    it = iter(loader)
+    assert torch.equal(torch.get_rng_state(), before)
+    values = [next(it)["value"].flatten().tolist() for _ in range(4)]
+    flat = sum(values, [])
+    assert sorted(v % 10 for v in flat[:3]) == [0, 1, 2] and all(v // 10 == 0 for v in flat[:3])
+    assert all(v // 10 == 1 for v in flat[3:6])  # the second epoch's samples know their epoch
+    resumed, _ = build_train_loader(cfg, start_batch=2, dataset=_EpochData())
+    assert [b["value"].flatten().tolist() for b, _ in zip(resumed, range(2))] == values[2:]

@@ -60,12 +60,12 @@ def _memory_stats(model) -> dict:
             if torch.is_tensor(v):
                 v = v.float().mean().item() if v.numel() else float("nan")
             if isinstance(v, (int, float)):
-                out[f"memory/{k}"] = float(v)
+                out[k if k.startswith("memory") else f"memory_{k}"] = float(v)
         return out
     memory = getattr(model, "memory", None)
     stats = getattr(memory, "stats", None)
     if torch.is_tensor(stats):
-        out["memory/mean"] = stats.float().mean().item()
+        out["memory_mean"] = stats.float().mean().item()
     return out
 
 
