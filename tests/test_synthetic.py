@@ -92,6 +92,17 @@ def test_frames_and_masks_format(root):
                     assert set(np.unique(np.array(img)).tolist()) <= VALID
 
 
+def test_vspw_reader_loads_clips(root):
+    from vidseg.data.vspw import VSPWClips
+
+    clips = VSPWClips(root, "val", history=2, mode="eval")
+    assert len(clips) == 6
+    sample = clips[5]
+    assert tuple(sample["frames"].shape) == (3, 3, 48, 80) and tuple(sample["label"].shape) == (48, 80)
+    values = set(sample["label"].unique().tolist())
+    assert values <= set(range(124)) | {255} and len(values - {255}) >= 2
+
+
 def test_several_classes_others_and_void_present(root):
     values = np.unique(np.concatenate([m.ravel() for s in ("train", "val")
                                        for v in read_split(root, s) for m in _masks(root, v)]))

@@ -56,9 +56,9 @@ STUFF = (
     TextureClass("wall", (150, 140, 135), (1.0, 0.95, 0.9), 0.22, 90, 34, 10, 4, 12),
     TextureClass("building", (135, 135, 140), (1.0, 1.0, 1.0), 0.10, 0, 26, 12, 4, 10, True),
     TextureClass("tree", (105, 125, 100), (0.9, 1.0, 0.8), 0.30, 45, 26, 24, 18, 4),
-    TextureClass("grass", (122, 138, 110), (0.9, 1.0, 0.8), 0.36, 90, 34, 14, 10, 6),
+    TextureClass("grass", (122, 138, 110), (0.9, 1.0, 0.8), 0.36, 5, 34, 14, 10, 6),
     TextureClass("road", (125, 125, 130), (1.0, 1.0, 1.0), 0.04, 0, 14, 18, 22, 6),
-    TextureClass("water", (120, 135, 148), (0.8, 0.95, 1.0), 0.07, 5, 36, 16, 4, 16),
+    TextureClass("water", (120, 135, 148), (0.8, 0.95, 1.0), 0.07, 85, 36, 16, 4, 16),
     TextureClass("sand", (155, 145, 128), (1.0, 0.95, 0.85), 0.14, -30, 28, 18, 12, 8),
 )
 THINGS = (
@@ -136,6 +136,31 @@ def _wave(rng: np.random.Generator, xs: np.ndarray, amp: float, wavelength: floa
     return out
 
 
+def _thing_mask(rng: np.random.Generator, kind: str, H: int, W: int) -> tuple[np.ndarray, float]:
+    """Binary uint8 silhouette of a car / person / "others" blob (2 px margin) and its height."""
+    if kind == "person":
+        h = rng.uniform(0.25, 0.5) * H
+        w = h * rng.uniform(0.3, 0.42)
+    elif kind == "car":
+        w = rng.uniform(0.2, 0.38) * W
+        h = w * rng.uniform(0.4, 0.55)
+    else:
+        h = w = rng.uniform(0.12, 0.3) * H
+    ph, pw = int(math.ceil(h)) + 4, int(math.ceil(w)) + 4
+    mask = np.zeros((ph, pw), np.uint8)
+    if kind == "person":  # head and body ellipses
+        head, cx = h * 0.12, int(pw / 2)
+        cv2.ellipse(mask, (cx, int(2 + head)), (int(head * 0.8), int(head)), 0, 0, 360, 1, -1)
+        cv2.ellipse(mask, (cx, int(ph / 2 + head)), (int(w / 2), int(h / 2 - head)), 0, 0, 360, 1, -1)
+    elif kind == "car":  # body and cabin
+        body = [[2, ph * 0.45], [pw - 3, ph * 0.5], [pw - 3, ph - 3], [2, ph - 3]]
+        roof = [[pw * 0.25, ph * 0.48], [pw * 0.35, 2], [pw * 0.7, 2], [pw * 0.82, ph * 0.5]]
+        cv2.fillPoly(mask, [np.round(np.array(p)).astype(np.int32) for p in (body, roof)], 1)
+    else:
+        cv2.fillPoly(mask, [_blob_polygon(rng, pw / 2, ph / 2, w / 2 - 2, h / 2 - 2)], 1)
+    return mask, h
+
+
 class _Scene:
     """One video's world: camera path, background canvas (RGB + labels) and moving objects."""
 
@@ -208,28 +233,10 @@ class _Scene:
         rng, sc, H, W = self.rng, self.scale, self.H, self.W
         objs = []
         for _ in range(int(rng.integers(2, 6))):
-            kind = rng.choice(["car", "person", "others"], p=[0.4, 0.4, 0.2])
-            if kind == "person":
-                h = rng.uniform(0.25, 0.5) * H
-                w = h * rng.uniform(0.3, 0.42)
-            elif kind == "car":
-                w = rng.uniform(0.2, 0.38) * W
-                h = w * rng.uniform(0.4, 0.55)
-            else:
-                h = w = rng.uniform(0.12, 0.3) * H
-            ph, pw = int(math.ceil(h)) + 4, int(math.ceil(w)) + 4
-            mask = np.zeros((ph, pw), np.uint8)
+            kind = str(rng.choice(["car", "person", "others"], p=[0.4, 0.4, 0.2]))
+            mask, h = _thing_mask(rng, kind, H, W)
+            ph, pw = mask.shape
             cx, cy = pw / 2, ph / 2
-            if kind == "person":
-                head = h * 0.12
-                cv2.ellipse(mask, (int(cx), int(2 + head)), (int(head * 0.8), int(head)), 0, 0, 360, 1, -1)
-                cv2.ellipse(mask, (int(cx), int(cy + head)), (int(w / 2), int(h / 2 - head)), 0, 0, 360, 1, -1)
-            elif kind == "car":
-                body = np.array([[2, ph * 0.45], [pw - 3, ph * 0.5], [pw - 3, ph - 3], [2, ph - 3]])
-                roof = np.array([[pw * 0.25, ph * 0.48], [pw * 0.35, 2], [pw * 0.7, 2], [pw * 0.82, ph * 0.5]])
-                cv2.fillPoly(mask, [np.round(body).astype(np.int32), np.round(roof).astype(np.int32)], 1)
-            else:
-                cv2.fillPoly(mask, [_blob_polygon(rng, cx, cy, w / 2 - 2, h / 2 - 2)], 1)
             tex = _others_texture(rng, ph, pw, sc) if kind == "others" else \
                 _texture(rng, _BY_NAME[kind], ph, pw, sc)
             start = np.array([rng.uniform(0.1, 0.9) * W, rng.uniform(0.55, 0.9) * H])
