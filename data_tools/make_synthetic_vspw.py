@@ -20,15 +20,14 @@ from vidseg.data.synthetic import make_synthetic_vspw  # noqa: E402
 
 
 def contact_sheet(root: str, path: str, videos: int = 4, frames_per_video: int = 5) -> None:
-    """Save a grid: for the first val (else train) videos, a few frames above their masks."""
+    """Save a grid: for the first val (then train) videos, a few frames above their masks."""
     import cv2
 
     from vidseg.data.vspw import read_frame, read_split, to_train_ids
     from vidseg.io.palette import colorize
 
-    names = read_split(root, "val") or read_split(root, "train")
     rows = []
-    for name in (read_split(root, "train")[:max(0, videos - len(names))] + names)[:videos]:
+    for name in (read_split(root, "val") + read_split(root, "train"))[:videos]:
         folder = os.path.join(root, "data", name)
         stems = sorted(f[:-4] for f in os.listdir(os.path.join(folder, "origin")))
         picks = [stems[round(k * (len(stems) - 1) / max(frames_per_video - 1, 1))]

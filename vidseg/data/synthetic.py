@@ -264,7 +264,8 @@ class _Scene:
         size = (self.W, self.H)
         cam = self._camera(t)
         rgb = cv2.warpAffine(self.rgb, cam, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
-        labels = cv2.warpAffine(self.labels, cam, size, flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_REFLECT)
+        labels = cv2.warpAffine(self.labels, cam, size, flags=cv2.INTER_NEAREST,
+                                borderMode=cv2.BORDER_REFLECT)
         u = t / max(self.T - 1, 1)
         for o in self.objects:
             angle = math.radians(o["spin"] * t + o["wobble"] * math.sin(0.5 * t + o["phase"]))
@@ -401,7 +402,8 @@ def make_synthetic_vspw(out_dir: str | os.PathLike, *, num_train: int = 16, num_
     (generator version, parameters, expected counts per split), `data/<video>/origin/<stem>.jpg`
     (RGB, JPEG quality 90), `data/<video>/mask/<stem>.png` (raw ids, uint8 single channel; not for
     test videos) and, when `write_mp4`, `videos/<video>.mp4` (H.264 yuv420p, 15 fps) per val video.
-    The same arguments give byte-identical files whatever `workers` is.
+    The same arguments give byte-identical files whatever `workers` is (on one machine and the
+    same OpenCV / libjpeg / x264 builds; other builds may round the float rendering differently).
 
     Args:
         out_dir: output root; created. An earlier synthetic dataset there is replaced.
