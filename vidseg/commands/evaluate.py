@@ -1,0 +1,62 @@
+"""`vidseg eval`: causal evaluation of a checkpoint on a VSPW split (mIoU, acc, TC, mVC)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from vidseg.cli import CliError
+
+
+def run(args: argparse.Namespace) -> int:
+    from vidseg.config import ConfigError
+    from vidseg.engine.evaluate import evaluate
+    from vidseg.engine.inference import load_inference_model
+    from vidseg.metrics.scorer import format_table
+
+    overrides = list(args.set or [])
+    if args.tc_videos is not None:
+        overrides.append(f"eval.tc_videos={args.tc_videos}")
+    if args.no_tc:
+        overrides.append("eval.tc=false")
+    try:
+        cfg, model = load_inference_model(args.config, args.checkpoint, overrides,
+                                          random_init=args.random_init, device=args.device)
+    except (ConfigError, ValueError, FileNotFoundError) as exc:
+        raise CliError(str(exc)) from None
+    out_dir = Path(args.out or Path(cfg.work_dir) / f"eval_{args.split or cfg.eval.split}")
+    try:
+        result = evaluate(model, cfg, split=args.split, max_videos=args.max_videos, out_dir=out_dir,
+                          root=args.data, save_pred=not args.no_pred, save_color=args.color or cfg.eval.save_color,
+                          no_history=args.no_history)
+    except (ValueError, FileNotFoundError) as exc:
+        raise CliError(str(exc)) from None
+    print(format_table(result, per_class=args.per_class))
+    print(f"metrics: {out_dir / 'metrics.json'}")
+    if not args.no_pred:
+        print(f"predictions (VSPW format): {out_dir / 'pred'}")
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "eval", help="evaluate a checkpoint causally on a VSPW split",
+        description="Run the model frame by frame (streaming step(), history cached) over every video "
+                    "of a split, write VSPW-format prediction PNGs and metrics.json "
+                    "(pixel_acc, mean_class_acc, miou, miou_all_classes, mvc8, mvc16, tc).")
+    p.add_argument("config", help="config YAML (the checkpoint must match it)")
+    p.add_argument("--checkpoint", help="checkpoint .pth or a run directory (uses its 'latest')")
+    p.add_argument("--data", help="dataset root (default: data.root of the config or $VSPW_ROOT)")
+    p.add_argument("--split", help="split name (default: eval.split, 'val')")
+    p.add_argument("--out", help="output directory (default: <work_dir>/eval_<split>)")
+    p.add_argument("--max-videos", type=int, default=None, help="only the first N videos")
+    p.add_argument("--tc-videos", type=int, default=None, help="TC on the first N videos (100 = official)")
+    p.add_argument("--no-tc", action="store_true", help="skip TC (no optical flow)")
+    p.add_argument("--no-history", action="store_true", help="ignore history: every frame is processed as the first frame of its video")
+    p.add_argument("--no-pred", action="store_true", help="do not write prediction PNGs")
+    p.add_argument("--color", action="store_true", help="also write colour PNGs")
+    p.add_argument("--per-class", action="store_true", help="print per-class IoU")
+    p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1)")
+    p.add_argument("--random-init", action="store_true", help="no checkpoint: random weights (smoke test)")
+    p.add_argument("--set", nargs="*", metavar="KEY=VALUE", help="config overrides")
+    p.set_defaults(func=run)

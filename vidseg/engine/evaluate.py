@@ -1,0 +1,179 @@
+"""Evaluate a model on a VSPW split with the causal streaming path.
+
+Every frame goes through `model.step()` (one backbone pass per frame), logits are resized to the
+mask size (480p for VSPW) before the argmax, predictions are optionally written as VSPW-format
+PNGs, and every metric is accumulated in one pass (`SplitScorer`). Under torchrun the videos are
+split across ranks and the partial results are merged exactly on rank 0.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from vidseg.config import Config
+
+log = logging.getLogger(__name__)
+
+
+def data_root(cfg: Config, root: str | None = None) -> str:
+    """The dataset root: explicit argument, then `data.root`, then `$VSPW_ROOT`."""
+    root = root or cfg.data.root or os.environ.get("VSPW_ROOT", "")
+    if not root:
+        raise ValueError("no dataset root: pass --data ROOT, set data.root in the config or VSPW_ROOT")
+    if not os.path.isdir(os.path.join(root, "data")):
+        raise FileNotFoundError(f"{root} does not look like a VSPW root (no data/ folder); "
+                                f"run `vidseg data check {root}` for a full report")
+    return root
+
+
+def _dist():
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+@torch.no_grad()
+def predict_video(model, video, cfg: Config, device, on_frame=None, no_history: bool = False) -> int:
+    """Run `step()` over one `VSPWVideo`; calls `on_frame(index, rgb, pred, mask)` per frame.
+
+    With `no_history` every frame is processed as the first frame of its video (the history
+    maps are the frame's own), which measures what the temporal context contributes.
+
+    Returns the number of frames whose image was unreadable (they reuse the previous frame).
+    """
+    from vidseg.data.transforms import prepare_frame
+    from vidseg.data.vspw import read_frame, read_mask
+
+    short_side = cfg.data.eval_short_side or cfg.data.short_side
+    state = None
+    bad = 0
+    rgb = None
+    for i, frame_path in enumerate(video.frame_paths):
+        try:
+            rgb = read_frame(frame_path)
+        except OSError as exc:
+            if rgb is None:
+                raise
+            log.warning("%s: %s; reusing the previous frame", frame_path, exc)
+            bad += 1
+        mask = read_mask(video.mask_paths[i]) if video.mask_paths else None
+        out_size = mask.shape if mask is not None else rgb.shape[:2]
+        x = prepare_frame(rgb, short_side, cfg.data.mean, cfg.data.std).to(device)
+        logits, state = model.step(x, None if no_history else state, video_id=video.name,
+                                   output_size=out_size)
+        pred = logits.argmax(1)[0].to(torch.uint8).cpu().numpy()
+        if on_frame is not None:
+            on_frame(i, rgb, pred, mask)
+    return bad
+
+
+def evaluate(model, cfg: Config, split: str | None = None, max_videos: int | None = None,
+             out_dir: str | Path | None = None, *, root: str | None = None, save_pred: bool = False,
+             save_color: bool = False, progress: bool = True, no_history: bool = False) -> dict:
+    """Score `model` on a split; returns the metrics dict (see `SplitScorer.result`).
+
+    Args:
+        model: a `VideoSegmentor` (switched to eval mode here and restored afterwards).
+        cfg: the resolved config (`data` for pre-processing, `eval` for metric options).
+        split: split name (default `cfg.eval.split`).
+        max_videos: evaluate only the first N videos of the split (0/None = all).
+        out_dir: where `metrics.json` (and predictions) go; None = nothing written.
+        root: dataset root (default from the config / `$VSPW_ROOT`).
+        save_pred: write VSPW-format prediction PNGs `<out_dir>/pred/<video>/<stem>.png`.
+        save_color: also write colour PNGs under `<out_dir>/color/`.
+        no_history: process every frame as the first of its video (ablation of the history).
+    """
+    from vidseg.data.vspw import VSPWVideo, load_class_names, read_split
+    from vidseg.metrics.scorer import SplitScorer
+
+    root = data_root(cfg, root)
+    split = split or cfg.eval.split
+    names = read_split(root, split)
+    if max_videos:
+        names = names[:max_videos]
+    rank, world = _dist()
+    ec = cfg.eval
+    scorer = SplitScorer(cfg.model.num_classes, load_class_names(root), tc=ec.tc, tc_videos=ec.tc_videos,
+                         flow=ec.flow, include_last_window=ec.include_last_window,
+                         raft_weights=ec.raft_weights or None)
+    label_writer = color_writer = None
+    if out_dir is not None and save_pred:
+        from vidseg.io.sinks import LabelPngWriter
+
+        label_writer = LabelPngWriter(Path(out_dir) / "pred")
+    if out_dir is not None and save_color:
+        from vidseg.io.sinks import ColorPngWriter
+
+        color_writer = ColorPngWriter(Path(out_dir) / "color")
+
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    # contiguous blocks, so that merging the ranks' partial results in rank order is video order
+    per_rank = -(-len(names) // world)
+    mine = list(enumerate(names))[rank * per_rank:(rank + 1) * per_rank]
+    start = time.perf_counter()
+    unreadable = 0
+    bar = tqdm(mine, desc=f"eval {split}", unit="video", disable=not progress or rank != 0)
+    try:
+        for index, name in bar:
+            video = VSPWVideo.from_root(root, name, with_masks=True)
+            in_tc = ec.tc and (ec.tc_videos is None or index < ec.tc_videos)
+            scorer.start_video(name, in_tc=in_tc)
+
+            def on_frame(i, rgb, pred, mask, video=video, in_tc=in_tc):
+                scorer.add_frame(mask, pred, rgb if in_tc else None, name=video.frame_paths[i])
+                if label_writer is not None:
+                    label_writer.write(video.name, video.stems[i], pred)
+                if color_writer is not None:
+                    color_writer.write(video.name, video.stems[i], pred, rgb)
+
+            unreadable += predict_video(model, video, cfg, device, on_frame, no_history)
+            scorer.end_video()
+    finally:
+        model.train(was_training)
+    if world > 1:
+        states = [None] * world
+        torch.distributed.all_gather_object(states, scorer.state())
+        scorer = _merged(cfg, root, ec, states)
+    result = scorer.result()
+    result.update({"split": split, "unreadable_frames": unreadable,
+                   "seconds": round(time.perf_counter() - start, 2)})
+    if out_dir is not None and rank == 0:
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        with open(Path(out_dir) / "metrics.json", "w") as f:
+            json.dump(_jsonable(result), f, indent=2)
+    return result
+
+
+def _merged(cfg, root, ec, states):
+    from vidseg.data.vspw import load_class_names
+    from vidseg.metrics.scorer import SplitScorer
+
+    merged = SplitScorer(cfg.model.num_classes, load_class_names(root), tc=ec.tc, tc_videos=ec.tc_videos,
+                         flow=ec.flow, include_last_window=ec.include_last_window,
+                         raft_weights=ec.raft_weights or None)
+    for state in states:
+        merged.merge_state(state)
+    return merged
+
+
+def _jsonable(obj):
+    """NaN -> null and numpy scalars -> python, so metrics.json is strict JSON."""
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, (np.floating, float)):
+        return None if not np.isfinite(obj) else float(obj)
+    if isinstance(obj, np.integer):
+        return int(obj)
+    return obj

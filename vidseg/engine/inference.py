@@ -1,0 +1,79 @@
+"""Build a model for inference from a config and/or a checkpoint, with clear mismatch errors."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+
+from vidseg.config import Config, config_from_dict, load_config
+
+log = logging.getLogger(__name__)
+
+
+def _read_checkpoint(path: str | Path) -> tuple[dict, dict | None]:
+    """(model state_dict, resolved config dict or None); a run directory means its `latest`."""
+    from vidseg.engine.checkpoint import find_latest, load_weights_for_inference
+
+    path = Path(path)
+    if path.is_dir():
+        latest = find_latest(path)
+        if latest is None:
+            raise FileNotFoundError(f"{path} is a directory without a 'latest' checkpoint")
+        path = latest
+    return load_weights_for_inference(path)
+
+
+def _check_compatible(cfg: Config, ckpt_cfg: Config, path) -> None:
+    pairs = [("model.history", cfg.model.history, ckpt_cfg.model.history),
+             ("model.num_classes", cfg.model.num_classes, ckpt_cfg.model.num_classes),
+             ("model.channels", cfg.model.channels, ckpt_cfg.model.channels),
+             ("model.backbone.name", cfg.model.backbone.name, ckpt_cfg.model.backbone.name),
+             ("model.context", cfg.model.context, ckpt_cfg.model.context),
+             ("model.memory.type", cfg.model.memory.type, ckpt_cfg.model.memory.type)]
+    bad = [f"{key}: config {a!r}, checkpoint {b!r}" for key, a, b in pairs if a != b]
+    if bad:
+        raise ValueError(f"checkpoint {path} was trained with a different model than the config: "
+                         + "; ".join(bad) + " (use the checkpoint's own config, or a matching one)")
+
+
+def load_inference_model(config: str | Path | Config | None, checkpoint: str | Path | None = None,
+                         overrides=(), random_init: bool = False, device: str = "cpu"):
+    """Return `(cfg, model)` ready for `step()` (eval mode, on `device`).
+
+    Args:
+        config: a config path or object; None = the config stored in the checkpoint.
+        checkpoint: a `.pth` checkpoint (or a run directory with a `latest` pointer).
+        overrides: `key=value` overrides applied to the config.
+        random_init: allow running without a checkpoint (smoke tests); warns loudly.
+    """
+    from vidseg.engine.checkpoint import load_model_state
+    from vidseg.models.build import build_model
+
+    state = ckpt_cfg = None
+    if checkpoint is not None:
+        state, ckpt_dict = _read_checkpoint(checkpoint)
+        ckpt_cfg = config_from_dict(ckpt_dict, str(checkpoint)) if ckpt_dict else None
+    elif not random_init:
+        raise ValueError("no checkpoint given: pass --checkpoint CKPT, or --random-init for a smoke test")
+    if config is None:
+        if ckpt_cfg is None:
+            raise ValueError(f"checkpoint {checkpoint} stores no config: pass the config file")
+        cfg = ckpt_cfg
+        if overrides:
+            raise ValueError("--set overrides need an explicit config file")
+    elif isinstance(config, Config):
+        cfg = config
+    else:
+        cfg = load_config(config, overrides)
+    if ckpt_cfg is not None:
+        _check_compatible(cfg, ckpt_cfg, checkpoint)
+    if state is not None:
+        cfg.model.backbone.pretrained = False  # weights come from the checkpoint
+    model = build_model(cfg)
+    if state is not None:
+        load_model_state(model, state, str(checkpoint))
+    else:
+        log.warning("RANDOM WEIGHTS: no checkpoint loaded, predictions are meaningless (smoke test only)")
+    return cfg, model.eval().to(device)

