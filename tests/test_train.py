@@ -48,6 +48,7 @@ def make_tiny_vspw(root: Path, videos: int = 4, frames: int = 4, seed: int = 0) 
     (root / "train.txt").write_text("".join(n + "\n" for n in names[:-1]))
     (root / "val.txt").write_text(names[-1] + "\n")
     (root / "test.txt").write_text("")
+    (root / "label_num_dic_final.json").write_text('{"others": 0, "red": 1, "green": 2, "blue": 3, "grey": 4}')
     return str(root)
 
 
@@ -87,12 +88,30 @@ class TinySeg(nn.Module):
         return {"loss_ce": loss, "loss_small": 0.1 * loss}
 
 
+def _real_model_available() -> bool:
+    try:
+        import vidseg.models.build  # noqa: F401
+        import vidseg.models.objectives  # noqa: F401
+        import vidseg.models.video  # noqa: F401
+    except ModuleNotFoundError as exc:  # a sibling module of the model not written yet
+        return not (exc.name or "").startswith("vidseg.models")
+    return True
+
+
+REAL_MODEL = _real_model_available()
+needs_model = pytest.mark.skipif(not REAL_MODEL, reason="vidseg.models cannot build a model yet")
+
+
 def factory(cfg):
-    """The real model when `vidseg.models` can build it, else the stand-in."""
-    if os.environ.get("VIDSEG_TEST_REAL_MODEL") == "1":
+    """The real model (`build_model` on the tiny config); the stand-in until it can be built."""
+    if REAL_MODEL:
         from vidseg.models.build import build_model
 
         return build_model(cfg)
+    return TinySeg(cfg.model.num_classes)
+
+
+def standin(cfg):
     return TinySeg(cfg.model.num_classes)
 
 
@@ -141,7 +160,8 @@ def _child(root, work_dir, slow=0.0, resume=None):
     args = [sys.executable, "-c", CHILD.format(tests=str(Path(__file__).parent)), root, str(work_dir), str(slow)]
     if resume:
         args.append(resume)
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     return subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
 
@@ -179,23 +199,25 @@ def test_sigkill_and_resume_is_bit_identical(vspw_root, tmp_path):
 def test_loss_decreases_and_logs(vspw_root, tmp_path, no_val):
     from vidseg.engine.train import train
 
-    cfg = tiny_cfg(vspw_root, tmp_path / "run", "train.iters=16", "train.ckpt_interval=8")
+    cfg = tiny_cfg(vspw_root, tmp_path / "run", "train.iters=12", "train.ckpt_interval=6")
     result = train(cfg, model_factory=factory)
     import json
 
     rows = [json.loads(line) for line in (tmp_path / "run" / "scalars.jsonl").read_text().splitlines()]
-    assert [r["iter"] for r in rows] == list(range(1, 17))
+    assert [r["iter"] for r in rows] == list(range(1, 13))
     losses = [r["loss"] for r in rows]
-    assert np.mean(losses[-4:]) < 0.8 * np.mean(losses[:4]), losses
-    for key in ("loss_ce", "lr", "iter_time", "data_time", "samples_per_s", "substituted"):
+    assert np.mean(losses[-4:]) < 0.9 * np.mean(losses[:4]), losses
+    for key in ("lr", "iter_time", "data_time", "samples_per_s", "substituted"):
         assert key in rows[0]
+    terms = [k for k in rows[0] if k.startswith("loss_")]
+    assert terms and sum(rows[0][k] for k in terms) == pytest.approx(rows[0]["loss"], rel=1e-5)
     assert any(k.startswith("memory_") for k in rows[0])
     assert rows[0]["lr"] > rows[-1]["lr"]
     assert (tmp_path / "run" / "config.yaml").is_file()
-    assert "iter 16/16" in (tmp_path / "run" / "train.log").read_text()
-    assert result["checkpoint"].endswith("iter_0000016.pth") and result["iterations"] == 16
+    assert "iter 12/12" in (tmp_path / "run" / "train.log").read_text()
+    assert result["checkpoint"].endswith("iter_0000012.pth") and result["iterations"] == 12
     ckpt = torch.load(result["checkpoint"], weights_only=True)
-    assert ckpt["sampler"]["batches"] == 16 and ckpt["config"]["train"]["iters"] == 16
+    assert ckpt["sampler"]["batches"] == 12 and ckpt["config"]["train"]["iters"] == 12
     assert isinstance(ckpt["git_revision"], str) and ckpt["vidseg_version"]
 
 
@@ -204,17 +226,8 @@ def test_nan_loss_stops_and_keeps_last_checkpoint(vspw_root, tmp_path, no_val):
     from vidseg.engine.train import NonFiniteLossError, train
 
     def nan_model(cfg):
-        m = factory(cfg)
-        if isinstance(m, TinySeg):
-            m.nan_at = 5
-        else:  # the real model: poison the loss terms from the 5th call on
-            fwd, calls = m.forward, [0]
-
-            def forward(*a, **k):
-                calls[0] += 1
-                out = fwd(*a, **k)
-                return {key: v * float("nan") if calls[0] >= 5 else v for key, v in out.items()}
-            m.forward = forward
+        m = standin(cfg)
+        m.nan_at = 5  # the loss of the 5th forward is NaN
         return m
 
     cfg = tiny_cfg(vspw_root, tmp_path / "run")
@@ -231,7 +244,7 @@ def test_resume_other_model_lists_mismatched_keys(vspw_root, tmp_path, no_val):
     from vidseg.engine.checkpoint import CheckpointError
     from vidseg.engine.train import train
 
-    train(tiny_cfg(vspw_root, tmp_path / "run", "train.iters=2"), model_factory=factory)
+    train(tiny_cfg(vspw_root, tmp_path / "run", "train.iters=2"), model_factory=standin)
     with pytest.raises(CheckpointError, match="does not fit this model") as info:
         train(tiny_cfg(vspw_root, tmp_path / "run", "train.iters=4"), resume="latest",
               model_factory=lambda cfg: nn.Sequential(nn.Conv2d(3, 4, 1)))
@@ -299,12 +312,16 @@ def test_periodic_validation_keeps_best_checkpoint(vspw_root, tmp_path, monkeypa
     monkeypatch.setattr(ev, "evaluate", fake_evaluate)
     cfg = tiny_cfg(vspw_root, tmp_path / "run", "train.iters=6", "train.val_interval=2",
                    "train.val_videos=1", "train.ckpt_interval=100")
-    result = train(cfg, model_factory=factory)
+    result = train(cfg, model_factory=standin)
     assert len(calls) == 3 and calls[0].endswith("iter_0000002")
     assert result["best_miou"] == pytest.approx(0.3) and result["val"]["miou"] == pytest.approx(0.2)
     best = torch.load(tmp_path / "run" / "best.pth", weights_only=True)
     assert best["iteration"] == 4 and best["best_miou"] == pytest.approx(0.3)
     assert (tmp_path / "run" / "latest").read_text().strip() == "iter_0000006.pth"
+    import json
+
+    rows = [json.loads(line) for line in (tmp_path / "run" / "scalars.jsonl").read_text().splitlines()]
+    assert [r["miou"] for r in rows if r["phase"] == "val"] == pytest.approx([0.1, 0.3, 0.2])
 
 
 class _EpochData(torch.utils.data.Dataset):
@@ -336,3 +353,37 @@ def test_loader_does_not_touch_global_rng_and_resumes_in_place(vspw_root, tmp_pa
     assert all(v // 10 == 1 for v in flat[3:6])  # the second epoch's samples know their epoch
     resumed, _ = build_train_loader(cfg, start_batch=2, dataset=_EpochData())
     assert [b["value"].flatten().tolist() for b, _ in zip(resumed, range(2))] == values[2:]
+
+
+@needs_model
+def test_cli_trains_real_model_validates_and_resumes(vspw_root, tmp_path, capsys):
+    """`vidseg train` end to end with `build_model`, the evaluator at the end, and `--resume`."""
+    from vidseg.cli import main
+
+    work = tmp_path / "run"
+    common = ["--work-dir", str(work), "--set", f"data.root={vspw_root}", "train.log_interval=1",
+              "data.num_workers=0", "model.num_classes=4", "data.short_side=40",
+              "data.crop_size=[32,32]", "train.ckpt_interval=1"]
+    assert main(["train", str(TINY), *common, "train.iters=2"]) == 0, capsys.readouterr().err
+    first = torch.load(work / "iter_0000002.pth", weights_only=True)
+    assert (work / "best.pth").is_file() and "miou" in (work / "train.log").read_text()
+    assert main(["train", str(TINY), *common, "train.iters=3", "--resume"]) == 0, capsys.readouterr().err
+    ckpt = torch.load(work / "iter_0000003.pth", weights_only=True)
+    assert ckpt["iteration"] == 3 and ckpt["model"].keys() == first["model"].keys()
+    assert any("memory" in k for k in ckpt["model"])
+    assert "trained 3 iterations" in capsys.readouterr().out
+
+
+@needs_model
+@pytest.mark.parametrize("context", ["none", "upernet"])
+def test_real_model_uses_every_parameter_in_training(vspw_root, tmp_path, context):
+    """DDP runs with find_unused_parameters=False: every trainable parameter must get a gradient."""
+    from vidseg.engine.data import build_train_loader
+    from vidseg.models.build import build_model
+
+    cfg = tiny_cfg(vspw_root, tmp_path, f"model.context={context}")
+    model = build_model(cfg).train()
+    batch = next(iter(build_train_loader(cfg)[0]))
+    sum(model(batch["frames"], batch["label"]).values()).backward()
+    unused = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    assert not unused

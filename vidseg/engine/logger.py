@@ -80,10 +80,10 @@ class RunLogger:
                 self._bar.set_postfix(postfix, refresh=False)
 
     def scalars(self, iteration: int, values: dict, prefix: str = "train") -> None:
-        """Append one JSON line `{"iter": iteration, **values}` and mirror to TensorBoard."""
+        """Append one JSON line `{"iter": ..., "phase": prefix, **values}`; mirror to TensorBoard."""
         if not self.enabled:
             return
-        row = {"iter": int(iteration)}
+        row = {"iter": int(iteration), "phase": prefix}
         for k, v in values.items():
             row[k] = float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v
         self._scalars.write(json.dumps(row, allow_nan=True) + "\n")

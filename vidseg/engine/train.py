@@ -272,7 +272,15 @@ def _train(cfg, info, resume, work_dir, model_factory, dataset, config_to_dict, 
 
         is_best = False
         if (tc.val_interval and done % tc.val_interval == 0) or done == tc.iters:
-            metrics = _validate(raw, cfg, work_dir, done, log) if info.is_main else None
+            try:
+                metrics = _validate(raw, cfg, work_dir, done, log) if info.is_main else None
+            except Exception:
+                # keep the trained iterations: checkpoint first, then report the evaluator's error
+                if not info.distributed:  # (a rank-0-only save would wait for the other ranks)
+                    log.warning(f"validation failed at iteration {done}; checkpoint written first")
+                    save(done, False)
+                log.close()
+                raise
             metrics = du.broadcast_object(metrics)
             if metrics is not None:
                 last_val = metrics
