@@ -1,0 +1,187 @@
+"""Streaming speed and memory: `vidseg stream`'s engine on synthetic mp4s, side by side in one run.
+
+  1. end to end vs model only, light config (configs/synthetic/stream_light.yaml), same frames:
+     end to end = decode thread + model + threaded overlay mp4 encode, wall clock including the
+     final encoder flush; model only = the same per-frame work (prepare, step, upsample,
+     argmax) on frames decoded into memory beforehand. Target e2e / model >= 0.9.
+  2. the light config's end-to-end FPS at short side 360 (target >= 8 on a 2-core CPU).
+  3. the ResNet-50 paper config (configs/vspw/upernet_video_mcibipp_r50.yaml, no pretrained
+     download) end to end on a few frames at short side 480.
+  4. peak RSS after 300 and after 3,000 frames (light config at a small size, run in a fresh
+     child process so earlier benchmarks do not set the peak). Target growth <= 5 %.
+
+All models use random weights: speed does not depend on them. Videos are made with PyAV in a
+temporary folder. Last line: a JSON object with the figures.
+
+Usage: PYTHONPATH=. python bench/stream_fps.py [--quick] [--frames N] [--r50-frames N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+LIGHT = ROOT / "configs" / "synthetic" / "stream_light.yaml"
+R50 = ROOT / "configs" / "vspw" / "upernet_video_mcibipp_r50.yaml"
+
+
+def make_video(path: Path, n: int, h: int, w: int, fps: int = 25) -> Path:
+    """A textured scene panning right with a bouncing block, H.264 (yuv420p), like real footage."""
+    import av
+
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:h, 0: w * 2]
+    base = np.stack([(xx * 255 // (2 * w)), (yy * 255 // h), ((xx + yy) % 64) * 4], -1)
+    base = (base + rng.integers(0, 40, base.shape)).clip(0, 255).astype(np.uint8)
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=fps, options={"preset": "ultrafast", "crf": "23"})
+        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+        for k in range(n):
+            x0 = (3 * k) % w
+            rgb = np.ascontiguousarray(base[:, x0: x0 + w])
+            by, bx = (5 * k) % max(1, h - h // 4), (7 * k) % max(1, w - w // 4)
+            rgb[by: by + h // 4, bx: bx + w // 4] = (230, 60, 40)
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")))
+        out.mux(stream.encode(None))
+    return path
+
+
+def load(config: Path, short_side: int | None, overrides=()):
+    import torch
+
+    from vidseg.engine.inference import load_inference_model
+
+    torch.manual_seed(0)
+    cfg, model = load_inference_model(config, None, list(overrides), random_init=True)
+    if short_side is not None:
+        cfg.stream.short_side = short_side
+    return cfg, model
+
+
+def end_to_end(cfg, model, video: Path, out_dir: Path, max_frames: int | None = None, on_frame=None):
+    """One StreamRunner run with the threaded overlay writer; returns the StreamSummary."""
+    from vidseg.engine.stream import StreamRunner
+    from vidseg.io.sinks import OverlayVideoWriter
+    from vidseg.io.sources import VideoFileSource
+
+    source = VideoFileSource(video, max_frames=max_frames)
+    writer = OverlayVideoWriter(out_dir / f"{video.stem}_overlay.mp4", fps=source.fps or 25.0,
+                                threaded=True, queue_size=cfg.stream.queue_size)
+    runner = StreamRunner(model, cfg, overlay=writer, on_frame=on_frame)
+    return runner.run(source)
+
+
+def model_only(cfg, model, video: Path, max_frames: int | None = None) -> float:
+    """FPS of the per-frame model work alone on frames decoded beforehand."""
+    from vidseg.engine.stream import StreamRunner
+    from vidseg.io.sources import VideoFileSource
+
+    with VideoFileSource(video, max_frames=max_frames) as src:
+        frames = [rgb for _, _, rgb in src]
+    runner = StreamRunner(model, cfg)
+    state = None
+    t0 = time.perf_counter()
+    for rgb in frames:
+        _, state = runner.predict(rgb, state)
+    return len(frames) / (time.perf_counter() - t0)
+
+
+def warm_up(cfg, model, video: Path, n: int = 3) -> None:
+    model_only(cfg, model, video, max_frames=n)
+
+
+def rss_child(frames: int, size: int, checkpoints: list[int]) -> None:
+    """Child process: stream `frames` frames at short side `size`, print peak RSS at checkpoints."""
+    from vidseg.engine.stream import peak_rss_mb
+
+    tmp = Path(tempfile.mkdtemp(prefix="vidseg_rss_"))
+    video = make_video(tmp / "long.mp4", frames, size, size * 16 // 9)
+    cfg, model = load(LIGHT, size)
+    marks = {}
+
+    def on_frame(done, _fps):
+        if done in checkpoints:
+            marks[done] = peak_rss_mb()
+
+    summary = end_to_end(cfg, model, video, tmp, on_frame=on_frame)
+    print(json.dumps({"rss_mb": marks, "frames": summary.frames, "fps": summary.fps_end_to_end}))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="fewer frames everywhere (about half the time)")
+    p.add_argument("--frames", type=int, default=None, help="frames for parts 1-2 (default 90, quick 40)")
+    p.add_argument("--r50-frames", type=int, default=None, help="frames for part 3 (default 4, quick 2)")
+    p.add_argument("--r50-short-side", type=int, default=480)
+    p.add_argument("--rss-frames", type=int, default=3000)
+    p.add_argument("--rss-size", type=int, default=64, help="short side of the RSS video")
+    p.add_argument("--rss-child", action="store_true", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.rss_child:
+        rss_child(args.rss_frames, args.rss_size, [args.rss_frames // 10, args.rss_frames])
+        return
+    import torch
+
+    n = args.frames or (40 if args.quick else 90)
+    n_r50 = args.r50_frames or (2 if args.quick else 4)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs; "
+          "random weights (speed only)")
+    tmp = Path(tempfile.mkdtemp(prefix="vidseg_bench_"))
+
+    # 4 first, in a fresh process: its peak RSS must not include the bigger models.
+    t = time.perf_counter()
+    child = subprocess.run([sys.executable, __file__, "--rss-child", "--rss-frames",
+                            str(args.rss_frames), "--rss-size", str(args.rss_size)],
+                           capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    if child.returncode != 0:
+        sys.exit(f"RSS child failed:\n{child.stderr[-2000:]}")
+    rss = json.loads(child.stdout.strip().splitlines()[-1])
+    first, last = (rss["rss_mb"].get(str(k)) for k in (args.rss_frames // 10, args.rss_frames))
+    growth = (last - first) / first
+    print(f"[4] RSS, light config at {args.rss_size}p, {rss['frames']} frames ({rss['fps']:.1f} FPS): "
+          f"{first:.1f} MiB after {args.rss_frames // 10}, {last:.1f} MiB after {args.rss_frames} "
+          f"-> growth {100 * growth:+.2f} % ({time.perf_counter() - t:.0f} s)")
+
+    # 1 + 2: light config at 360p.
+    t = time.perf_counter()
+    video = make_video(tmp / "light360.mp4", n, 360, 640)
+    cfg, model = load(LIGHT, 360)
+    warm_up(cfg, model, video)
+    model_fps = model_only(cfg, model, video)
+    summary = end_to_end(cfg, model, video, tmp)
+    ratio = summary.fps_end_to_end / model_fps
+    print(f"[1] light config 360x640, {summary.frames} frames: model only {model_fps:.2f} FPS, "
+          f"end to end {summary.fps_end_to_end:.2f} FPS -> e2e/model {ratio:.3f}")
+    print(f"    per frame: decode wait {summary.ms_decode:.1f} ms, model {summary.ms_model:.1f} ms, "
+          f"write {summary.ms_write:.1f} ms; state {summary.state_bytes / 1024:.0f} KiB")
+    print(f"[2] light config end to end at short side 360: {summary.fps_end_to_end:.2f} FPS "
+          f"(target >= 8) ({time.perf_counter() - t:.0f} s)")
+    del model
+
+    # 3: ResNet-50 paper config.
+    t = time.perf_counter()
+    s = args.r50_short_side
+    video = make_video(tmp / "r50.mp4", n_r50 + 1, s, round(s * 16 / 9) // 2 * 2)
+    cfg, model = load(R50, s, ["model.backbone.pretrained=false"])
+    warm_up(cfg, model, video, n=1)
+    r50 = end_to_end(cfg, model, video, tmp, max_frames=n_r50)
+    print(f"[3] ResNet-50 UperNet Video-MCIBI++ at {s}x{round(s * 16 / 9)}: {r50.fps_end_to_end:.3f} FPS "
+          f"end to end ({r50.ms_model:.0f} ms model / frame, {r50.frames} frames, state "
+          f"{r50.state_bytes / 2**20:.1f} MiB) ({time.perf_counter() - t:.0f} s)")
+    print(json.dumps({"e2e_over_model": round(ratio, 3), "light_fps": round(summary.fps_end_to_end, 2),
+                      "r50_fps": round(r50.fps_end_to_end, 3), "rss_growth": round(growth, 4)}))
+
+
+if __name__ == "__main__":
+    main()

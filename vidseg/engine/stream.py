@@ -1,0 +1,325 @@
+"""Causal streaming inference: a frame source -> `VideoSegmentor.step()` -> overlay / PNG sinks.
+
+One backbone pass per frame: the model's `StreamState` keeps the stage-1 maps of the last h
+frames, so history is never re-encoded. Decoding runs in the source's background thread and the
+overlay writer encodes in its own thread, so both overlap with the model; the main thread only
+prepares the frame, runs the model and hands the result to the writers.
+
+SIGINT / SIGTERM stop the loop between (or inside) frames; the writers are closed on the way out,
+so the overlay mp4 holds every frame processed so far. A source that ends early (truncated file,
+lost camera) keeps everything read before it, and the summary says so.
+"""
+
+from __future__ import annotations
+
+import logging
+import resource
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from vidseg.data.transforms import prepare_frame
+from vidseg.io.sinks import Interrupted, LiveWindow, close_on_signal
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class StreamSummary:
+    """What one streaming run did. Times are per processed frame, in milliseconds.
+
+    Attributes:
+        frames: frames processed (model run and written).
+        dropped: camera frames discarded because the model was slower than the camera.
+        fps_end_to_end: frames / wall time from the first request to the source until the
+            writers were closed (decode, model, write and the final encoder flush).
+        fps_model: 1000 / ms_model, the rate the model alone would reach.
+        ms_decode: time the main thread waited for the next decoded frame.
+        ms_model: frame preparation + `step()` + upsampling + argmax.
+        ms_write: time the main thread spent handing results to the sinks.
+        peak_rss_mb: peak resident set size of the process (ru_maxrss), MiB.
+        state_bytes: bytes held by the stream state (history buffer + C_dl) at the end.
+        skipped: unreadable frames skipped by the source (frame folders).
+        stopped_early: the run ended before the source did (interrupt, truncated file, lost
+            camera, window closed).
+        error: why it stopped early, or None.
+        resets: history resets (frame size changes, shot cuts).
+    """
+
+    frames: int = 0
+    dropped: int = 0
+    fps_end_to_end: float = 0.0
+    fps_model: float = 0.0
+    ms_decode: float = 0.0
+    ms_model: float = 0.0
+    ms_write: float = 0.0
+    peak_rss_mb: float = 0.0
+    state_bytes: int = 0
+    skipped: int = 0
+    stopped_early: bool = False
+    error: str | None = None
+    resets: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def table(self) -> str:
+        """A two-column text table for the console."""
+        rows = [("frames", f"{self.frames}"), ("dropped", f"{self.dropped}"),
+                ("skipped", f"{self.skipped}"),
+                ("decode wait / frame", f"{self.ms_decode:.1f} ms"),
+                ("model / frame", f"{self.ms_model:.1f} ms"),
+                ("write / frame", f"{self.ms_write:.1f} ms"),
+                ("FPS end to end", f"{self.fps_end_to_end:.2f}"),
+                ("FPS model only", f"{self.fps_model:.2f}"),
+                ("peak RSS", f"{self.peak_rss_mb:.0f} MiB"),
+                ("stream state", f"{self.state_bytes / 1024:.1f} KiB"),
+                ("history resets", f"{self.resets}")]
+        if self.stopped_early:
+            rows.append(("stopped early", self.error or "yes"))
+        width = max(len(k) for k, _ in rows)
+        return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+
+
+def peak_rss_mb() -> float:
+    """Peak RSS of this process in MiB (ru_maxrss is KiB on Linux, bytes on macOS)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
+
+
+def set_inference_scales(model, scales: Sequence[float] | None) -> None:
+    """Set the model's inference scales; more than one needs the HMSA attention head.
+
+    Raises:
+        ValueError: naming the scales and what is missing.
+    """
+    if scales is None:
+        return
+    scales = tuple(float(s) for s in scales)
+    if not scales or any(s <= 0 for s in scales):
+        raise ValueError(f"--scales must be positive numbers, got {scales}")
+    if 1.0 not in scales:
+        raise ValueError(f"--scales must include 1.0, got {scales}")
+    if len(scales) > 1 and getattr(model.image_model, "attention_head", None) is None:
+        raise ValueError(f"--scales {','.join(map(str, scales))} needs a model with the HMSA "
+                         "attention head (model.hmsa.enabled: true, trained with it); this model "
+                         "has none, so only --scales 1.0 works")
+    model.scales = scales
+
+
+@torch.no_grad()
+def upsample_argmax(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """argmax over classes of the bilinearly resized logits, resizing only the classes that can win.
+
+    Bilinear resizing (align_corners=False) makes every output pixel a convex combination of
+    the corners of one 2x2 cell of the input grid. In a cell, a class whose largest corner value
+    is below another class's smallest corner value can never win there; a class that cannot win
+    in any cell is left out of the resize. The result equals
+    `F.interpolate(logits, size, mode="bilinear").argmax(1)` (ties included) at a fraction of the
+    cost when few classes compete, which is what a trained model produces.
+
+    Args:
+        logits: `(1, K, h, w)`.
+        size: output `(H, W)`.
+
+    Returns:
+        int64 `(H, W)` class ids.
+    """
+    k, h, w = logits.shape[1:]
+    if k > 1 and h >= 2 and w >= 2:
+        corner_max = F.max_pool2d(logits, 2, stride=1)  # (1, K, h-1, w-1)
+        corner_min = -F.max_pool2d(-logits, 2, stride=1)
+        floor = corner_min.amax(1, keepdim=True)  # value some class is sure to reach in the cell
+        # A small margin keeps classes whose bound differs from the floor by rounding only.
+        margin = 1e-5 * (1.0 + floor.abs())
+        can_win = (corner_max + margin >= floor).flatten(2).any(2)[0]
+        classes = can_win.nonzero().squeeze(1)
+        if classes.numel() < k:
+            up = F.interpolate(logits.index_select(1, classes), size=tuple(size), mode="bilinear",
+                               align_corners=False)
+            return classes[up[0].argmax(0)]
+    up = F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=False)
+    return up[0].argmax(0)
+
+
+def model_short_side(cfg) -> int | None:
+    """Short side of the model input: stream.short_side, else data.eval_short_side, else data.short_side."""
+    return cfg.stream.short_side or cfg.data.eval_short_side or cfg.data.short_side
+
+
+class StreamRunner:
+    """Runs a `VideoSegmentor` causally over one frame source and feeds the sinks.
+
+    Args:
+        model: a `VideoSegmentor` in eval mode on `device`.
+        cfg: the resolved config (stream.*, data.mean/std/short_side).
+        overlay: an `OverlayVideoWriter` (ideally threaded) or None.
+        label_writer: a `LabelPngWriter` (VSPW train-id PNGs) or None.
+        color_writer: a `ColorPngWriter` or None.
+        show: open a live window when a display exists (q / Esc stops the run).
+        scales: inference scales (None keeps the model's); > 1 scale needs HMSA.
+        no_history: pass no state to `step()`, i.e. run the image model path on every frame.
+        device: torch device of the model.
+        short_side: model input short side; None = `model_short_side(cfg)`.
+        video_name: folder name of the PNG outputs.
+        on_frame: called after every frame as `on_frame(frames_done, fps_end_to_end)`.
+    """
+
+    def __init__(self, model, cfg, overlay=None, label_writer=None, color_writer=None,
+                 show: bool = False, scales: Sequence[float] | None = None, no_history: bool = False,
+                 device: str | torch.device = "cpu", short_side: int | None = None,
+                 video_name: str = "stream", on_frame: Callable[[int, float], None] | None = None):
+        set_inference_scales(model, scales)
+        self.model = model
+        self.cfg = cfg
+        self.overlay = overlay
+        self.label_writer = label_writer
+        self.color_writer = color_writer
+        self.window = LiveWindow() if show else None
+        self.no_history = no_history
+        self.device = torch.device(device)
+        self.short_side = short_side or model_short_side(cfg)
+        self.video_name = video_name
+        self.on_frame = on_frame
+        self.shot_cut = cfg.stream.shot_cut_threshold if cfg.stream.reset_on_shot_cut else None
+
+    # ------------------------------------------------------------------ per frame
+
+    @torch.no_grad()
+    def predict(self, rgb: np.ndarray, state):
+        """Labels for one RGB uint8 `(H, W, 3)` frame: uint8 `(H, W)` train ids, and the new state.
+
+        The logits are upsampled to the frame size before the argmax (`upsample_argmax`), so
+        boundaries are decided at full resolution.
+        """
+        d = self.cfg.data
+        x = prepare_frame(rgb, self.short_side, d.mean, d.std).to(self.device)
+        logits, state = self.model.step(x, None if self.no_history else state,
+                                        shot_cut_threshold=self.shot_cut)
+        labels = upsample_argmax(logits, rgb.shape[:2]).to(torch.uint8).cpu().numpy()
+        return labels, state
+
+    def _stem(self, source, index: int) -> str:
+        paths = getattr(source, "paths", None)
+        return paths[index].stem if paths is not None else f"{index:06d}"
+
+    def _write(self, source, index: int, rgb: np.ndarray, labels: np.ndarray, fps: float) -> bool:
+        """Hand one result to every sink; False when the live window asked to stop."""
+        if self.overlay is not None:
+            self.overlay.write(rgb, labels, fps)
+        stem = None
+        if self.label_writer is not None:
+            stem = self._stem(source, index)
+            self.label_writer.write(self.video_name, stem, labels)
+        if self.color_writer is not None:
+            stem = stem or self._stem(source, index)
+            self.color_writer.write(self.video_name, stem, labels, rgb)
+        if self.window is not None and self.window.enabled:
+            from vidseg.io.palette import overlay as blend
+
+            return self.window.show(blend(rgb, labels, self.cfg.stream.alpha))
+        return True
+
+    # ------------------------------------------------------------------ loop
+
+    def run(self, source) -> StreamSummary:
+        """Process every frame of `source` (a `FrameSource`), then close the source and sinks.
+
+        Returns:
+            the run's `StreamSummary`; `stopped_early` / `error` say why it ended early.
+        """
+        summary = StreamSummary()
+        t_decode = t_model = t_write = 0.0
+        state = None
+        first_size = None
+        resized_warned = False
+        closables = [c for c in (source, self.overlay, self.label_writer, self.color_writer,
+                                 self.window) if c is not None]
+        t_start = time.perf_counter()
+        with close_on_signal(*closables):
+            try:
+                frames = iter(source)
+                while True:
+                    t0 = time.perf_counter()
+                    item = next(frames, None)
+                    t1 = time.perf_counter()
+                    if item is None:
+                        break
+                    index, _, rgb = item
+                    labels, state = self.predict(rgb, state)
+                    t2 = time.perf_counter()
+                    if first_size is None:
+                        first_size = rgb.shape[:2]
+                    elif rgb.shape[:2] != first_size:
+                        # One mp4 has one frame size: bring later frames to the first one's.
+                        if not resized_warned:
+                            log.warning("%s: frame %d is %s, the stream started at %s; outputs are "
+                                        "resized to the first size", source.name, index,
+                                        rgb.shape[:2], first_size)
+                            resized_warned = True
+                        size = (first_size[1], first_size[0])
+                        rgb = cv2.resize(rgb, size, interpolation=cv2.INTER_LINEAR)
+                        labels = cv2.resize(labels, size, interpolation=cv2.INTER_NEAREST)
+                    summary.frames += 1
+                    fps = summary.frames / max(t2 - t_start, 1e-9)
+                    keep_going = self._write(source, index, rgb, labels, fps)
+                    t3 = time.perf_counter()
+                    t_decode += t1 - t0
+                    t_model += t2 - t1
+                    t_write += t3 - t2
+                    if self.on_frame is not None:
+                        self.on_frame(summary.frames, fps)
+                    if not keep_going:
+                        summary.stopped_early = True
+                        summary.error = "stopped from the live window"
+                        break
+            except Interrupted as exc:
+                summary.stopped_early = True
+                summary.error = f"interrupted ({exc}) after {summary.frames} frames"
+                log.warning("%s: %s; closing the outputs", source.name, summary.error)
+        wall = time.perf_counter() - t_start
+        n = max(summary.frames, 1)
+        summary.dropped = source.dropped
+        summary.skipped = source.skipped
+        if source.error and not summary.stopped_early:
+            summary.stopped_early = True
+            summary.error = f"{source.error} ({summary.frames} frames processed)"
+        summary.ms_decode = 1000 * t_decode / n
+        summary.ms_model = 1000 * t_model / n
+        summary.ms_write = 1000 * t_write / n
+        summary.fps_model = summary.frames / t_model if t_model > 0 else 0.0
+        summary.fps_end_to_end = summary.frames / wall if wall > 0 else 0.0
+        summary.peak_rss_mb = peak_rss_mb()
+        if state is not None:
+            summary.state_bytes = int(state.nbytes())
+            summary.resets = int(state.resets)
+        return summary
+
+
+def output_paths(out_dir: str | Path, video_name: str) -> dict:
+    """Where a run writes: overlay mp4, label PNG root, colour PNG root."""
+    out = Path(out_dir)
+    return {"overlay": out / f"{video_name}_overlay.mp4", "labels": out / "labels",
+            "color": out / "color"}
+
+
+def source_video_name(source) -> str:
+    """A file-system-safe name for the source: file / folder stem, `camera<N>` or `stream`."""
+    device = getattr(source, "device", None)
+    if isinstance(device, int):
+        return f"camera{device}"
+    if device is not None:
+        return "stream"
+    stem = Path(source.name.rstrip("/")).stem
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in stem) or "stream"
+
+
+__all__ = ["StreamRunner", "StreamSummary", "model_short_side", "output_paths", "peak_rss_mb",
+           "set_inference_scales", "source_video_name", "upsample_argmax"]
