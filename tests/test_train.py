@@ -372,6 +372,11 @@ def test_cli_trains_real_model_validates_and_resumes(vspw_root, tmp_path, capsys
     assert ckpt["iteration"] == 3 and ckpt["model"].keys() == first["model"].keys()
     assert any("memory" in k for k in ckpt["model"])
     assert "trained 3 iterations" in capsys.readouterr().out
+    # resuming with another model (a PPM context) is refused with the keys that do not fit
+    assert main(["train", str(TINY), *common, "train.iters=4", "model.context=ppm", "--resume"]) == 1
+    err = capsys.readouterr().err
+    assert "does not fit this model" in err and "missing in checkpoint" in err and "image_model.context" in err
+    assert not (work / "iter_0000004.pth").exists()
 
 
 @needs_model
@@ -387,3 +392,27 @@ def test_real_model_uses_every_parameter_in_training(vspw_root, tmp_path, contex
     sum(model(batch["frames"], batch["label"]).values()).backward()
     unused = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
     assert not unused
+
+
+@pytest.mark.parametrize("script,args,expected", [
+    ("train_vspw.sh", ["cfg.yaml"], "-m vidseg train cfg.yaml"),
+    ("train_vspw.sh", ["cfg.yaml", "1", "--resume"], "-m vidseg train cfg.yaml --resume"),
+    ("train_vspw.sh", ["cfg.yaml", "4", "--set", "train.iters=9"],
+     "-m torch.distributed.run --standalone --nproc_per_node=4 -m vidseg train cfg.yaml --set train.iters=9"),
+    ("eval_vspw.sh", ["cfg.yaml", "run/best.pth"], "-m vidseg eval cfg.yaml --checkpoint run/best.pth"),
+    ("eval_vspw.sh", ["cfg.yaml", "run", "2", "--no-tc"],
+     "-m torch.distributed.run --standalone --nproc_per_node=2 -m vidseg eval cfg.yaml --checkpoint run --no-tc"),
+])
+def test_scripts_build_the_right_command(script, args, expected):
+    # PYTHON=echo prints the command line the script would run
+    out = subprocess.run(["bash", str(REPO / "scripts" / script), *args], env={**os.environ, "PYTHON": "echo"},
+                         capture_output=True, text=True, check=True).stdout.strip()
+    assert out == expected
+
+
+def test_scripts_usage_and_no_machine_paths():
+    proc = subprocess.run(["bash", str(REPO / "scripts" / "train_vspw.sh")], capture_output=True, text=True)
+    assert proc.returncode == 2 and "usage" in proc.stderr
+    for script in ("train_vspw.sh", "eval_vspw.sh"):
+        text = (REPO / "scripts" / script).read_text()
+        assert str(REPO) not in text and "/work/" not in text

@@ -228,7 +228,7 @@ def _train(cfg, info, resume, work_dir, model_factory, dataset, config_to_dict, 
         lr = scheduler.step(it)
         if hasattr(raw, "set_progress"):
             raw.set_progress(it / tc.iters)
-        with torch.autocast("cuda", dtype=torch.float16, enabled=use_amp):
+        with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
             terms = model(frames, labels)
         loss = sum(terms.values())
         bad = not bool(torch.isfinite(loss.detach()).item())
