@@ -40,6 +40,7 @@ def make_video(path: Path, n: int, h: int, w: int, fps: int = 25) -> Path:
     """A textured scene panning right with a bouncing block, H.264 (yuv420p), like real footage."""
     import av
 
+    h, w = h // 2 * 2, w // 2 * 2  # yuv420p needs even sizes
     rng = np.random.default_rng(0)
     yy, xx = np.mgrid[0:h, 0: w * 2]
     base = np.stack([(xx * 255 // (2 * w)), (yy * 255 // h), ((xx + yy) % 64) * 4], -1)
@@ -126,8 +127,13 @@ def main() -> None:
     p.add_argument("--r50-short-side", type=int, default=480)
     p.add_argument("--rss-frames", type=int, default=3000)
     p.add_argument("--rss-size", type=int, default=64, help="short side of the RSS video")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--rss-child", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     if args.rss_child:
         rss_child(args.rss_frames, args.rss_size, [args.rss_frames // 10, args.rss_frames])
         return
@@ -135,14 +141,15 @@ def main() -> None:
 
     n = args.frames or (40 if args.quick else 90)
     n_r50 = args.r50_frames or (2 if args.quick else 4)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs; "
-          "random weights (speed only)")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, "
+          f"load average {os.getloadavg()[0]:.1f}; random weights (speed only)")
     tmp = Path(tempfile.mkdtemp(prefix="vidseg_bench_"))
 
     # 4 first, in a fresh process: its peak RSS must not include the bigger models.
     t = time.perf_counter()
     child = subprocess.run([sys.executable, __file__, "--rss-child", "--rss-frames",
-                            str(args.rss_frames), "--rss-size", str(args.rss_size)],
+                            str(args.rss_frames), "--rss-size", str(args.rss_size)]
+                           + (["--threads", str(args.threads)] if args.threads else []),
                            capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
     if child.returncode != 0:
         sys.exit(f"RSS child failed:\n{child.stderr[-2000:]}")

@@ -78,11 +78,15 @@ def run(args: argparse.Namespace) -> int:
         raise CliError("no checkpoint given: pass --checkpoint CKPT, or --random-init for a smoke test")
     if args.checkpoint is not None and args.random_init:
         raise CliError("--checkpoint and --random-init exclude each other")
-    for name in ("max_frames", "stride", "short_side"):
+    for name in ("max_frames", "stride", "short_side", "threads"):
         value = getattr(args, name)
         if value is not None and value < 1:
             raise CliError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
 
+    if args.threads is not None:
+        import torch
+
+        torch.set_num_threads(args.threads)
     # Cheap checks first: a bad source or output folder fails before the model is built.
     try:
         source = open_source(args.source, stride=args.stride, max_frames=args.max_frames)
@@ -174,6 +178,9 @@ def register(sub) -> None:
     p.add_argument("--no-overlay", action="store_true", help="do not write the overlay mp4")
     p.add_argument("--json", metavar="FILE", help="write the summary as JSON")
     p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    p.add_argument("--threads", type=int, metavar="N",
+                   help="torch intra-op threads (default: torch's choice; 1 can be faster on a "
+                        "busy CPU, where decode and encode threads need cores too)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--set", dest="overrides", nargs="+", action="extend", metavar="KEY=VALUE",
                    help="config overrides, e.g. --set model.backbone.pretrained=false")
