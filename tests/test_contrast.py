@@ -1,8 +1,12 @@
 """Pixel contrast: projection head, ring-buffer class queues, anchor sampling, supervised InfoNCE."""
 
 import math
+import os
+import socket
 
 import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
 import torch.nn.functional as F
 
 from vidseg.models.contrast import ClassQueues, PixelContrastLoss, ProjectionHead
@@ -178,3 +182,39 @@ def test_optimising_embeddings_decreases_the_loss():
         opt.step()
         losses.append(loss.item())
     assert sum(losses[-5:]) < 0.5 * sum(losses[:5]), losses
+
+
+def _ddp_batches():
+    gen = torch.Generator().manual_seed(7)
+    return [(torch.randn(4, 4, 3, 3, generator=gen), torch.randint(0, 3, (4, 3, 3), generator=gen))
+            for _ in range(2)]
+
+
+def _enqueue_all(batches):
+    q = ClassQueues(3, size=4, dim=4, pixels_per_image=2, seed=5)
+    for emb, lab in batches:
+        q.enqueue(emb, lab)
+    return {k: v for k, v in q.state_dict().items()}
+
+
+def _ddp_worker(rank, port, out_dir):
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    try:
+        half = [(e[2 * rank:2 * rank + 2], lab[2 * rank:2 * rank + 2]) for e, lab in _ddp_batches()]
+        torch.save(_enqueue_all(half), os.path.join(out_dir, f"rank{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_ddp_ranks_enqueue_the_gathered_batch(tmp_path):
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_ddp_worker, args=(port, str(tmp_path)), nprocs=2, join=True)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
+    single = _enqueue_all(_ddp_batches())
+    assert int(single["pixel_fill"].sum()) > 0
+    for key, value in single.items():
+        assert torch.equal(ranks[0][key], ranks[1][key]), key
+        assert torch.allclose(ranks[0][key].float(), value.float(), atol=1e-6), key
