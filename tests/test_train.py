@@ -351,6 +351,8 @@ def test_loader_does_not_touch_global_rng_and_resumes_in_place(vspw_root, tmp_pa
     flat = sum(values, [])
     assert sorted(v % 10 for v in flat[:3]) == [0, 1, 2] and all(v // 10 == 0 for v in flat[:3])
     assert all(v // 10 == 1 for v in flat[3:6])  # the second epoch's samples know their epoch
+    # a worker process loads the same samples from the same position
+    cfg.data.num_workers = 1
     resumed, _ = build_train_loader(cfg, start_batch=2, dataset=_EpochData())
     assert [b["value"].flatten().tolist() for b, _ in zip(resumed, range(2))] == values[2:]
 

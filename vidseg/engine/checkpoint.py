@@ -216,7 +216,8 @@ def capture_rng_state(generators: dict[str, torch.Generator] | None = None) -> d
         "numpy": {"kind": np_state[0], "keys": torch.from_numpy(np_state[1].astype(np.int64)),
                   "pos": int(np_state[2]), "has_gauss": int(np_state[3]), "gauss": float(np_state[4])},
         "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        # only this process's device: reading every GPU would create a context on each of them
+        "cuda": torch.cuda.get_rng_state() if torch.cuda.is_available() and torch.cuda.is_initialized() else None,
         "generators": {k: g.get_state() for k, g in (generators or {}).items()},
     }
     return state
@@ -229,12 +230,8 @@ def restore_rng_state(state: dict, generators: dict[str, torch.Generator] | None
     n = state["numpy"]
     np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
     torch.set_rng_state(state["torch"])
-    if state.get("cuda") and torch.cuda.is_available():
-        cuda = state["cuda"]
-        if len(cuda) == torch.cuda.device_count():
-            torch.cuda.set_rng_state_all(cuda)
-        else:
-            torch.cuda.set_rng_state(cuda[min(torch.cuda.current_device(), len(cuda) - 1)])
+    if torch.is_tensor(state.get("cuda")) and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
     for key, gen in (generators or {}).items():
         if key in state.get("generators", {}):
             gen.set_state(state["generators"][key])

@@ -157,7 +157,11 @@ def _train(cfg, info, resume, work_dir, model_factory, dataset, config_to_dict, 
     start_iter, best_miou = 0, -1.0
     start_batch = 0
     if ckpt is not None:
-        optimizer.load_state_dict(ckpt["optimizer"])
+        try:
+            optimizer.load_state_dict(ckpt["optimizer"])
+        except (ValueError, KeyError) as exc:
+            raise ckpt_io.CheckpointError(f"checkpoint {path}: optimizer state does not fit this "
+                                          f"model's parameter groups: {exc}") from exc
         scheduler.load_state_dict(ckpt.get("scheduler", {}))
         if ckpt.get("scaler"):
             scaler.load_state_dict(ckpt["scaler"])
@@ -272,8 +276,8 @@ def _train(cfg, info, resume, work_dir, model_factory, dataset, config_to_dict, 
 
         is_best = False
         if (tc.val_interval and done % tc.val_interval == 0) or done == tc.iters:
-            try:
-                metrics = _validate(raw, cfg, work_dir, done, log) if info.is_main else None
+            try:  # every rank: the evaluator splits the videos across ranks and merges the scores
+                metrics = _validate(raw, cfg, work_dir, done, log)
             except Exception:
                 # keep the trained iterations: checkpoint first, then report the evaluator's error
                 if not info.distributed:  # (a rank-0-only save would wait for the other ranks)
