@@ -140,6 +140,11 @@ def test_queue_loss_matches_formula_and_chunking_is_exact():
         contrast, c_lab = queues.contents()
         assert math.isclose(values[-1], _formula(anchors, a_lab, contrast, c_lab, False), rel_tol=1e-5)
     assert torch.allclose(grads[0], grads[1], atol=1e-6)
+    half = ClassQueues(3, size=4, dim=8, pixels_per_image=3, dtype=torch.float16)
+    half.load_state_dict(queues.state_dict())
+    fn = PixelContrastLoss(3, temperature=TAU, base_temperature=BASE, max_views=3, queues=half)
+    assert half.pixel_queue.dtype == torch.float16
+    assert math.isclose(fn(emb, labels, labels).item(), values[0], rel_tol=1e-2)
 
 
 def test_sampling_takes_hard_pixels_first_and_skips_small_classes():

@@ -82,10 +82,11 @@ class ClassQueues(nn.Module):
         pixels_per_image: pixel embeddings enqueued per (image, class) (10 in the reference code).
         ignore_index: label value that is never enqueued.
         seed: seed of the private generator that picks the enqueued pixels.
+        dtype: storage type of the queues (float16 halves the bank; the loss computes in float32).
     """
 
     def __init__(self, num_classes: int, size: int = 2000, dim: int = 256, pixels_per_image: int = 10,
-                 ignore_index: int = 255, seed: int = 0):
+                 ignore_index: int = 255, seed: int = 0, dtype: torch.dtype = torch.float32):
         super().__init__()
         if size < 1 or num_classes < 1 or pixels_per_image < 1:
             raise ValueError(f"ClassQueues: num_classes={num_classes}, size={size}, "
@@ -94,7 +95,7 @@ class ClassQueues(nn.Module):
         self.pixels_per_image = pixels_per_image
         self.ignore_index = ignore_index
         for name in ("segment", "pixel"):
-            self.register_buffer(f"{name}_queue", torch.zeros(num_classes, size, dim))
+            self.register_buffer(f"{name}_queue", torch.zeros(num_classes, size, dim, dtype=dtype))
             self.register_buffer(f"{name}_ptr", torch.zeros(num_classes, dtype=torch.long))
             self.register_buffer(f"{name}_fill", torch.zeros(num_classes, dtype=torch.long))
         self.rng = _CountedGenerator(seed)
