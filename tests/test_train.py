@@ -48,7 +48,8 @@ def make_tiny_vspw(root: Path, videos: int = 4, frames: int = 4, seed: int = 0) 
     (root / "train.txt").write_text("".join(n + "\n" for n in names[:-1]))
     (root / "val.txt").write_text(names[-1] + "\n")
     (root / "test.txt").write_text("")
-    (root / "label_num_dic_final.json").write_text('{"others": 0, "red": 1, "green": 2, "blue": 3, "grey": 4}')
+    (root / "label_num_dic_final.json").write_text(
+        '{"others": 0, "red": 1, "green": 2, "blue": 3, "grey": 4}')
     return str(root)
 
 
@@ -157,7 +158,8 @@ tr.train(tiny_cfg(sys.argv[1], sys.argv[2], "train.iters=10"), resume=resume, mo
 
 
 def _child(root, work_dir, slow=0.0, resume=None):
-    args = [sys.executable, "-c", CHILD.format(tests=str(Path(__file__).parent)), root, str(work_dir), str(slow)]
+    args = [sys.executable, "-c", CHILD.format(tests=str(Path(__file__).parent)), root, str(work_dir),
+            str(slow)]
     if resume:
         args.append(resume)
     env = {**os.environ, "OMP_NUM_THREADS": "1",
@@ -377,7 +379,8 @@ def test_cli_trains_real_model_validates_and_resumes(vspw_root, tmp_path, capsys
     # resuming with another model (a PPM context) is refused with the keys that do not fit
     assert main(["train", str(TINY), *common, "train.iters=4", "model.context=ppm", "--resume"]) == 1
     err = capsys.readouterr().err
-    assert "does not fit this model" in err and "missing in checkpoint" in err and "image_model.context" in err
+    assert "does not fit this model" in err and "missing in checkpoint" in err
+    assert "image_model.context" in err
     assert not (work / "iter_0000004.pth").exists()
 
 
@@ -403,11 +406,13 @@ def test_real_model_uses_every_parameter_in_training(vspw_root, tmp_path, contex
      "-m torch.distributed.run --standalone --nproc_per_node=4 -m vidseg train cfg.yaml --set train.iters=9"),
     ("eval_vspw.sh", ["cfg.yaml", "run/best.pth"], "-m vidseg eval cfg.yaml --checkpoint run/best.pth"),
     ("eval_vspw.sh", ["cfg.yaml", "run", "2", "--no-tc"],
-     "-m torch.distributed.run --standalone --nproc_per_node=2 -m vidseg eval cfg.yaml --checkpoint run --no-tc"),
+     "-m torch.distributed.run --standalone --nproc_per_node=2 -m vidseg eval cfg.yaml --checkpoint run "
+     "--no-tc"),
 ])
 def test_scripts_build_the_right_command(script, args, expected):
     # PYTHON=echo prints the command line the script would run
-    out = subprocess.run(["bash", str(REPO / "scripts" / script), *args], env={**os.environ, "PYTHON": "echo"},
+    out = subprocess.run(["bash", str(REPO / "scripts" / script), *args],
+                         env={**os.environ, "PYTHON": "echo"},
                          capture_output=True, text=True, check=True).stdout.strip()
     assert out == expected
 

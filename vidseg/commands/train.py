@@ -31,8 +31,9 @@ def run(args: argparse.Namespace) -> int:
 
     if os.environ.get("RANK", "0") == "0":
         best = result.get("best_miou")
+        best_text = f"; best val mIoU {best:.4f}" if best is not None else ""
         print(f"trained {result['iterations']} iterations; last loss {result['loss']:.4f}; "
-              f"checkpoint {result['checkpoint']}" + (f"; best val mIoU {best:.4f}" if best is not None else ""))
+              f"checkpoint {result['checkpoint']}{best_text}")
     return 0
 
 

@@ -217,7 +217,8 @@ def capture_rng_state(generators: dict[str, torch.Generator] | None = None) -> d
                   "pos": int(np_state[2]), "has_gauss": int(np_state[3]), "gauss": float(np_state[4])},
         "torch": torch.get_rng_state(),
         # only this process's device: reading every GPU would create a context on each of them
-        "cuda": torch.cuda.get_rng_state() if torch.cuda.is_available() and torch.cuda.is_initialized() else None,
+        "cuda": (torch.cuda.get_rng_state()
+                 if torch.cuda.is_available() and torch.cuda.is_initialized() else None),
         "generators": {k: g.get_state() for k, g in (generators or {}).items()},
     }
     return state
@@ -228,7 +229,8 @@ def restore_rng_state(state: dict, generators: dict[str, torch.Generator] | None
     py = state["python"]
     random.setstate((py["version"], tuple(py["state"]), py["gauss"]))
     n = state["numpy"]
-    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["gauss"]))
     torch.set_rng_state(state["torch"])
     if torch.is_tensor(state.get("cuda")) and torch.cuda.is_available():
         torch.cuda.set_rng_state(state["cuda"])
