@@ -127,18 +127,19 @@ def main() -> None:
     p.add_argument("--r50-short-side", type=int, default=480)
     p.add_argument("--rss-frames", type=int, default=3000)
     p.add_argument("--rss-size", type=int, default=64, help="short side of the RSS video")
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads (default: as vidseg stream, CPU cores - 1)")
     p.add_argument("--rss-child", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
-    if args.threads:
-        import torch
+    import torch
 
-        torch.set_num_threads(args.threads)
+    from vidseg.engine.stream import default_threads
+
+    args.threads = args.threads or default_threads()
+    torch.set_num_threads(args.threads)
     if args.rss_child:
         rss_child(args.rss_frames, args.rss_size, [args.rss_frames // 10, args.rss_frames])
         return
-    import torch
-
     n = args.frames or (40 if args.quick else 90)
     n_r50 = args.r50_frames or (2 if args.quick else 4)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, "
@@ -149,7 +150,7 @@ def main() -> None:
     t = time.perf_counter()
     child = subprocess.run([sys.executable, __file__, "--rss-child", "--rss-frames",
                             str(args.rss_frames), "--rss-size", str(args.rss_size)]
-                           + (["--threads", str(args.threads)] if args.threads else []),
+                           + ["--threads", str(args.threads)],
                            capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
     if child.returncode != 0:
         sys.exit(f"RSS child failed:\n{child.stderr[-2000:]}")

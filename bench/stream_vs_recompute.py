@@ -79,12 +79,14 @@ def main() -> None:
     p.add_argument("--size", type=int, nargs=2, default=[128, 224], metavar=("H", "W"))
     p.add_argument("--frames", type=int, default=6, help="timed frames per variant (+1 warm-up)")
     p.add_argument("--history", type=int, default=2)
-    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: CPU cores - 1)")
     args = p.parse_args()
     import torch
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    from vidseg.engine.stream import default_threads
+
+    # Same thread policy as `vidseg stream`: a full OpenMP pool on a busy small CPU spin-waits.
+    torch.set_num_threads(args.threads or default_threads())
     h = args.history
     H, W = args.size
     g = torch.Generator().manual_seed(0)

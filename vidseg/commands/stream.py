@@ -83,10 +83,11 @@ def run(args: argparse.Namespace) -> int:
         if value is not None and value < 1:
             raise CliError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
 
-    if args.threads is not None:
-        import torch
+    import torch
 
-        torch.set_num_threads(args.threads)
+    from vidseg.engine.stream import default_threads
+
+    torch.set_num_threads(args.threads or default_threads())
     # Cheap checks first: a bad source or output folder fails before the model is built.
     try:
         source = open_source(args.source, stride=args.stride, max_frames=args.max_frames)
@@ -179,8 +180,8 @@ def register(sub) -> None:
     p.add_argument("--json", metavar="FILE", help="write the summary as JSON")
     p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     p.add_argument("--threads", type=int, metavar="N",
-                   help="torch intra-op threads (default: torch's choice; 1 can be faster on a "
-                        "busy CPU, where decode and encode threads need cores too)")
+                   help="torch intra-op threads (default: CPU cores - 1, leaving a core to the "
+                        "decode and encode threads)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--set", dest="overrides", nargs="+", action="extend", metavar="KEY=VALUE",
                    help="config overrides, e.g. --set model.backbone.pretrained=false")
