@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import statistics
 import os
 import sys
 import time
@@ -40,15 +41,6 @@ def build(config, history: int, extra=()):
     torch.manual_seed(0)
     overrides = ["model.backbone.pretrained=false", f"model.history={history}", *extra]
     return load_inference_model(config, None, overrides, random_init=True)[1]
-
-
-def time_per_frame(fn, frames, warmup: int = 1) -> float:
-    for x in frames[:warmup]:
-        fn(x)
-    t0 = time.perf_counter()
-    for x in frames[warmup:]:
-        fn(x)
-    return (time.perf_counter() - t0) / max(1, len(frames) - warmup)
 
 
 def r50_state_bytes(h_in: int = 480, w_in: int = 853, probe=(64, 107)) -> tuple[int, str]:
@@ -77,7 +69,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config", default=str(R50), help="model config (default: the R50 paper config)")
     p.add_argument("--size", type=int, nargs=2, default=[128, 224], metavar=("H", "W"))
-    p.add_argument("--frames", type=int, default=6, help="timed frames per variant (+1 warm-up)")
+    p.add_argument("--frames", type=int, default=6, help="timed frames per variant (+ h + 1 warm-up)")
     p.add_argument("--history", type=int, default=2)
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: CPU cores - 1)")
     args = p.parse_args()
@@ -90,36 +82,37 @@ def main() -> None:
     h = args.history
     H, W = args.size
     g = torch.Generator().manual_seed(0)
-    frames = [torch.randn(1, 3, H, W, generator=g) for _ in range(args.frames + 1)]
-    print(f"config {args.config}, input {H}x{W}, h = {h}, {len(frames) - 1} timed frames, "
-          f"{torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.1f}; random weights")
+    frames = [torch.randn(1, 3, H, W, generator=g) for _ in range(args.frames + h + 1)]
+    print(f"config {args.config}, input {H}x{W}, h = {h}, {args.frames} timed frames (medians, "
+          f"variants interleaved), {torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.1f}; random weights")
 
     image = build(args.config, 0)
-    st = {"s": None}
+    video = build(args.config, h)
+    states = {"a": None, "b": None}
+    window: list = []
 
     def run_image(x):
-        _, st["s"] = image.step(x, st["s"])
-
-    t_a = time_per_frame(run_image, frames)
-    del image
-    video = build(args.config, h)
-    st["s"] = None
+        _, states["a"] = image.step(x, states["a"])
 
     def run_stream(x):
-        _, st["s"] = video.step(x, st["s"])
-
-    t_b = time_per_frame(run_stream, frames)
-    state_bytes = st["s"].nbytes()
-    window: list = []
+        _, states["b"] = video.step(x, states["b"])
 
     @torch.no_grad()
     def run_recompute(x):
         window.append(x)
         del window[: -(h + 1)]
-        clip = torch.stack(window, dim=1)  # (1, T, 3, H, W), oldest first, T <= h + 1
-        video(clip)
+        video(torch.stack(window, dim=1))  # (1, T, 3, H, W), oldest first, T <= h + 1
 
-    t_c = time_per_frame(run_recompute, frames, warmup=h + 1)
+    # Interleaved per frame, medians: the three variants see the same load on a shared CPU.
+    times = {"a": [], "b": [], "c": []}
+    for i, x in enumerate(frames):
+        for key, fn in (("a", run_image), ("b", run_stream), ("c", run_recompute)):
+            t0 = time.perf_counter()
+            fn(x)
+            if i >= h + 1:  # warm-up, and the recompute window is full from here on
+                times[key].append(time.perf_counter() - t0)
+    t_a, t_b, t_c = (statistics.median(times[k]) for k in "abc")
+    state_bytes = states["b"].nbytes()
     backbone = video.image_model.backbone.name
     print(f"(a) image model, h = 0      {1000 * t_a:8.1f} ms/frame")
     print(f"(b) stream, buffer, h = {h}   {1000 * t_b:8.1f} ms/frame   (b)/(a) = {t_b / t_a:.3f} "

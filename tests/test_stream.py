@@ -134,6 +134,14 @@ def test_scales_without_hmsa_exit_2(video, tmp_path, capsys):
     assert "HMSA" in capsys.readouterr().err
 
 
+def test_scales_with_hmsa_runs_two_scales(video, tmp_path):
+    code = stream(video, "--out", tmp_path / "o", "--scales", "0.5,1.0", "--max-frames", "3",
+                  "--set", "model.hmsa.enabled=true", "--json", tmp_path / "s.json")
+    assert code == 0
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert summary["frames"] == 3 and count_frames(tmp_path / "o" / "clip_overlay.mp4")[0] == 3
+
+
 def test_mjpeg_loopback_camera(tmp_path):
     with MjpegServer(n_frames=40, fps=30) as server:
         code = stream(server.url, "--out", tmp_path / "o", "--max-frames", "4",

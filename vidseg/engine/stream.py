@@ -333,5 +333,5 @@ def source_video_name(source) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in stem) or "stream"
 
 
-__all__ = ["StreamRunner", "StreamSummary", "default_threads", "model_short_side", "output_paths", "peak_rss_mb",
-           "set_inference_scales", "source_video_name", "upsample_argmax"]
+__all__ = ["StreamRunner", "StreamSummary", "default_threads", "model_short_side", "output_paths",
+           "peak_rss_mb", "set_inference_scales", "source_video_name", "upsample_argmax"]
