@@ -139,8 +139,10 @@ class TrainConfig:
     seed: int = 0
     log_interval: int = 20
     ckpt_interval: int = 1000
+    validate: bool = True  # run the evaluator during/after training
     val_interval: int = 0  # 0 = validate only at the end
     val_videos: int = 0  # 0 = all val videos
+    keep_checkpoints: int = 3  # iter_*.pth files kept (plus best.pth)
     deterministic: bool = False
 
 

@@ -215,7 +215,7 @@ def _train(cfg, info, resume, work_dir, model_factory, dataset, config_to_dict, 
             "best_miou": best_miou, "config": cfg_dict, "git_revision": revision,
             "vidseg_version": vidseg.__version__,
         }
-        return ckpt_io.save_checkpoint(work_dir, state, iteration, is_best=is_best)
+        return ckpt_io.save_checkpoint(work_dir, state, iteration, keep=tc.keep_checkpoints, is_best=is_best)
 
     model.train()
     it_iter = iter(loader)
@@ -275,7 +275,7 @@ def _train(cfg, info, resume, work_dir, model_factory, dataset, config_to_dict, 
             losses_acc = {}
 
         is_best = False
-        if (tc.val_interval and done % tc.val_interval == 0) or done == tc.iters:
+        if tc.validate and ((tc.val_interval and done % tc.val_interval == 0) or done == tc.iters):
             try:  # every rank: the evaluator splits the videos across ranks and merges the scores
                 metrics = _validate(raw, cfg, work_dir, done, log)
             except Exception:
