@@ -154,7 +154,8 @@ def default_threads() -> int:
 
     On a small CPU, letting torch's OpenMP pool take every core while the decoder and the x264
     encoder also run oversubscribes it, and the pool's spin-waiting then slows each frame
-    many times over (measured 26 ms vs 720 ms per frame on 2 busy cores).
+    many times over (measured on 2 busy cores, light config at 64 px: 26 ms per frame with
+    1 thread, 720 ms with 2).
     """
     import os
 
@@ -177,7 +178,8 @@ class StreamRunner:
         color_writer: a `ColorPngWriter` or None.
         show: open a live window when a display exists (q / Esc stops the run).
         scales: inference scales (None keeps the model's); > 1 scale needs HMSA.
-        no_history: pass no state to `step()`, i.e. run the image model path on every frame.
+        no_history: pass no state to `step()`: every frame is treated as the first of a stream
+            (its own map fills the history slots), so no information flows between frames.
         device: torch device of the model.
         short_side: model input short side; None = `model_short_side(cfg)`.
         video_name: folder name of the PNG outputs.
