@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -116,6 +117,7 @@ def rss_child(frames: int, size: int, checkpoints: list[int]) -> None:
             marks[done] = peak_rss_mb()
 
     summary = end_to_end(cfg, model, video, tmp, on_frame=on_frame)
+    shutil.rmtree(tmp, ignore_errors=True)
     print(json.dumps({"rss_mb": marks, "frames": summary.frames, "fps": summary.fps_end_to_end}))
 
 
@@ -187,6 +189,7 @@ def main() -> None:
     print(f"[3] ResNet-50 UperNet Video-MCIBI++ at {s}x{round(s * 16 / 9)}: {r50.fps_end_to_end:.3f} FPS "
           f"end to end ({r50.ms_model:.0f} ms model / frame, {r50.frames} frames, state "
           f"{r50.state_bytes / 2**20:.1f} MiB) ({time.perf_counter() - t:.0f} s)")
+    shutil.rmtree(tmp, ignore_errors=True)
     print(json.dumps({"e2e_over_model": round(ratio, 3), "light_fps": round(summary.fps_end_to_end, 2),
                       "r50_fps": round(r50.fps_end_to_end, 3), "rss_growth": round(growth, 4)}))
 
