@@ -39,25 +39,22 @@ def _dataset(out: Path, seed: int):
 
 
 def _stream(cfg, model, video: Path, out_mp4: Path) -> dict:
-    from vidseg.engine.stream import StreamRunner
+    import torch
+
+    from vidseg.engine.stream import StreamRunner, class_names_for, default_threads
     from vidseg.io.sinks import OverlayVideoWriter
     from vidseg.io.sources import open_source
 
-    with open_source(str(video), short_side=None) as source:
-        writer = OverlayVideoWriter(out_mp4, fps=source.fps or 15, class_names=_class_names(cfg),
-                                    threaded=True)
-        runner = StreamRunner(model, cfg, overlay=writer)
-        summary = runner.run(source)
-    return summary.to_dict()
-
-
-def _class_names(cfg):
-    from vidseg.data.vspw import load_class_names
-
+    threads = torch.get_num_threads()
+    torch.set_num_threads(default_threads())  # leave a core to decoding and H.264 encoding
     try:
-        return load_class_names(cfg.data.root)
-    except Exception:
-        return None
+        with open_source(str(video)) as source:
+            writer = OverlayVideoWriter(out_mp4, fps=source.fps or 15, class_names=class_names_for(cfg),
+                                        threaded=True)
+            summary = StreamRunner(model, cfg, overlay=writer).run(source)
+    finally:
+        torch.set_num_threads(threads)
+    return summary.to_dict()
 
 
 def run(args: argparse.Namespace) -> int:

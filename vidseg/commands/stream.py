@@ -53,13 +53,14 @@ def _progress(source, quiet: bool):
 
 
 def _open_sinks(args, video_name: str, fps: float, cfg):
-    from vidseg.engine.stream import output_paths
+    from vidseg.engine.stream import class_names_for, output_paths
     from vidseg.io.sinks import ColorPngWriter, LabelPngWriter, OverlayVideoWriter, ensure_writable_dir
 
     ensure_writable_dir(args.out)
     paths = output_paths(args.out, video_name)
     overlay = None if args.no_overlay else OverlayVideoWriter(
         paths["overlay"], fps=fps, alpha=cfg.stream.alpha, legend=cfg.stream.legend,
+        class_names=class_names_for(cfg),
         threaded=True, queue_size=cfg.stream.queue_size)
     labels = LabelPngWriter(paths["labels"]) if args.labels else None
     color = ColorPngWriter(paths["color"], alpha=cfg.stream.alpha) if args.color else None

@@ -51,6 +51,7 @@ def predict_video(model, video, cfg: Config, device, on_frame=None, no_history: 
     """
     from vidseg.data.transforms import prepare_frame
     from vidseg.data.vspw import read_frame, read_mask
+    from vidseg.engine.stream import upsample_argmax
 
     short_side = cfg.data.eval_short_side or cfg.data.short_side
     state = None
@@ -67,9 +68,9 @@ def predict_video(model, video, cfg: Config, device, on_frame=None, no_history: 
         mask = read_mask(video.mask_paths[i]) if video.mask_paths else None
         out_size = mask.shape if mask is not None else rgb.shape[:2]
         x = prepare_frame(rgb, short_side, cfg.data.mean, cfg.data.std).to(device)
-        logits, state = model.step(x, None if no_history else state, video_id=video.name,
-                                   output_size=out_size)
-        pred = logits.argmax(1)[0].to(torch.uint8).cpu().numpy()
+        logits, state = model.step(x, None if no_history else state, video_id=video.name)
+        # exact argmax of the bilinearly resized logits, resizing only the classes that can win
+        pred = upsample_argmax(logits, out_size).to(torch.uint8).cpu().numpy()
         if on_frame is not None:
             on_frame(i, rgb, pred, mask)
     return bad

@@ -149,6 +149,16 @@ def upsample_argmax(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor
     return up[0].argmax(0)
 
 
+def class_names_for(cfg) -> list[str] | None:
+    """Class names for legends: from the dataset the config points to, when it is readable."""
+    from vidseg.data.vspw import load_class_names
+
+    try:
+        return load_class_names(cfg.data.root) if cfg.data.root else None
+    except (OSError, ValueError):
+        return None
+
+
 def default_threads() -> int:
     """torch intra-op threads for streaming: one core is left to the decode and encode threads.
 
@@ -335,5 +345,5 @@ def source_video_name(source) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in stem) or "stream"
 
 
-__all__ = ["StreamRunner", "StreamSummary", "default_threads", "model_short_side", "output_paths",
+__all__ = ["StreamRunner", "StreamSummary", "class_names_for", "default_threads", "model_short_side", "output_paths",
            "peak_rss_mb", "set_inference_scales", "source_video_name", "upsample_argmax"]
