@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from vidseg.cli import main
-from vidseg.metrics.scorer import format_table, score_prediction_dir
+from vidseg.metrics.report import format_table
+from vidseg.metrics.scorer import score_prediction_dir
 
 CLASSES = {"others": 0, "wall": 1, "floor": 2, "sky": 3, "tree": 4}  # K = 4 train ids
 H, W, N = 12, 16, 10

@@ -182,7 +182,7 @@ def test_upsample_argmax_equals_full_resize(spread):
     """The class-pruned resize gives exactly the argmax of the full bilinear resize."""
     import torch.nn.functional as F
 
-    from vidseg.engine.stream import upsample_argmax
+    from vidseg.engine.predict import upsample_argmax
 
     g = torch.Generator().manual_seed(int(spread * 10))
     smooth = F.interpolate(torch.randn(1, 40, 3, 4, generator=g), size=(9, 13), mode="bilinear")

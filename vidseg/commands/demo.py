@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     from vidseg.config import load_config, save_config
     from vidseg.engine.evaluate import evaluate
     from vidseg.engine.train import train
-    from vidseg.metrics.scorer import format_table
+    from vidseg.metrics.report import format_table
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     start = time.perf_counter()

@@ -12,7 +12,7 @@ def run(args: argparse.Namespace) -> int:
     from vidseg.config import ConfigError
     from vidseg.engine.evaluate import evaluate
     from vidseg.engine.inference import load_inference_model
-    from vidseg.metrics.scorer import format_table
+    from vidseg.metrics.report import format_table
 
     overrides = list(args.set or [])
     if args.tc_videos is not None:

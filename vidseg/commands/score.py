@@ -3,36 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import json
-import math
 import os
-
-
-def _jsonable(value):
-    # JSON has no NaN: undefined metrics (e.g. IoU of a class absent from GT) become null.
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    return value
-
-
-def write_metrics(result: dict, path: str) -> None:
-    """Write a scorer result as JSON (NaN -> null), atomically."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(_jsonable(result), f, indent=2)
-        f.write("\n")
-    os.replace(tmp, path)
 
 
 def run(args: argparse.Namespace) -> int:
     from vidseg.cli import CliError
-    from vidseg.metrics.scorer import format_table, score_prediction_dir
+    from vidseg.metrics.report import format_table, write_metrics
+    from vidseg.metrics.scorer import score_prediction_dir
 
     if args.flow == "raft" and not args.raft_weights:
         raise CliError("--flow raft needs --raft-weights FILE (a local torchvision raft_large "

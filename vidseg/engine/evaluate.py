@@ -8,36 +8,19 @@ split across ranks and the partial results are merged exactly on rank 0.
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
 from vidseg.config import Config
+from vidseg.engine import distributed as du
+from vidseg.engine.data import resolve_data_root
+from vidseg.metrics.report import write_metrics
 
 log = logging.getLogger(__name__)
-
-
-def data_root(cfg: Config, root: str | None = None) -> str:
-    """The dataset root: explicit argument, then `data.root`, then `$VSPW_ROOT`."""
-    root = root or cfg.data.root or os.environ.get("VSPW_ROOT", "")
-    if not root:
-        raise ValueError("no dataset root: pass --data ROOT, set data.root in the config or VSPW_ROOT")
-    if not os.path.isdir(os.path.join(root, "data")):
-        raise FileNotFoundError(f"{root} does not look like a VSPW root (no data/ folder); "
-                                f"run `vidseg data check {root}` for a full report")
-    return root
-
-
-def _dist():
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
 
 
 @torch.no_grad()
@@ -49,9 +32,8 @@ def predict_video(model, video, cfg: Config, device, on_frame=None, no_history: 
 
     Returns the number of frames whose image was unreadable (they reuse the previous frame).
     """
-    from vidseg.data.transforms import prepare_frame
     from vidseg.data.vspw import read_frame, read_mask
-    from vidseg.engine.stream import upsample_argmax
+    from vidseg.engine.predict import segment_frame
 
     short_side = cfg.data.eval_short_side or cfg.data.short_side
     state = None
@@ -66,11 +48,9 @@ def predict_video(model, video, cfg: Config, device, on_frame=None, no_history: 
             log.warning("%s: %s; reusing the previous frame", frame_path, exc)
             bad += 1
         mask = read_mask(video.mask_paths[i]) if video.mask_paths else None
-        out_size = mask.shape if mask is not None else rgb.shape[:2]
-        x = prepare_frame(rgb, short_side, cfg.data.mean, cfg.data.std).to(device)
-        logits, state = model.step(x, None if no_history else state, video_id=video.name)
-        # exact argmax of the bilinearly resized logits, resizing only the classes that can win
-        pred = upsample_argmax(logits, out_size).to(torch.uint8).cpu().numpy()
+        pred, state = segment_frame(model, rgb, state, short_side, cfg.data.mean, cfg.data.std, device,
+                                    out_size=None if mask is None else mask.shape, video_id=video.name,
+                                    no_history=no_history)
         if on_frame is not None:
             on_frame(i, rgb, pred, mask)
     return bad
@@ -92,19 +72,16 @@ def evaluate(model, cfg: Config, split: str | None = None, max_videos: int | Non
         save_color: also write colour PNGs under `<out_dir>/color/`.
         no_history: process every frame as the first of its video (ablation of the history).
     """
-    from vidseg.data.vspw import VSPWVideo, load_class_names, read_split
-    from vidseg.metrics.scorer import SplitScorer
+    from vidseg.data.vspw import VSPWVideo, read_split
 
-    root = data_root(cfg, root)
     split = split or cfg.eval.split
+    root = resolve_data_root(root or cfg.data.root, split)
     names = read_split(root, split)
     if max_videos:
         names = names[:max_videos]
-    rank, world = _dist()
+    rank, world = du.get_rank(), du.get_world_size()
     ec = cfg.eval
-    scorer = SplitScorer(cfg.model.num_classes, load_class_names(root), tc=ec.tc, tc_videos=ec.tc_videos,
-                         flow=ec.flow, include_last_window=ec.include_last_window,
-                         raft_weights=ec.raft_weights or None)
+    scorer = _new_scorer(cfg, root)
     label_writer = color_writer = None
     if out_dir is not None and save_pred:
         from vidseg.io.sinks import LabelPngWriter
@@ -142,39 +119,23 @@ def evaluate(model, cfg: Config, split: str | None = None, max_videos: int | Non
     finally:
         model.train(was_training)
     if world > 1:
-        states = [None] * world
-        torch.distributed.all_gather_object(states, scorer.state())
-        scorer = _merged(cfg, root, ec, states)
+        states = du.all_gather_object(scorer.state())
+        scorer = _new_scorer(cfg, root)
+        for state in states:  # rank order = video order (contiguous blocks)
+            scorer.merge_state(state)
     result = scorer.result()
     result.update({"split": split, "unreadable_frames": unreadable,
                    "seconds": round(time.perf_counter() - start, 2)})
     if out_dir is not None and rank == 0:
-        Path(out_dir).mkdir(parents=True, exist_ok=True)
-        with open(Path(out_dir) / "metrics.json", "w") as f:
-            json.dump(_jsonable(result), f, indent=2)
+        write_metrics(result, Path(out_dir) / "metrics.json")
     return result
 
 
-def _merged(cfg, root, ec, states):
+def _new_scorer(cfg: Config, root: str):
     from vidseg.data.vspw import load_class_names
     from vidseg.metrics.scorer import SplitScorer
 
-    merged = SplitScorer(cfg.model.num_classes, load_class_names(root), tc=ec.tc, tc_videos=ec.tc_videos,
-                         flow=ec.flow, include_last_window=ec.include_last_window,
-                         raft_weights=ec.raft_weights or None)
-    for state in states:
-        merged.merge_state(state)
-    return merged
-
-
-def _jsonable(obj):
-    """NaN -> null and numpy scalars -> python, so metrics.json is strict JSON."""
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, (np.floating, float)):
-        return None if not np.isfinite(obj) else float(obj)
-    if isinstance(obj, np.integer):
-        return int(obj)
-    return obj
+    ec = cfg.eval
+    return SplitScorer(cfg.model.num_classes, load_class_names(root), tc=ec.tc, tc_videos=ec.tc_videos,
+                       flow=ec.flow, include_last_window=ec.include_last_window,
+                       raft_weights=ec.raft_weights or None)

@@ -23,9 +23,9 @@ from typing import Callable, Sequence
 import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from vidseg.data.transforms import prepare_frame
+from vidseg.engine.predict import segment_frame
+from vidseg.io.palette import overlay as blend
 from vidseg.io.sinks import Interrupted, LiveWindow, close_on_signal
 
 log = logging.getLogger(__name__)
@@ -115,40 +115,6 @@ def set_inference_scales(model, scales: Sequence[float] | None) -> None:
 
 
 @torch.no_grad()
-def upsample_argmax(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """argmax over classes of the bilinearly resized logits, resizing only the classes that can win.
-
-    Bilinear resizing (align_corners=False) makes every output pixel a convex combination of
-    the corners of one 2x2 cell of the input grid. In a cell, a class whose largest corner value
-    is below another class's smallest corner value can never win there; a class that cannot win
-    in any cell is left out of the resize. The result equals
-    `F.interpolate(logits, size, mode="bilinear").argmax(1)` (ties included) at a fraction of the
-    cost when few classes compete, which is what a trained model produces.
-
-    Args:
-        logits: `(1, K, h, w)`.
-        size: output `(H, W)`.
-
-    Returns:
-        int64 `(H, W)` class ids.
-    """
-    k, h, w = logits.shape[1:]
-    if k > 1 and h >= 2 and w >= 2:
-        corner_max = F.max_pool2d(logits, 2, stride=1)  # (1, K, h-1, w-1)
-        corner_min = -F.max_pool2d(-logits, 2, stride=1)
-        floor = corner_min.amax(1, keepdim=True)  # value some class is sure to reach in the cell
-        # A small margin keeps classes whose bound differs from the floor by rounding only.
-        margin = 1e-5 * (1.0 + floor.abs())
-        can_win = (corner_max + margin >= floor).flatten(2).any(2)[0]
-        classes = can_win.nonzero().squeeze(1)
-        if classes.numel() < k:
-            up = F.interpolate(logits.index_select(1, classes), size=tuple(size), mode="bilinear",
-                               align_corners=False)
-            return classes[up[0].argmax(0)]
-    up = F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=False)
-    return up[0].argmax(0)
-
-
 def class_names_for(cfg) -> list[str] | None:
     """Class names for legends: from the dataset the config points to, when it is readable."""
     from vidseg.data.vspw import load_class_names
@@ -223,12 +189,9 @@ class StreamRunner:
         The logits are upsampled to the frame size before the argmax (`upsample_argmax`), so
         boundaries are decided at full resolution.
         """
-        d = self.cfg.data
-        x = prepare_frame(rgb, self.short_side, d.mean, d.std).to(self.device)
-        logits, state = self.model.step(x, None if self.no_history else state,
-                                        shot_cut_threshold=self.shot_cut)
-        labels = upsample_argmax(logits, rgb.shape[:2]).to(torch.uint8).cpu().numpy()
-        return labels, state
+        return segment_frame(self.model, rgb, state, self.short_side, self.cfg.data.mean,
+                             self.cfg.data.std, self.device, no_history=self.no_history,
+                             shot_cut_threshold=self.shot_cut)
 
     def _stem(self, source, index: int) -> str:
         paths = getattr(source, "paths", None)
@@ -246,8 +209,6 @@ class StreamRunner:
             stem = stem or self._stem(source, index)
             self.color_writer.write(self.video_name, stem, labels, rgb)
         if self.window is not None and self.window.enabled:
-            from vidseg.io.palette import overlay as blend
-
             return self.window.show(blend(rgb, labels, self.cfg.stream.alpha))
         return True
 
@@ -346,4 +307,4 @@ def source_video_name(source) -> str:
 
 
 __all__ = ["StreamRunner", "StreamSummary", "class_names_for", "default_threads", "model_short_side", "output_paths",
-           "peak_rss_mb", "set_inference_scales", "source_video_name", "upsample_argmax"]
+           "peak_rss_mb", "set_inference_scales", "source_video_name"]
