@@ -117,3 +117,18 @@ def test_loaded_checkpoint_uses_its_own_config_when_none_given(tmp_path):
     assert cfg.model.history == 1 and not model.training
     with pytest.raises(ValueError, match="no checkpoint given"):
         load_inference_model(cfg, None)
+
+
+def test_pixel_contrast_term_enqueues_the_classes_of_the_r_grid_labels():
+    model = build_model(_cfg("model.contrast.enabled=true", "model.contrast.proj_dim=8",
+                             "model.contrast.queue_size=4", "model.contrast.max_samples=64",
+                             "model.contrast.max_views=4")).train()
+    clip = torch.randn(2, 2, 3, 40, 56)
+    labels = torch.zeros(2, 40, 56, dtype=torch.long)
+    labels[:, :, 28:] = 3
+    first = model(clip, labels)
+    assert first["loss_contrast"].item() == 0.0  # empty queues on the first step
+    _, queued = model.loss_terms.contrast.queues.contents()
+    assert set(queued.tolist()) == {0, 3}
+    second = model(clip, labels)
+    assert second["loss_contrast"].item() > 0 and torch.isfinite(sum(second.values()))

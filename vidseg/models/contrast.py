@@ -22,6 +22,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from vidseg.models.heads import ConvBNReLU
+from vidseg.models.memory import downsample_labels
 
 
 class ProjectionHead(nn.Module):
@@ -45,12 +46,6 @@ def _check_labels(labels: torch.Tensor, num_classes: int, ignore_index: int, whe
         values = sorted(set(labels[bad].unique().tolist()))[:10]
         raise ValueError(f"{where}: label values {values} are outside 0..{num_classes - 1} "
                          f"(and not the ignore index {ignore_index})")
-
-
-def _nearest(labels: torch.Tensor, size) -> torch.Tensor:
-    if tuple(labels.shape[-2:]) == tuple(size):
-        return labels
-    return F.interpolate(labels[:, None].float(), size=tuple(size), mode="nearest")[:, 0].long()
 
 
 class _CountedGenerator(nn.Module):
@@ -258,7 +253,7 @@ class PixelContrastLoss(nn.Module):
         if embeddings.dim() != 4:
             raise ValueError(f"PixelContrastLoss: embeddings {tuple(embeddings.shape)}, expected (B, D, h, w)")
         size = embeddings.shape[-2:]
-        labels, predictions = _nearest(labels, size), _nearest(predictions, size)
+        labels, predictions = downsample_labels(labels, size), downsample_labels(predictions, size)
         _check_labels(labels, self.num_classes, self.ignore_index, "PixelContrastLoss")
         idx, anchor_labels = self.sample_anchors(labels, predictions)
         zero = embeddings.sum() * 0.0

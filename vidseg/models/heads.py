@@ -3,7 +3,15 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+
+
+def resize(x: torch.Tensor, size) -> torch.Tensor:
+    """Bilinear resize of a map `(B, C, h, w)` to `size` (align_corners=False everywhere)."""
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)
 
 
 class ConvBNReLU(nn.Sequential):

@@ -164,12 +164,14 @@ class DistributionMemory(nn.Module):
         return self.stats[:, :1] + self.stats[:, 1:] * self.noise
 
     @torch.no_grad()
-    def update(self, features: torch.Tensor, labels: torch.Tensor) -> None:
+    def update(self, features: torch.Tensor, labels: torch.Tensor, progress: float | None = None) -> None:
         """EMA update from one batch (no-op in eval mode or with momentum 0).
 
         Args:
             features: `(B, Z, h, w)` pixel representations R (any float dtype; reduced in float32).
             labels: `(B, h, w)` integer labels on the same grid (see `downsample_labels`).
+            progress: unused (MCIBI++ keeps a fixed momentum); accepted so that both memories
+                share one `update` signature.
         """
         if not self.training or self.momentum == 0.0:
             return

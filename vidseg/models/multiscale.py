@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vidseg.models.heads import ConvBNReLU
+from vidseg.models.heads import ConvBNReLU, resize
 from vidseg.models.losses import cross_entropy
 
 ScaleOutput = Tuple[torch.Tensor, Optional[torch.Tensor]]
@@ -46,12 +46,6 @@ class AttentionHead(nn.Module):
         return torch.sigmoid(self.out(self.block(x)))
 
 
-def _resize(x: torch.Tensor, size) -> torch.Tensor:
-    if tuple(x.shape[-2:]) == tuple(size):
-        return x
-    return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)
-
-
 def fuse_pair(low_logits: torch.Tensor, low_attn: torch.Tensor, high_logits: torch.Tensor) -> torch.Tensor:
     """Training fusion of a (low, high) scale pair: `up(L_low * a_low) + (1 - up(a_low)) * L_high`.
 
@@ -63,7 +57,7 @@ def fuse_pair(low_logits: torch.Tensor, low_attn: torch.Tensor, high_logits: tor
         `(B, K, H', W')` fused logits at the higher scale's resolution.
     """
     size = high_logits.shape[-2:]
-    return _resize(low_logits * low_attn, size) + (1.0 - _resize(low_attn, size)) * high_logits
+    return resize(low_logits * low_attn, size) + (1.0 - resize(low_attn, size)) * high_logits
 
 
 def hmsa_chain(outputs: Dict[float, ScaleOutput]) -> torch.Tensor:
@@ -91,7 +85,7 @@ def hmsa_chain(outputs: Dict[float, ScaleOutput]) -> torch.Tensor:
             raise ValueError(f"hmsa_chain: scale {s} has no attention map; only the largest scale "
                              f"({scales[0]}) may omit it")
         if s >= 1.0:
-            pred = attn * logits + (1.0 - attn) * _resize(pred, logits.shape[-2:])
+            pred = attn * logits + (1.0 - attn) * resize(pred, logits.shape[-2:])
         else:
             pred = fuse_pair(logits, attn, pred)
     return pred

@@ -7,10 +7,10 @@ L = L_O (or the HMSA fused loss) + alpha L_W + 0.4 L_aux [+ beta L_RCL for MCIBI
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from vidseg.models.losses import OhemCrossEntropy, cross_entropy, rcl_loss
+from vidseg.models.memory import downsample_labels
 
 
 
@@ -48,7 +48,8 @@ class SegmentationLosses(nn.Module):
 
     def forward(self, outputs: dict, labels: torch.Tensor, model: nn.Module, progress: float) -> dict:
         """Args:
-            outputs: `logits`, `w_logits`, `aux_logits`, `r` and optionally `hmsa`
+            outputs: `logits`, `w_logits`, `aux_logits`, `r`, `r_labels` (labels on the R grid)
+                and optionally `hmsa`
                 (((low_logits, low_attn), (logits, attn))).
             labels: `(B, H, W)` train ids.
             model: the `ImageSegmentor` (for the memory, the classifier and the projection head).
@@ -74,8 +75,8 @@ class SegmentationLosses(nn.Module):
         if self.contrast is not None and model.projection_head is not None:
             emb = model.projection_head(outputs["r"])
             active = progress >= self.contrast_warmup
-            small = _nearest(labels, emb.shape[-2:])
-            pred = _nearest(outputs["logits"].detach().argmax(1), emb.shape[-2:])
+            small = outputs["r_labels"]
+            pred = downsample_labels(outputs["logits"].detach().argmax(1), emb.shape[-2:])
             loss = self.contrast(emb, small, pred)
             terms["loss_contrast"] = (self.contrast_weight if active else 0.0) * loss
             queues = getattr(self.contrast, "queues", None)
@@ -83,9 +84,3 @@ class SegmentationLosses(nn.Module):
                 queues.enqueue(emb.detach(), small)
         return terms
 
-
-def _nearest(labels: torch.Tensor, size) -> torch.Tensor:
-    """Nearest resize of an integer map `(B, H, W)` to `size`."""
-    if tuple(labels.shape[-2:]) == tuple(size):
-        return labels
-    return F.interpolate(labels[:, None].float(), size=tuple(size), mode="nearest")[:, 0].long()

@@ -10,10 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from vidseg.models.heads import ConvBNReLU, Decoder
+from vidseg.models.heads import ConvBNReLU, Decoder, resize
 
 
 @dataclass
@@ -140,9 +139,7 @@ class ImageSegmentor(nn.Module):
         w_probs = enc.w_logits.softmax(1)
         for _ in range(stages - 1):
             o_probs = logits.softmax(1)
-            if o_probs.shape[-2:] != w_probs.shape[-2:]:
-                o_probs = F.interpolate(o_probs, size=w_probs.shape[-2:], mode="bilinear",
-                                        align_corners=False)
+            o_probs = resize(o_probs, w_probs.shape[-2:])
             cbi = self.dataset_context(enc.r, (o_probs + w_probs) / 2, c_dl)
             logits, r_aug = self.decode(enc, c_wi, cbi, history)
         return logits, r_aug

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vidseg.models.memory import downsample_labels
 from vidseg.models.segmentor import FrameEncoding, ImageSegmentor
 
 log = logging.getLogger(__name__)
@@ -211,8 +212,10 @@ class VideoSegmentor(nn.Module):
         m = self.image_model
         c_dl = m.sample_memory()
         enc, logits, attn = self._clip_outputs(clip, c_dl, stages=1, grad_history=self.history_grad)
+        # labels on the R grid, shared by the memory update and the pixel-contrast term
+        r_labels = downsample_labels(labels, enc.r.shape[-2:])
         outputs = {"logits": logits, "w_logits": enc.w_logits, "aux_logits": m.aux_head(enc.feats[-2]),
-                   "r": enc.r}
+                   "r": enc.r, "r_labels": r_labels}
         if m.attention_head is not None:
             low = F.interpolate(clip.flatten(0, 1), scale_factor=self.train_low_scale, mode="bilinear",
                                 align_corners=False, recompute_scale_factor=False)
@@ -221,18 +224,8 @@ class VideoSegmentor(nn.Module):
             outputs["hmsa"] = ((low_logits, low_attn), (logits, attn))
         losses = self.loss_terms(outputs, labels, m, self.progress)
         if m.memory is not None:
-            self._update_memory(enc.r.detach(), labels)
+            m.memory.update(enc.r.detach(), r_labels, self.progress)
         return losses
-
-    @torch.no_grad()
-    def _update_memory(self, r: torch.Tensor, labels: torch.Tensor) -> None:
-        from vidseg.models.memory import downsample_labels
-
-        small = downsample_labels(labels, r.shape[-2:])
-        if type(self.memory).__name__ == "VectorMemory":
-            self.memory.update(r, small, self.progress)
-        else:
-            self.memory.update(r, small)
 
     @torch.no_grad()
     def _forward_offline(self, clip: torch.Tensor, upsample: bool) -> torch.Tensor:

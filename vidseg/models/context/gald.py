@@ -33,16 +33,10 @@ from torch import nn
 
 from vidseg.models.context.aspp import ASPP
 from vidseg.models.context.ppm import PPM
-from vidseg.models.heads import ConvBNReLU
+from vidseg.models.heads import ConvBNReLU, resize
 
 GA_KINDS = ("aspp", "ppm", "nonlocal")
 LD_KINDS = ("v1", "v2")
-
-
-def _resize(x: torch.Tensor, size) -> torch.Tensor:
-    if tuple(x.shape[-2:]) == tuple(size):
-        return x
-    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
 
 
 class CompactNonLocal(nn.Module):
@@ -101,7 +95,7 @@ class LocalDistributionV1(nn.Module):
         x = xg
         if h < self.min_size or w < self.min_size:
             x = F.pad(x, (0, max(0, self.min_size - w), 0, max(0, self.min_size - h)), mode="replicate")
-        mask = torch.sigmoid(_resize(self.down(x), (h, w)))
+        mask = torch.sigmoid(resize(self.down(x), (h, w)))
         return xg * mask + xg
 
 
@@ -215,6 +209,6 @@ class GALDHead(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         xl = self.reduce(x)
-        xg = _resize(self.ga(self.down(xl)), xl.shape[-2:])
+        xg = resize(self.ga(self.down(xl)), xl.shape[-2:])
         xgald = self.ld(xg) if self.ld_kind == "v1" else self.ld(xl, xg)
         return self.fuse(torch.cat([xgald, xl], dim=1))

@@ -3,16 +3,9 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from vidseg.models.heads import ConvBNReLU
-
-
-def _resize(x: torch.Tensor, size) -> torch.Tensor:
-    if tuple(x.shape[-2:]) == tuple(size):
-        return x
-    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+from vidseg.models.heads import ConvBNReLU, resize
 
 
 class FPNDecoder(nn.Module):
@@ -57,8 +50,8 @@ class FPNDecoder(nn.Module):
         above = t
         summed = [None] * len(lats)
         for i in range(len(lats) - 1, -1, -1):
-            summed[i] = lats[i] + _resize(above, lats[i].shape[-2:])
+            summed[i] = lats[i] + resize(above, lats[i].shape[-2:])
             above = summed[i]
         outs = [conv(p) for conv, p in zip(self.fpn_convs, summed)] + [t]
         size = outs[0].shape[-2:]
-        return self.fuse(torch.cat([_resize(o, size) for o in outs], dim=1))
+        return self.fuse(torch.cat([resize(o, size) for o in outs], dim=1))
