@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from _video_fixtures import STEP, MjpegServer, moving_square, square_x, write_video
-from vidseg.io.sources import (CameraSource, FrameDirSource, SourceError, VideoFileSource,
-                               open_source, resize_short_side)
+from vidseg.data.transforms import resize_short_side
+from vidseg.io.sources import CameraSource, FrameDirSource, SourceError, VideoFileSource, open_source
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +46,7 @@ def test_video_file_stride_max_frames_short_side(video):
 
 def test_resize_short_side_keeps_aspect():
     rgb = np.zeros((50, 101, 3), np.uint8)
-    assert resize_short_side(rgb, 25).shape == (25, 50, 3)
+    assert resize_short_side(rgb, 25, None).shape == (25, 50, 3)  # sources' automatic interpolation
     assert resize_short_side(rgb, None) is rgb
 
 

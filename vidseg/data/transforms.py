@@ -21,8 +21,12 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def resize_short_side(img: np.ndarray, short_side: int | None,
-                      interpolation: int = cv2.INTER_LINEAR) -> np.ndarray:
-    """Resize so that min(H, W) == short_side, keeping the aspect ratio (None: unchanged)."""
+                      interpolation: int | None = cv2.INTER_LINEAR) -> np.ndarray:
+    """Resize so that min(H, W) == short_side, keeping the aspect ratio (None: unchanged).
+
+    `interpolation=None` picks INTER_AREA when shrinking (averages source pixels, no aliasing)
+    and INTER_LINEAR when enlarging; the frame sources use that for display-size decoding.
+    """
     if short_side is None:
         return img
     h, w = img.shape[:2]
@@ -30,6 +34,8 @@ def resize_short_side(img: np.ndarray, short_side: int | None,
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
     if size == (w, h):
         return img
+    if interpolation is None:
+        interpolation = cv2.INTER_AREA if scale < 1.0 else cv2.INTER_LINEAR
     return cv2.resize(img, size, interpolation=interpolation)
 
 

@@ -19,6 +19,8 @@ from typing import Iterator
 import cv2
 import numpy as np
 
+from vidseg.data.transforms import resize_short_side
+
 log = logging.getLogger(__name__)
 
 Frame = tuple[int, float, np.ndarray]
@@ -29,28 +31,6 @@ _END = object()
 
 class SourceError(RuntimeError):
     """A source that cannot be opened; the message names the source and the cause."""
-
-
-def resize_short_side(rgb: np.ndarray, short_side: int | None) -> np.ndarray:
-    """Resize so that min(H, W) == short_side, keeping the aspect ratio.
-
-    Args:
-        rgb: uint8 ``(H, W, 3)``.
-        short_side: target length of the shorter side; None keeps the frame as is.
-
-    Returns:
-        uint8 ``(H', W', 3)``.
-    """
-    if short_side is None:
-        return rgb
-    h, w = rgb.shape[:2]
-    scale = short_side / min(h, w)
-    if scale == 1.0:
-        return rgb
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    # INTER_AREA averages source pixels, which avoids aliasing when shrinking.
-    interp = cv2.INTER_AREA if scale < 1.0 else cv2.INTER_LINEAR
-    return cv2.resize(rgb, size, interpolation=interp)
 
 
 def _check_options(name: str, stride: int, max_frames: int | None, short_side: int | None) -> None:
@@ -264,7 +244,7 @@ class VideoFileSource(FrameSource):
             if i % self.stride:
                 continue
             ts = float(frame.time) if frame.time is not None else i / (self.fps or 1.0)
-            yield i, ts, resize_short_side(frame.to_ndarray(format="rgb24"), self.short_side)
+            yield i, ts, resize_short_side(frame.to_ndarray(format="rgb24"), self.short_side, None)
             n_out += 1
             if self.max_frames is not None and n_out >= self.max_frames:
                 return
@@ -290,7 +270,7 @@ class VideoFileSource(FrameSource):
         for i in indices:
             rgb = self._reader[i].asnumpy()
             ts = float(self._reader.get_frame_timestamp(i)[0])
-            yield i, ts, resize_short_side(rgb, self.short_side)
+            yield i, ts, resize_short_side(rgb, self.short_side, None)
 
     def _release(self) -> None:
         if self._container is not None:
@@ -358,7 +338,7 @@ class FrameDirSource(FrameSource):
                 self.skipped_paths.append(p)
                 log.warning("%s: skipped unreadable image (%s)", p, exc)
                 continue
-            yield i, i / self.fps, resize_short_side(rgb, self.short_side)
+            yield i, i / self.fps, resize_short_side(rgb, self.short_side, None)
 
 
 class CameraSource(FrameSource):
@@ -418,7 +398,7 @@ class CameraSource(FrameSource):
                     captured += 1
                     if index % self.stride:
                         continue
-                    rgb = resize_short_side(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), self.short_side)
+                    rgb = resize_short_side(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), self.short_side, None)
                     self.frames_decoded += 1
                     with self._cond:
                         if self._slot is not None:
@@ -486,4 +466,4 @@ def open_source(spec: str | int, **opts) -> FrameSource:
 
 
 __all__ = ["SourceError", "FrameSource", "VideoFileSource", "FrameDirSource", "CameraSource",
-           "open_source", "resize_short_side"]
+           "open_source"]
