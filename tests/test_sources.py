@@ -10,7 +10,8 @@ import pytest
 
 from _video_fixtures import STEP, MjpegServer, moving_square, square_x, write_video
 from vidseg.data.transforms import resize_short_side
-from vidseg.io.sources import CameraSource, FrameDirSource, SourceError, VideoFileSource, open_source
+from vidseg.io.camera import CameraSource
+from vidseg.io.sources import FrameDirSource, SourceError, VideoFileSource, open_source
 
 
 @pytest.fixture(scope="module")
