@@ -11,19 +11,8 @@ if [ $# -lt 2 ]; then
     echo "usage: $0 CONFIG CKPT [GPUS] [extra vidseg eval args]" >&2
     exit 2
 fi
+source "$(dirname "${BASH_SOURCE[0]}")/_launch.sh"
 CONFIG=$1
 CKPT=$2
 shift 2
-GPUS=1
-if [ $# -gt 0 ] && [[ $1 =~ ^[0-9]+$ ]]; then
-    GPUS=$1
-    shift
-fi
-PYTHON=${PYTHON:-python}
-
-if [ "$GPUS" -gt 1 ]; then
-    exec "$PYTHON" -m torch.distributed.run --standalone --nproc_per_node="$GPUS" \
-        -m vidseg eval "$CONFIG" --checkpoint "$CKPT" "$@"
-else
-    exec "$PYTHON" -m vidseg eval "$CONFIG" --checkpoint "$CKPT" "$@"
-fi
+launch_vidseg eval "$CONFIG" --checkpoint "$CKPT" -- "$@"

@@ -12,18 +12,7 @@ if [ $# -lt 1 ]; then
     echo "usage: $0 CONFIG [GPUS] [extra vidseg train args]" >&2
     exit 2
 fi
+source "$(dirname "${BASH_SOURCE[0]}")/_launch.sh"
 CONFIG=$1
 shift
-GPUS=1
-if [ $# -gt 0 ] && [[ $1 =~ ^[0-9]+$ ]]; then
-    GPUS=$1
-    shift
-fi
-PYTHON=${PYTHON:-python}
-
-if [ "$GPUS" -gt 1 ]; then
-    exec "$PYTHON" -m torch.distributed.run --standalone --nproc_per_node="$GPUS" \
-        -m vidseg train "$CONFIG" "$@"
-else
-    exec "$PYTHON" -m vidseg train "$CONFIG" "$@"
-fi
+launch_vidseg train "$CONFIG" -- "$@"
