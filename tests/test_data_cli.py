@@ -81,8 +81,6 @@ def test_synth_passes_keyword_arguments(tmp_path, monkeypatch, capsys):
     assert "vidseg data check" in capsys.readouterr().out
 
 
-@pytest.mark.skipif(importlib.util.find_spec("vidseg.data.synthetic") is None,
-                    reason="synthetic generator not in this checkout")
 def test_synth_then_check_succeeds(tmp_path):
     out = str(tmp_path / "syn")
     made = run_cli("-m", "vidseg", "data", "synth", "--out", out, "--train-videos", "2",

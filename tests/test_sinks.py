@@ -16,7 +16,7 @@ import pytest
 from _video_fixtures import count_frames, moving_square
 from vidseg.io.palette import IGNORE_COLOR, NUM_COLORS, PALETTE, colorize, overlay
 from vidseg.io.sinks import (ColorPngWriter, LabelPngWriter, LiveWindow, OverlayVideoWriter,
-                             SinkError, close_on_signal, draw_fps, draw_legend)
+                             SinkError, draw_fps, draw_legend)
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -89,27 +89,11 @@ class TinySeg(nn.Module):
         return {"loss_ce": loss, "loss_small": 0.1 * loss}
 
 
-def _real_model_available() -> bool:
-    try:
-        import vidseg.models.build  # noqa: F401
-        import vidseg.models.objectives  # noqa: F401
-        import vidseg.models.video  # noqa: F401
-    except ModuleNotFoundError as exc:  # a sibling module of the model not written yet
-        return not (exc.name or "").startswith("vidseg.models")
-    return True
-
-
-REAL_MODEL = _real_model_available()
-needs_model = pytest.mark.skipif(not REAL_MODEL, reason="vidseg.models cannot build a model yet")
-
-
 def factory(cfg):
-    """The real model (`build_model` on the tiny config); the stand-in until it can be built."""
-    if REAL_MODEL:
-        from vidseg.models.build import build_model
+    """The real model: `build_model` on the tiny config."""
+    from vidseg.models.build import build_model
 
-        return build_model(cfg)
-    return TinySeg(cfg.model.num_classes)
+    return build_model(cfg)
 
 
 def standin(cfg):
@@ -359,7 +343,6 @@ def test_loader_does_not_touch_global_rng_and_resumes_in_place(vspw_root, tmp_pa
     assert [b["value"].flatten().tolist() for b, _ in zip(resumed, range(2))] == values[2:]
 
 
-@needs_model
 def test_cli_trains_real_model_validates_and_resumes(vspw_root, tmp_path, capsys):
     """`vidseg train` end to end with `build_model`, the evaluator at the end, and `--resume`."""
     from vidseg.cli import main
@@ -384,7 +367,6 @@ def test_cli_trains_real_model_validates_and_resumes(vspw_root, tmp_path, capsys
     assert not (work / "iter_0000004.pth").exists()
 
 
-@needs_model
 @pytest.mark.parametrize("context", ["none", "upernet"])
 def test_real_model_uses_every_parameter_in_training(vspw_root, tmp_path, context):
     """DDP runs with find_unused_parameters=False: every trainable parameter must get a gradient."""

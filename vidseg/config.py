@@ -178,11 +178,6 @@ class Config:
     stream: StreamConfig = field(default_factory=StreamConfig)
     work_dir: str = "work_dirs/run"
 
-    @property
-    def clip_history(self) -> int:
-        """History length h used by both the data and the model."""
-        return self.model.history
-
 
 # --------------------------------------------------------------------------- loading
 

@@ -22,7 +22,6 @@ from typing import Callable, Sequence
 
 import cv2
 import numpy as np
-import torch
 from torch.utils.data import Dataset
 
 logger = logging.getLogger(__name__)
