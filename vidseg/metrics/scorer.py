@@ -13,15 +13,11 @@ from typing import Callable, Sequence
 import numpy as np
 
 from vidseg.metrics.consistency import TemporalConsistency, VideoConsistency
-from vidseg.metrics.segmentation import ConfusionMatrix, _lookup
+from vidseg.metrics.segmentation import ConfusionMatrix
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PNG_COLOUR_TYPES = {0: "grayscale", 2: "RGB", 3: "palette", 4: "grayscale+alpha", 6: "RGBA"}
 MAX_LISTED = 5
-# raw VSPW value -> train id (0 and 255 -> 255 ignore, 1..124 -> 0..123); 254 marks invalid raw
-_RAW_TO_TRAIN = np.full(256, 254, dtype=np.uint8)
-_RAW_TO_TRAIN[[0, 255]] = 255
-_RAW_TO_TRAIN[1:125] = np.arange(124, dtype=np.uint8)
 
 
 class SplitScorer:
@@ -103,16 +99,7 @@ class SplitScorer:
     def _update_cm(self, gt_raw: np.ndarray, pred: np.ndarray, name: str | None) -> None:
         from vidseg.data.vspw import to_train_ids
 
-        if gt_raw.dtype != np.uint8:
-            self._video_cm.update(to_train_ids(gt_raw, name), pred, name=name)
-            return
-        # Same mapping as to_train_ids through one lookup; invalid raw values become 254, which
-        # the matrix rejects, and to_train_ids then raises its message naming the raw values.
-        try:
-            self._video_cm.update(_lookup(gt_raw, _RAW_TO_TRAIN), pred, name=name)
-        except ValueError:
-            to_train_ids(gt_raw, name)
-            raise
+        self._video_cm.update(to_train_ids(gt_raw, name), pred, name=name)
 
     def end_video(self) -> dict:
         """Close the video; returns its entry of `per_video`."""
