@@ -52,37 +52,27 @@ def _set_determinism(cfg, device: torch.device) -> None:
 
 
 def _memory_stats(model) -> dict:
-    """Scalar summaries of the class memory when the model exposes them."""
+    """Scalar summaries of the class memory, from the model's `memory_stats()` when it has one."""
     out = {}
     stats_fn = getattr(model, "memory_stats", None)
-    if callable(stats_fn):
-        for k, v in (stats_fn() or {}).items():
-            if torch.is_tensor(v):
-                v = v.float().mean().item() if v.numel() else float("nan")
-            if isinstance(v, (int, float)):
-                out[k if k.startswith("memory") else f"memory_{k}"] = float(v)
-        return out
-    memory = getattr(model, "memory", None)
-    stats = getattr(memory, "stats", None)
-    if torch.is_tensor(stats):
-        out["memory_mean"] = stats.float().mean().item()
+    for k, v in (stats_fn() if callable(stats_fn) else {}).items():
+        if torch.is_tensor(v):
+            v = v.float().mean().item() if v.numel() else float("nan")
+        if isinstance(v, (int, float)):
+            out[k if k.startswith("memory") else f"memory_{k}"] = float(v)
     return out
 
 
-def _validate(model, cfg, work_dir: Path, iteration: int, log: RunLogger) -> dict | None:
-    try:
-        from vidseg.engine.evaluate import evaluate
-    except ImportError as exc:
-        log.warning(f"validation skipped at iteration {iteration}: evaluator unavailable ({exc})")
-        return None
-    was_training = model.training
+def _validate(model, cfg, work_dir: Path, iteration: int) -> dict:
+    """Score the val split; the model is in eval mode for it and back in training mode after."""
+    from vidseg.engine.evaluate import evaluate
+
     model.eval()
     try:
-        metrics = evaluate(model, cfg, split=cfg.data.val_split, max_videos=cfg.train.val_videos or None,
-                           out_dir=str(work_dir / "val" / f"iter_{iteration:07d}"), progress=False)
+        return evaluate(model, cfg, split=cfg.data.val_split, max_videos=cfg.train.val_videos or None,
+                        out_dir=str(work_dir / "val" / f"iter_{iteration:07d}"), progress=False)
     finally:
-        model.train(was_training)
-    return metrics
+        model.train()
 
 
 def _find_unused(model) -> bool:
@@ -277,7 +267,7 @@ def _train(cfg, info, resume, work_dir, model_factory, dataset, config_to_dict, 
         is_best = False
         if tc.validate and ((tc.val_interval and done % tc.val_interval == 0) or done == tc.iters):
             try:  # every rank: the evaluator splits the videos across ranks and merges the scores
-                metrics = _validate(raw, cfg, work_dir, done, log)
+                metrics = _validate(raw, cfg, work_dir, done)
             except Exception:
                 # keep the trained iterations: checkpoint first, then report the evaluator's error
                 if not info.distributed:  # (a rank-0-only save would wait for the other ranks)
