@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import math
+import os
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 from vidseg.models.memory import DistributionMemory, VectorMemory, downsample_labels
+from test_memory_ddp import WORLD, _free_port
 
 IGN = 255
 
@@ -147,7 +149,7 @@ def test_update_rejects_bad_inputs():
     with pytest.raises(ValueError, match=r"labels must be in \[0, 3\)"):
         mem.update(BATCH1_FEATS, torch.tensor([[[0, 7], [0, IGN]]]))
     with pytest.raises(ValueError, match="labels must be"):
-        mem.update(BATCH1_FEATS, torch.zeros(1, 4, 4, dtype=torch.long))
+        mem.update(BATCH1_FEATS, torch.zeros(2, 4, 4, dtype=torch.long))  # batch size differs
     with pytest.raises(ValueError, match="features must be"):
         mem.update(torch.zeros(1, 5, 2, 2), BATCH1_LABELS)
 
@@ -157,6 +159,226 @@ def test_half_precision_features_are_reduced_in_float32():
     mem.update(BATCH1_FEATS.to(torch.bfloat16), BATCH1_LABELS)
     assert mem.stats.dtype == torch.float32
     assert torch.allclose(mem.stats[:2], torch.tensor(BATCH1_STATS), atol=1e-6)
+
+
+def test_labels_at_any_resolution_grid_rule_downsamples_them():
+    """Rule "grid" with full-resolution labels = the same update with labels downsampled first."""
+    gen = torch.Generator().manual_seed(2)
+    feats = torch.randn(2, 4, 3, 5, generator=gen)
+    labels = torch.randint(0, 3, (2, 12, 20), generator=gen)
+    labels[0, :4] = IGN
+    a = DistributionMemory(3, 4).train()
+    b = DistributionMemory(3, 4).train()
+    a.update(feats, labels)
+    b.update(feats, downsample_labels(labels, (3, 5)))
+    assert torch.equal(a.stats, b.stats) and torch.equal(a.seen, b.seen)
+    va, vb = VectorMemory(3, 4).train(), VectorMemory(3, 4).train()
+    va.update(feats, labels, progress=0.0)
+    vb.update(feats, downsample_labels(labels, (3, 5)), progress=0.0)
+    assert torch.equal(va.memory, vb.memory)
+
+
+def test_constructor_rejects_unknown_choices():
+    for kwargs in ({"update_rule": "nearest"}, {"std": "sample"}, {"first_update": "init"},
+                   {"noise": "global"}):
+        with pytest.raises(ValueError, match=next(iter(kwargs))):
+            DistributionMemory(3, 4, **kwargs)
+    with pytest.raises(ValueError, match="noise_seed must be 0"):
+        DistributionMemory(3, 4, noise="per_class", noise_seed=3)
+    with pytest.raises(ValueError, match="channels >= 2"):
+        DistributionMemory(3, 1, std="unbiased")
+
+
+# ---------------------------------------------------------------- update rules "grid" / "label"
+
+# 2x2 features, 4x4 labels. Bilinear (align_corners=False) 2 -> 4 reads the cells at positions
+# u = (0, 0.25, 0.75, 1), and both channels are linear in the cell index (ch0 = 8i + 4j,
+# ch1 = 4i - 8j), so the upsampled map is ch0 = 8u[Y] + 4u[X], ch1 = 4u[Y] - 8u[X]:
+#   ch0  0  1  3  4      ch1  0 -2 -6 -8
+#        2  3  5  6           1 -1 -5 -7
+#        6  7  9 10           3  1 -3 -5
+#        8  9 11 12           4  2 -2 -4
+TINY_FEATS = torch.tensor([[[[0.0, 4.0], [8.0, 12.0]], [[0.0, -8.0], [4.0, -4.0]]]])
+TINY_LABELS = torch.tensor([[[0, 0, 1, 1],
+                             [0, 0, 1, 1],
+                             [1, 1, 1, 1],
+                             [IGN, 1, 1, 2]]])
+# "label": class 0 mean vector [1.5, -0.5] -> mean 0.5, population std 1, unbiased std sqrt(2);
+# class 1 (10 pixels): ch0 sum 70, ch1 sum -30 -> [7, -3] -> mean 2, std 5 / 5 sqrt(2);
+# class 2 (1 pixel): [12, -4] -> mean 4, std 8 / 8 sqrt(2).
+TINY_LABEL_RULE = {"population": [[0.5, 1.0], [2.0, 5.0], [4.0, 8.0]],
+                   "unbiased": [[0.5, math.sqrt(2)], [2.0, 5 * math.sqrt(2)], [4.0, 8 * math.sqrt(2)]]}
+# "grid": labels at the cell centres (rows/cols 1 and 3) = [[0, 1], [1, 2]]; class 0 = cell
+# [0, 0] -> (0, 0); class 1 = cells [4, -8], [8, 4] -> [6, -2] -> (2, 4); class 2 -> (4, 8).
+TINY_GRID_RULE = [[0.0, 0.0], [2.0, 4.0], [4.0, 8.0]]
+
+
+def test_tiny_case_label_rule_hand_computed():
+    up = F.interpolate(TINY_FEATS, size=(4, 4), mode="bilinear", align_corners=False)
+    assert up[0, 0].tolist() == [[0, 1, 3, 4], [2, 3, 5, 6], [6, 7, 9, 10], [8, 9, 11, 12]]
+    assert up[0, 1].tolist() == [[0, -2, -6, -8], [1, -1, -5, -7], [3, 1, -3, -5], [4, 2, -2, -4]]
+    for std, expected in TINY_LABEL_RULE.items():
+        mem = DistributionMemory(3, 2, update_rule="label", std=std).train()
+        sums = mem.class_sums(TINY_FEATS, TINY_LABELS)
+        assert torch.allclose(sums, torch.tensor([[6.0, -2.0, 4.0], [70.0, -30.0, 10.0], [12.0, -4.0, 1.0]]))
+        mem.update(TINY_FEATS, TINY_LABELS)
+        assert torch.allclose(mem.stats, torch.tensor(expected), atol=1e-6), std
+
+
+def test_tiny_case_grid_rule_hand_computed():
+    mem = DistributionMemory(3, 2, update_rule="grid").train()
+    mem.update(TINY_FEATS, TINY_LABELS)
+    assert torch.allclose(mem.stats, torch.tensor(TINY_GRID_RULE), atol=1e-6)
+
+
+def _direct_label_rule_sums(features, labels, num_classes):
+    """Materialise the bilinear upsampling and sum each class's pixels (the reference)."""
+    up = F.interpolate(features.float(), size=labels.shape[-2:], mode="bilinear", align_corners=False)
+    out = torch.zeros(num_classes, features.shape[1] + 1, dtype=torch.float64)
+    for k in range(num_classes):
+        mask = labels == k
+        out[k, :-1] = up.permute(0, 2, 3, 1)[mask].double().sum(0)
+        out[k, -1] = mask.sum()
+    return out
+
+
+@pytest.mark.parametrize("grid,label_size", [((3, 4), (13, 9)), ((5, 7), (40, 56)), ((8, 8), (4, 4)),
+                                             ((2, 2), (2, 2))])
+def test_label_rule_sums_equal_materialised_upsampling(grid, label_size):
+    """The adjoint (no upsampled map) equals upsample-then-sum for up-, down- and same-size."""
+    gen = torch.Generator().manual_seed(7)
+    feats = torch.randn(2, 5, *grid, generator=gen)
+    labels = torch.randint(0, 4, (2, *label_size), generator=gen)
+    labels[1, 0, :] = IGN
+    mem = DistributionMemory(4, 5, update_rule="label").train()
+    got = mem.class_sums(feats, labels)
+    ref = _direct_label_rule_sums(feats, labels, 4).float()
+    assert torch.allclose(got, ref, atol=1e-4, rtol=1e-5)
+
+
+def test_one_pixel_object_updates_label_rule_only():
+    feats = torch.randn(1, 4, 2, 2, generator=torch.Generator().manual_seed(0))
+    labels = torch.zeros(1, 16, 16, dtype=torch.long)
+    labels[0, 0, 0] = 1  # not under a cell centre (rows/cols 4 and 12)
+    grid = DistributionMemory(2, 4, update_rule="grid").train()
+    label = DistributionMemory(2, 4, update_rule="label").train()
+    grid.update(feats, labels)
+    label.update(feats, labels)
+    assert grid.seen.tolist() == [True, False] and grid.stats[1].tolist() == [0.0, 1.0]
+    assert label.seen.tolist() == [True, True]
+    # the pixel at (0, 0) reads cell (0, 0) with weight 1 (clamped border)
+    cell = feats[0, :, 0, 0]
+    assert torch.allclose(label.stats[1], torch.stack([cell.mean(), cell.std(unbiased=False)]), atol=1e-6)
+
+
+# ---------------------------------------------------------------- the authors' rule, restated
+
+def authors_update(memory: torch.Tensor, features: torch.Tensor, segmentation: torch.Tensor,
+                   momentum: float, ignore_index: int = IGN) -> None:
+    """sssegmentation's FeaturesMemoryV2.update, restated line by line (single process): R
+    upsampled to the label size, then per class: mean vector, its mean and torch.std
+    (unbiased), EMA from the current entry (the initial (0, 1) included)."""
+    features = F.interpolate(features, size=segmentation.shape[-2:], mode="bilinear", align_corners=False)
+    batch_size, num_channels, h, w = features.size()
+    segmentation = segmentation.long()
+    features = features.permute(0, 2, 3, 1).contiguous().view(batch_size * h * w, num_channels)
+    for clsid in segmentation.unique():
+        if clsid == ignore_index:
+            continue
+        feats_cls = features[segmentation.view(-1) == clsid].mean(0)
+        mean, std = feats_cls.mean(), feats_cls.std()
+        memory[clsid][0] = (1 - momentum) * memory[clsid][0] + momentum * mean
+        memory[clsid][1] = (1 - momentum) * memory[clsid][1] + momentum * std
+
+
+def test_authors_statistic_and_ema_from_init():
+    K, Z = 5, 16
+    gen = torch.Generator().manual_seed(11)
+    reference = torch.cat([torch.zeros(K, 1), torch.ones(K, 1)], dim=1)
+    mem = DistributionMemory(K, Z, momentum=0.1, update_rule="label", std="unbiased",
+                             first_update="ema").train()
+    for step in range(3):
+        feats = torch.randn(2, Z, 6, 6, generator=gen) * 2.0 + step
+        labels = torch.randint(0, K - 1, (2, 48, 48), generator=gen)  # class K-1 never present
+        labels[0, :5, :] = IGN
+        labels[1, 20, 30] = 3  # a 1-pixel object of class 3 in image 1
+        authors_update(reference, feats, labels, 0.1)
+        mem.update(feats, labels)
+        assert torch.allclose(mem.stats, reference, atol=1e-5, rtol=1e-5), step
+    assert mem.stats[K - 1].tolist() == [0.0, 1.0]
+    # first_update="set" differs from the authors' EMA-from-init on the first observation
+    other = DistributionMemory(K, Z, update_rule="label", std="unbiased").train()
+    other.update(feats, labels)
+    assert not torch.allclose(other.stats[:K - 1], mem.stats[:K - 1])
+
+
+@pytest.mark.parametrize("channels", [8, 32])  # torch's scalar (< 16) and vectorised normal paths
+def test_per_class_noise_equals_the_authors_global_rng_read(channels):
+    K = 4
+    before = torch.get_rng_state()
+    mem = DistributionMemory(K, channels, noise="per_class")
+    mem.stats.copy_(torch.tensor([[0.3, 1.7], [-2.0, 0.25], [0.0, 1.0], [5.5, 3.0]]))
+    ours = mem.sample()
+    assert torch.equal(torch.get_rng_state(), before)  # constructing and reading leave it alone
+    with torch.random.fork_rng(devices=[]):
+        means, stds = mem.stats[:, 0], mem.stats[:, 1]
+        theirs = []
+        for idx in range(K):  # sssegmentation FeaturesMemoryV2.forward
+            torch.manual_seed(idx)
+            theirs.append(torch.normal(mean=torch.full((1, channels), means[idx]),
+                                       std=torch.full((1, channels), stds[idx])))
+        theirs = torch.cat(theirs, dim=0)
+    assert torch.equal(ours, theirs)
+    assert torch.equal(torch.get_rng_state(), before)
+    # the shared noise is a different draw
+    assert not torch.equal(DistributionMemory(K, channels).noise, mem.noise)
+
+
+# ---------------------------------------------------------------- DDP with the "label" rule
+
+def _label_rule_batches():
+    gen = torch.Generator().manual_seed(5)
+    out = []
+    for _ in range(2):
+        feats = torch.randn(4, 6, 3, 4, generator=gen) + 0.5
+        labels = torch.randint(0, 2, (4, 24, 32), generator=gen)
+        labels[0, 2, 3] = 2  # class 2: one pixel, only on rank 0, not under a grid centre
+        labels[2, :12] = 1
+        labels[3, 5] = IGN
+        out.append((feats, labels))
+    return out
+
+
+def _label_rule_run(batches):
+    mem = DistributionMemory(3, 6, momentum=0.3, update_rule="label", std="unbiased",
+                             first_update="ema").train()
+    for feats, labels in batches:
+        mem.update(feats, labels)
+    return {"stats": mem.stats, "seen": mem.seen}
+
+
+def _label_rule_worker(rank: int, port: int, out_dir: str) -> None:
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD)
+    try:
+        half = [(f[2 * rank:2 * rank + 2], lab[2 * rank:2 * rank + 2]) for f, lab in _label_rule_batches()]
+        torch.save(_label_rule_run(half), os.path.join(out_dir, f"rank{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_label_rule_ddp_matches_single_process(tmp_path):
+    import torch.multiprocessing as mp
+
+    mp.spawn(_label_rule_worker, args=(_free_port(), str(tmp_path)), nprocs=WORLD, join=True)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(WORLD)]
+    single = _label_rule_run(_label_rule_batches())
+    assert single["seen"].tolist() == [True, True, True]
+    for key in single:
+        assert torch.equal(ranks[0][key], ranks[1][key]), key
+        assert torch.allclose(ranks[0][key].float(), single[key].float(), atol=1e-5), key
 
 
 # ---------------------------------------------------------------- VectorMemory

@@ -21,6 +21,7 @@ COMMANDS = {
     "stream": "stream",
     "demo": "demo",
     "export": "export",
+    "convert": "convert",
 }
 
 

@@ -43,6 +43,25 @@ class MemoryConfig:
     power: float = 0.9  # MCIBI poly exponent
     noise_seed: int = 0
     rcl_weight: float = 1.0  # MCIBI representation-consistency loss (vector memory only)
+    # distribution memory only; the first value of each is vidseg's rule, the second the authors'
+    # (sssegmentation FeaturesMemoryV2, MCIBI++ eq. 7):
+    update_rule: str = "grid"  # grid: labels nearest-downsampled to R's grid | label: R upsampled
+    #                            bilinearly to the label size (every labelled pixel counts)
+    std: str = "population"  # population (1/Z) | unbiased (1/(Z-1), torch.std) channel std
+    first_update: str = "set"  # set: a class's first statistic is stored as is | ema: blended
+    #                            from the initial (mean 0, std 1)
+    noise: str = "shared"  # shared: randn(K, Z) seeded by noise_seed | per_class: class k's noise
+    #                        from a generator seeded with k (the authors' numbers; noise_seed 0)
+
+    def __post_init__(self):
+        for key, choices in (("update_rule", ("grid", "label")), ("std", ("population", "unbiased")),
+                             ("first_update", ("set", "ema")), ("noise", ("shared", "per_class"))):
+            value = getattr(self, key)
+            if value not in choices:
+                raise ConfigError(f"model.memory.{key}={value!r} is not one of {', '.join(choices)}")
+        if self.noise == "per_class" and self.noise_seed != 0:
+            raise ConfigError(f"model.memory.noise=per_class seeds class k's noise with k; "
+                              f"model.memory.noise_seed must be 0, got {self.noise_seed}")
 
 
 @dataclass
@@ -58,7 +77,6 @@ class HMSAConfig:
     enabled: bool = False
     scales: List[float] = field(default_factory=lambda: [0.5, 1.0, 2.0])
     train_low_scale: float = 0.5
-    flip: bool = False
     channels: int = 256
     per_scale_weight: float = 0.05
 
@@ -74,6 +92,30 @@ class ContrastConfig:
     max_samples: int = 1024
     max_views: int = 100
     warmup_iters: int = 0
+
+
+@dataclass
+class HeadConfig:
+    """Which head layout `build_model` assembles around the backbone, memory and fusion.
+
+    `style: vidseg` is this project's layout (R -> fusion -> context fuse / narrow FPN -> H_cls).
+    `style: sssegmentation` builds the MCIBI++ authors' layers in their order, so their published
+    checkpoints load (`vidseg convert sssegmentation`): the memory read is weighted by a decoder
+    on the within-image context (`gather: cwi`) or on R (`gather: pr`), the fused map is
+    optionally re-attended from C_wi (`cwi_attention`), concatenated with C_wi and either fed to
+    H_cls or to the authors' UperNet pyramid (`fpn: true`, laterals `fpn_channels` wide).
+    """
+
+    style: str = "vidseg"  # vidseg | sssegmentation
+    fpn: bool = False  # sssegmentation: UperNet pyramid over C2..C4 after the fusion
+    fpn_channels: int = 1024  # lateral width of that pyramid (= 2 Z, the top map's width)
+    gather: str = "cwi"  # sssegmentation: logits that weight the memory read: cwi | pr
+    cwi_attention: bool = False  # sssegmentation: attention from C_wi to the fused map
+    cwi_kernel: int = 1  # sssegmentation: first conv of the C_wi decoder (1 or 3)
+    cls_kernel: int = 1  # sssegmentation: first conv of H_cls (1 or 3)
+    cwi_weight: float = 1.0  # sssegmentation: loss weight of the C_wi decoder
+    aspp_dilations: List[int] = field(default_factory=lambda: [1, 12, 24, 36])
+    iis_mix: str = "probs"  # IIS stage >= 2: probs (paper eq. 17) | logits (authors: 2:1.5 mix)
 
 
 @dataclass
@@ -93,7 +135,9 @@ class ModelConfig:
     iis_stages: int = 2  # IIS stages at inference (training always uses 1)
     pr_weight: float = 0.4  # alpha, L_W
     aux_weight: float = 0.4
+    aux_channels: int = 0  # hidden width of the auxiliary head; 0 = channels / 2
     ohem: bool = False
+    head: HeadConfig = field(default_factory=HeadConfig)
     hmsa: HMSAConfig = field(default_factory=HMSAConfig)
     contrast: ContrastConfig = field(default_factory=ContrastConfig)
 
@@ -132,7 +176,10 @@ class TrainConfig:
     poly_power: float = 0.9
     warmup_iters: int = 0
     warmup_ratio: float = 0.1
-    head_lr_mult: float = 1.0  # lr multiplier for everything that is not the backbone
+    # lr is the rate of the heads (everything but the backbone); the backbone gets
+    # lr * backbone_lr_mult (sssegmentation VSPW recipe: lr 0.01, backbone_lr_mult 0.1)
+    backbone_lr_mult: float = 1.0
+    head_lr_mult: Optional[float] = None  # REMOVED: setting it is an error naming the replacement
     grad_clip: Optional[float] = None
     amp: bool = True  # CUDA only; ignored on CPU
     sync_bn: bool = True  # under DDP
@@ -145,18 +192,69 @@ class TrainConfig:
     keep_checkpoints: int = 3  # iter_*.pth files kept (plus best.pth)
     deterministic: bool = False
 
+    def __post_init__(self):
+        if self.head_lr_mult is not None:
+            m = self.head_lr_mult
+            same = (f"; the same rates as lr: {self.lr:g}, head_lr_mult: {m:g} are lr: {self.lr * m:g}, "
+                    f"backbone_lr_mult: {1.0 / m:g}") if m > 0 else ""
+            raise ConfigError(
+                f"train.head_lr_mult was removed: train.lr is now the heads' rate and the backbone runs "
+                f"at lr * train.backbone_lr_mult{same} (the authors' VSPW recipe: lr: 0.01, "
+                f"backbone_lr_mult: 0.1)")
+        if self.backbone_lr_mult < 0:
+            raise ConfigError(f"train.backbone_lr_mult must be >= 0, got {self.backbone_lr_mult}")
+
 
 @dataclass
 class EvalConfig:
+    """Evaluation / per-frame inference settings (`vidseg eval` and `vidseg stream`).
+
+    `mode`, `crop_size`, `stride`, `scales` and `flip` are the test-time protocol of
+    `vidseg/engine/tta.py`: whole-frame or sliding-window inference (`crop_size` / `stride` as
+    `[h, w]`, required in slide mode), each of `scales` (factors of the prepared frame) and, with
+    `flip`, its mirror image; the results are averaged as softmax probabilities.
+    """
+
     split: str = "val"
-    scales: List[float] = field(default_factory=lambda: [1.0])
-    flip: bool = False
+    mode: str = "whole"  # whole | slide
+    crop_size: Optional[List[int]] = None  # [h, w] slide window (mode: slide)
+    stride: Optional[List[int]] = None  # [h, w] slide step, <= crop_size (mode: slide)
+    scales: List[float] = field(default_factory=lambda: [1.0])  # test-time scales (averaged)
+    flip: bool = False  # also average the horizontally flipped frame
     tc: bool = True
     tc_videos: Optional[int] = None  # 100 = official protocol; None = all
     flow: str = "dis"  # dis | raft
     raft_weights: str = ""
     save_color: bool = False
     include_last_window: bool = False
+
+    def __post_init__(self):
+        self.check_tta(self.mode, self.crop_size, self.stride, self.scales, self.flip)
+
+    @staticmethod
+    def check_tta(mode, crop_size, stride, scales, flip, prefix: str = "eval.") -> None:
+        """Validate test-time settings; raises `ConfigError` naming the key and the value."""
+        if mode not in ("whole", "slide"):
+            raise ConfigError(f"{prefix}mode={mode!r} is not one of whole, slide")
+        for key, value in (("crop_size", crop_size), ("stride", stride)):
+            if value is None:
+                if mode == "slide":
+                    raise ConfigError(f"{prefix}{key} is required when {prefix}mode is slide "
+                                      f"(two integers [h, w], e.g. [512, 512])")
+                continue
+            if len(value) != 2 or any(isinstance(v, bool) or not isinstance(v, int) or v < 1
+                                      for v in value):
+                raise ConfigError(f"{prefix}{key}={list(value)!r}: expected two positive "
+                                  f"integers [h, w]")
+        if crop_size is not None and stride is not None and any(
+                s > c for s, c in zip(stride, crop_size)):
+            raise ConfigError(f"{prefix}stride={list(stride)!r} exceeds {prefix}crop_size="
+                              f"{list(crop_size)!r}: windows would leave pixels uncovered")
+        if not scales or any(s <= 0 for s in scales) or len(set(scales)) != len(scales):
+            raise ConfigError(f"{prefix}scales={list(scales)!r}: expected distinct positive "
+                              "numbers")
+        if not isinstance(flip, bool):
+            raise ConfigError(f"{prefix}flip={flip!r}: expected true or false")
 
 
 @dataclass
@@ -337,6 +435,9 @@ _CHOICES = {
     "model.fusion": ("concat", "add", "weighted"),
     "model.memory.type": ("distribution", "vector", "none"),
     "model.history_source": ("cbi", "r"),
+    "model.head.style": ("vidseg", "sssegmentation"),
+    "model.head.gather": ("cwi", "pr"),
+    "model.head.iis_mix": ("probs", "logits"),
     "model.gald.ga": ("aspp", "ppm", "nonlocal"),
     "model.gald.ld": ("v1", "v2"),
     "eval.flow": ("dis", "raft"),
@@ -370,8 +471,42 @@ def validate(cfg: Config, origin: dict | None = None) -> None:
         raise ConfigError(f"{origin.get('model.iis_stages', '<defaults>')}: model.iis_stages must be >= 1")
     if cfg.model.hmsa.enabled and 1.0 not in cfg.model.hmsa.scales:
         raise ConfigError(f"{origin.get('model.hmsa.scales', '<defaults>')}: model.hmsa.scales must include 1.0")
+    _validate_head(cfg, origin)
     if len(cfg.data.crop_size) != 2 or len(cfg.data.scale_range) != 2:
         raise ConfigError("data.crop_size and data.scale_range take two numbers each")
+
+
+def _validate_head(cfg: Config, origin: dict) -> None:
+    mc, head = cfg.model, cfg.model.head
+
+    def where(key: str) -> str:
+        return origin.get(key, "<defaults>")
+
+    if head.style != "sssegmentation":
+        return
+    if mc.memory.type != "distribution":
+        raise ConfigError(f"{where('model.memory.type')}: model.head.style=sssegmentation is the "
+                          f"MCIBI++ layout and needs memory.type=distribution, got {mc.memory.type!r}")
+    if mc.context not in ("none", "aspp", "ppm"):
+        raise ConfigError(f"{where('model.context')}: model.head.style=sssegmentation takes context "
+                          f"none, aspp or ppm (UperNet = aspp/ppm + head.fpn=true), got {mc.context!r}")
+    if head.fpn and mc.context == "none":
+        raise ConfigError(f"{where('model.head.fpn')}: model.head.fpn=true needs a within-image "
+                          "context (model.context: aspp or ppm)")
+    if head.fpn and head.fpn_channels != 2 * mc.channels:
+        raise ConfigError(f"{where('model.head.fpn_channels')}: model.head.fpn_channels="
+                          f"{head.fpn_channels} must be 2 * model.channels = {2 * mc.channels} "
+                          "(the top of the pyramid is [fused map, C_wi])")
+    if head.gather == "cwi" and mc.context == "none":
+        raise ConfigError(f"{where('model.head.gather')}: model.head.gather=cwi needs a within-image "
+                          "context; use gather: pr for a model without one")
+    for key in ("cwi_kernel", "cls_kernel"):
+        if getattr(head, key) not in (1, 3):
+            raise ConfigError(f"{where('model.head.' + key)}: model.head.{key} must be 1 or 3, "
+                              f"got {getattr(head, key)}")
+    if mc.attention_downsample:
+        raise ConfigError(f"{where('model.attention_downsample')}: model.attention_downsample is "
+                          "not part of the sssegmentation layout")
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:

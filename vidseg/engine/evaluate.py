@@ -27,6 +27,9 @@ log = logging.getLogger(__name__)
 def predict_video(model, video, cfg: Config, device, on_frame=None, no_history: bool = False) -> int:
     """Run `step()` over one `VSPWVideo`; calls `on_frame(index, rgb, pred, mask)` per frame.
 
+    The test-time protocol (`eval.mode/crop_size/stride/scales/flip`) is applied per frame by
+    `segment_frame` (`engine/tta.py`), each view keeping its own causal history.
+
     With `no_history` every frame is processed as the first frame of its video (the history
     maps are the frame's own), which measures what the temporal context contributes.
 
@@ -34,7 +37,9 @@ def predict_video(model, video, cfg: Config, device, on_frame=None, no_history: 
     """
     from vidseg.data.vspw import read_frame, read_mask
     from vidseg.engine.predict import segment_frame
+    from vidseg.engine.tta import TTASettings
 
+    tta = TTASettings.from_config(cfg.eval)
     short_side = cfg.data.eval_short_side or cfg.data.short_side
     state = None
     bad = 0
@@ -48,9 +53,9 @@ def predict_video(model, video, cfg: Config, device, on_frame=None, no_history: 
             log.warning("%s: %s; reusing the previous frame", frame_path, exc)
             bad += 1
         mask = read_mask(video.mask_paths[i]) if video.mask_paths else None
-        pred, state = segment_frame(model, rgb, state, short_side, cfg.data.mean, cfg.data.std, device,
-                                    out_size=None if mask is None else mask.shape, video_id=video.name,
-                                    no_history=no_history)
+        pred, state = segment_frame(model, rgb, state, short_side, cfg.data.mean, cfg.data.std,
+                                    device, out_size=None if mask is None else mask.shape,
+                                    video_id=video.name, no_history=no_history, tta=tta)
         if on_frame is not None:
             on_frame(i, rgb, pred, mask)
     return bad
@@ -124,11 +129,17 @@ def evaluate(model, cfg: Config, split: str | None = None, max_videos: int | Non
         for state in states:  # rank order = video order (contiguous blocks)
             scorer.merge_state(state)
     result = scorer.result()
-    result.update({"split": split, "unreadable_frames": unreadable,
+    result.update({"split": split, "unreadable_frames": unreadable, "tta": _protocol(ec),
                    "seconds": round(time.perf_counter() - start, 2)})
     if out_dir is not None and rank == 0:
         write_metrics(result, Path(out_dir) / "metrics.json")
     return result
+
+
+def _protocol(ec) -> dict:
+    """The test-time protocol in metrics.json (how the numbers were obtained)."""
+    return {"mode": ec.mode, "crop_size": ec.crop_size, "stride": ec.stride,
+            "scales": list(ec.scales), "flip": ec.flip}
 
 
 def _new_scorer(cfg: Config, root: str):

@@ -24,6 +24,21 @@ def _read_checkpoint(path: str | Path) -> tuple[dict, dict | None]:
     return load_weights_for_inference(path)
 
 
+def _drop_removed_keys(tree: dict) -> dict:
+    """Drop keys that older checkpoints store but the schema no longer has.
+
+    `model.hmsa.flip` was accepted and ignored; flip averaging is `eval.flip` (engine/tta.py).
+    """
+    hmsa = (tree.get("model") or {}).get("hmsa")
+    if isinstance(hmsa, dict) and "flip" in hmsa:
+        if hmsa["flip"]:
+            log.warning("checkpoint config sets model.hmsa.flip, which never had an effect and "
+                        "was removed; use eval.flip=true for flip averaging")
+        hmsa = {k: v for k, v in hmsa.items() if k != "flip"}
+        tree = {**tree, "model": {**tree["model"], "hmsa": hmsa}}
+    return tree
+
+
 def _check_compatible(cfg: Config, ckpt_cfg: Config, path) -> None:
     pairs = [("model.history", cfg.model.history, ckpt_cfg.model.history),
              ("model.num_classes", cfg.model.num_classes, ckpt_cfg.model.num_classes),
@@ -31,10 +46,35 @@ def _check_compatible(cfg: Config, ckpt_cfg: Config, path) -> None:
              ("model.backbone.name", cfg.model.backbone.name, ckpt_cfg.model.backbone.name),
              ("model.context", cfg.model.context, ckpt_cfg.model.context),
              ("model.memory.type", cfg.model.memory.type, ckpt_cfg.model.memory.type)]
-    bad = [f"{key}: config {a!r}, checkpoint {b!r}" for key, a, b in pairs if a != b]
+    # an image checkpoint (h = 0) starts a video model exactly (`adapt_state`)
+    widen = ckpt_cfg.model.history == 0 and cfg.model.history > 0
+    bad = [f"{key}: config {a!r}, checkpoint {b!r}" for key, a, b in pairs
+           if a != b and not (widen and key == "model.history")]
     if bad:
         raise ValueError(f"checkpoint {path} was trained with a different model than the config: "
                          + "; ".join(bad) + " (use the checkpoint's own config, or a matching one)")
+
+
+def adapt_state(state: dict, model, source: str) -> dict:
+    """Make a checkpoint's state dict fit `model` where that is exact, and say so in the log.
+
+    - The MCIBI++ authors' (sssegmentation) state dicts are converted in memory.
+    - An image model's fusion `(Z, 2Z)` loaded into a video model `(Z, (2 + h) Z)` gets zero
+      weights for the history inputs, so the video model starts as the image model.
+    """
+    from vidseg.convert.sssegmentation import expand_history_fusion, is_authors_state, map_state
+
+    if is_authors_state(state):
+        log.info("%s: sssegmentation checkpoint, converted in memory", source)
+        return map_state(state, model, source)
+    own = model.state_dict()
+    key = next((k for k in own if k.endswith("fusion.fuse.0.weight")), None)
+    if key is not None and key in state and state[key].shape != own[key].shape \
+            and state[key].dim() == 4 and state[key].shape[1] < own[key].shape[1]:
+        log.info("%s: image-model fusion %s widened to %s for the history inputs (zero weights)",
+                 source, tuple(state[key].shape), tuple(own[key].shape))
+        state = {**state, key: expand_history_fusion(state[key], own[key].shape, source)}
+    return state
 
 
 def load_inference_model(config: str | Path | Config | None, checkpoint: str | Path | None = None,
@@ -53,7 +93,8 @@ def load_inference_model(config: str | Path | Config | None, checkpoint: str | P
     state = ckpt_cfg = None
     if checkpoint is not None:
         state, ckpt_dict = _read_checkpoint(checkpoint)
-        ckpt_cfg = config_from_dict(ckpt_dict, str(checkpoint)) if ckpt_dict else None
+        if ckpt_dict:
+            ckpt_cfg = config_from_dict(_drop_removed_keys(ckpt_dict), str(checkpoint))
     elif not random_init:
         raise ValueError("no checkpoint given: pass --checkpoint CKPT, or --random-init for a smoke test")
     if config is None:
@@ -72,7 +113,7 @@ def load_inference_model(config: str | Path | Config | None, checkpoint: str | P
         cfg.model.backbone.pretrained = False  # weights come from the checkpoint
     model = build_model(cfg)
     if state is not None:
-        load_model_state(model, state, str(checkpoint))
+        load_model_state(model, adapt_state(state, model, str(checkpoint)), str(checkpoint))
     else:
         log.warning("RANDOM WEIGHTS: no checkpoint loaded, predictions are meaningless (smoke test only)")
     return cfg, model.eval().to(device)

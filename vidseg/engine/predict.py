@@ -1,7 +1,9 @@
-"""One frame in, labels out: the per-frame path shared by `vidseg eval` and `vidseg stream`.
+"""One frame in, labels (or scores) out: the per-frame path of `vidseg eval` and `vidseg stream`.
 
-Both evaluate and stream with exactly the same pre-processing, `step()` call and upsampling, so
-streaming output and evaluated predictions cannot drift apart.
+Both evaluate and stream with exactly the same pre-processing, test-time protocol
+(`engine/tta.py`: whole / slide, scales, flip), `step()` calls and upsampling, so streaming
+output and evaluated predictions cannot drift apart. `predict_scores` returns the class scores
+that `segment_frame` takes the argmax of.
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from vidseg.data.transforms import prepare_frame
+from vidseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD, prepare_frame
+from vidseg.engine.tta import TTASettings, TTAState, frame_scores
 
 
 def upsample_argmax(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -49,16 +52,35 @@ def upsample_argmax(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor
     return up[0].argmax(0)
 
 
+def _run(model, frame: torch.Tensor, state, tta, video_id, no_history, shot_cut_threshold):
+    """`frame_scores` with the legacy state type: a bare `StreamState` in gives one back."""
+    from vidseg.models.video import StreamState
+
+    settings = TTASettings.from_config(tta)
+    if not isinstance(state, StreamState):
+        return frame_scores(model, frame, state, settings, video_id, no_history, shot_cut_threshold)
+    if not settings.plain:
+        raise ValueError(f"state is a StreamState, but the test-time settings {settings} need a "
+                         "TTAState (start the stream with state=None)")
+    wrapped = TTAState(streams={(1.0, False, 0): state}, video_id=state.video_id,
+                       input_size=state.input_size)
+    scores, are_probs, wrapped = frame_scores(model, frame, wrapped, settings, video_id, no_history,
+                                              shot_cut_threshold)
+    return scores, are_probs, wrapped.streams[(1.0, False, 0)]
+
+
 @torch.no_grad()
 def segment_frame(model, rgb: np.ndarray, state, short_side: int | None, mean: Sequence[float],
                   std: Sequence[float], device: torch.device | str = "cpu", out_size=None,
-                  video_id=None, no_history: bool = False, shot_cut_threshold: float | None = None):
-    """Segment one frame causally with `model.step()`.
+                  video_id=None, no_history: bool = False, shot_cut_threshold: float | None = None,
+                  tta=None):
+    """Segment one frame causally with `model.step()` under the test-time protocol `tta`.
 
     Args:
         model: a `VideoSegmentor` in eval mode.
         rgb: RGB uint8 `(H, W, 3)` (grayscale and RGBA are converted).
-        state: the stream's `StreamState` (None starts a stream).
+        state: the stream's state from the previous call: None starts a stream; a `TTAState`
+            (what this returns); or a bare `StreamState` (plain settings only, returned as such).
         short_side: model input short side (None keeps the frame size).
         mean, std: normalisation.
         device: where the model runs.
@@ -66,11 +88,56 @@ def segment_frame(model, rgb: np.ndarray, state, short_side: int | None, mean: S
         video_id: stream id; a new id resets the history.
         no_history: process the frame as the first of its video (history = its own maps).
         shot_cut_threshold: reset the history on a detected shot cut (None = off).
+        tta: `TTASettings`, an `EvalConfig` or a `Config` (its `eval`); None = whole frame,
+            scale 1.0, no flip (one `step()`, logits resized by `upsample_argmax`).
     Returns:
         uint8 `(H_out, W_out)` train ids and the updated state.
     """
     x = prepare_frame(rgb, short_side, mean, std).to(device)
-    logits, state = model.step(x, None if no_history else state, video_id=video_id,
-                               shot_cut_threshold=shot_cut_threshold)
+    scores, _, state = _run(model, x, state, tta, video_id, no_history, shot_cut_threshold)
     size = tuple(out_size) if out_size is not None else rgb.shape[:2]
-    return upsample_argmax(logits, size).to(torch.uint8).cpu().numpy(), state
+    return upsample_argmax(scores, size).to(torch.uint8).cpu().numpy(), state
+
+
+@torch.no_grad()
+def predict_scores(model, rgb: np.ndarray, states, settings=None, out_size=None, *,
+                   short_side: int | None = None, mean: Sequence[float] | None = None,
+                   std: Sequence[float] | None = None, device: torch.device | str | None = None,
+                   video_id=None, no_history: bool = False,
+                   shot_cut_threshold: float | None = None):
+    """Class scores of one frame, the same computation `segment_frame` takes the argmax of.
+
+    Args:
+        model: a `VideoSegmentor` in eval mode.
+        rgb: RGB uint8 `(H, W, 3)`.
+        states: the stream's state from the previous call (None starts a stream).
+        settings: a `Config` (test-time protocol from `eval`, pre-processing from `data`:
+            `eval_short_side or short_side`, `mean`, `std`), an `EvalConfig`, a `TTASettings` or
+            None (plain: whole frame, scale 1.0, no flip).
+        out_size: `(H_out, W_out)` of the scores (default the frame size).
+        short_side, mean, std: pre-processing; given values win over a `Config`'s (defaults
+            without a `Config`: keep the size, ImageNet mean/std).
+        device: where the model runs (default: the model's parameters' device).
+        video_id, no_history, shot_cut_threshold: as in `segment_frame`.
+    Returns:
+        `(scores, states)`: float32 `(K, H_out, W_out)` on the model's device, bilinearly resized
+        (align_corners=False). They are raw logits under plain settings and averaged softmax
+        probabilities (each pixel sums to 1) whenever windows, scales or flips are averaged
+        (see `vidseg/engine/tta.py`).
+    """
+    data = getattr(settings, "data", None)
+    if data is not None:
+        short_side = short_side or data.eval_short_side or data.short_side
+        mean = mean if mean is not None else data.mean
+        std = std if std is not None else data.std
+    mean = IMAGENET_MEAN if mean is None else mean
+    std = IMAGENET_STD if std is None else std
+    if device is None:
+        param = next(iter(model.parameters()), None)
+        device = "cpu" if param is None else param.device
+    x = prepare_frame(rgb, short_side, mean, std).to(device)
+    scores, _, states = _run(model, x, states, settings, video_id, no_history, shot_cut_threshold)
+    size = tuple(out_size) if out_size is not None else tuple(rgb.shape[:2])
+    if tuple(scores.shape[-2:]) != size:
+        scores = F.interpolate(scores, size=size, mode="bilinear", align_corners=False)
+    return scores[0].float(), states

@@ -31,12 +31,15 @@ def poly_lr(iteration: int, base_lr: float, max_iters: int, power: float = 0.9,
     return lr
 
 
-def param_groups(model: nn.Module, lr: float, head_lr_mult: float = 1.0) -> list[dict]:
-    """Split trainable parameters into the backbone (lr) and everything else (lr * head_lr_mult).
+def param_groups(model: nn.Module, lr: float, backbone_lr_mult: float = 1.0) -> list[dict]:
+    """Split trainable parameters into the backbone (lr * backbone_lr_mult) and everything else,
+    the heads (lr), as sssegmentation's `params_rules` (e.g. backbone lr_multiplier 0.1).
 
     The model must expose its backbone as `model.backbone` (a module); a model without one gets
-    a single group. Each group carries `lr_mult`, read by `PolyLR`.
+    a single "heads" group at `lr`. Each group carries `lr_mult`, read by `PolyLR`.
     """
+    if backbone_lr_mult < 0:
+        raise ValueError(f"backbone_lr_mult must be >= 0, got {backbone_lr_mult}")
     backbone = getattr(model, "backbone", None)
     backbone_ids = {id(p) for p in backbone.parameters()} if isinstance(backbone, nn.Module) else set()
     bb, rest = [], []
@@ -45,13 +48,19 @@ def param_groups(model: nn.Module, lr: float, head_lr_mult: float = 1.0) -> list
             (bb if id(p) in backbone_ids else rest).append(p)
     groups = []
     if bb:
-        groups.append({"params": bb, "lr": lr, "lr_mult": 1.0, "name": "backbone"})
+        groups.append({"params": bb, "lr": lr * backbone_lr_mult, "lr_mult": float(backbone_lr_mult),
+                       "name": "backbone"})
     if rest:
-        groups.append({"params": rest, "lr": lr * head_lr_mult, "lr_mult": float(head_lr_mult),
-                       "name": "heads"})
+        groups.append({"params": rest, "lr": lr, "lr_mult": 1.0, "name": "heads"})
     if not groups:
         raise ValueError("the model has no trainable parameters")
     return groups
+
+
+def describe_lrs(optimizer) -> str:
+    """One line with every named group's current rate, e.g. `lr: backbone 0.001, heads 0.01`."""
+    return "lr: " + ", ".join(f"{g.get('name', f'group{i}')} {g['lr']:.4g}"
+                              for i, g in enumerate(optimizer.param_groups))
 
 
 class PolyLR:
@@ -78,7 +87,7 @@ class PolyLR:
                        self.warmup_ratio, self.min_lr)
 
     def step(self, iteration: int) -> float:
-        """Set the rates for update `iteration` (0-based); returns the base (backbone) rate."""
+        """Set the rates for update `iteration` (0-based); returns the base rate (the heads')."""
         lr = self.lr_at(iteration)
         for group in self.optimizer.param_groups:
             group["lr"] = lr * group.get("lr_mult", 1.0)

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from vidseg.engine.predict import segment_frame
+from vidseg.engine.tta import TTASettings
 from vidseg.io.palette import overlay as blend
 from vidseg.io.sinks import Interrupted, LiveWindow, close_on_signal
 
@@ -42,7 +43,8 @@ class StreamSummary:
             writers were closed (decode, model, write and the final encoder flush).
         fps_model: 1000 / ms_model, the rate the model alone would reach.
         ms_decode: time the main thread waited for the next decoded frame.
-        ms_model: frame preparation + `step()` + upsampling + argmax.
+        ms_model: frame preparation + `step()` (every view of the test-time protocol) +
+            upsampling + argmax.
         ms_write: time the main thread spent handing results to the sinks.
         peak_rss_mb: peak resident set size of the process (ru_maxrss), MiB.
         state_bytes: bytes held by the stream state (history buffer + C_dl) at the end.
@@ -153,7 +155,9 @@ class StreamRunner:
         label_writer: a `LabelPngWriter` (VSPW train-id PNGs) or None.
         color_writer: a `ColorPngWriter` or None.
         show: open a live window when a display exists (q / Esc stops the run).
-        scales: inference scales (None keeps the model's); > 1 scale needs HMSA.
+        scales: the model's HMSA scales (None keeps the model's); > 1 scale needs HMSA. The
+            test-time protocol (`eval.mode/crop_size/stride/scales/flip`, averaged views, see
+            `engine/tta.py`) comes from `cfg.eval`, as in `vidseg eval`.
         no_history: pass no state to `step()`: every frame is treated as the first of a stream
             (its own map fills the history slots), so no information flows between frames.
         device: torch device of the model.
@@ -179,6 +183,7 @@ class StreamRunner:
         self.video_name = video_name
         self.on_frame = on_frame
         self.shot_cut = cfg.stream.shot_cut_threshold if cfg.stream.reset_on_shot_cut else None
+        self.tta = TTASettings.from_config(cfg.eval)
 
     # ------------------------------------------------------------------ per frame
 
@@ -191,7 +196,7 @@ class StreamRunner:
         """
         return segment_frame(self.model, rgb, state, self.short_side, self.cfg.data.mean,
                              self.cfg.data.std, self.device, no_history=self.no_history,
-                             shot_cut_threshold=self.shot_cut)
+                             shot_cut_threshold=self.shot_cut, tta=self.tta)
 
     def _stem(self, source, index: int) -> str:
         paths = getattr(source, "paths", None)

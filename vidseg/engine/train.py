@@ -21,7 +21,7 @@ import torch
 from vidseg.engine import checkpoint as ckpt_io
 from vidseg.engine import distributed as du
 from vidseg.engine.logger import RunLogger
-from vidseg.engine.schedule import PolyLR, param_groups
+from vidseg.engine.schedule import PolyLR, describe_lrs, param_groups
 
 
 class NonFiniteLossError(RuntimeError):
@@ -140,8 +140,8 @@ def _train(cfg, info, resume, work_dir, model_factory, dataset, config_to_dict, 
         model = model.to(memory_format=torch.channels_last)
     raw = model
     use_amp = bool(tc.amp and device.type == "cuda")
-    optimizer = torch.optim.SGD(param_groups(raw, tc.lr, tc.head_lr_mult), lr=tc.lr,
-                                momentum=tc.momentum, weight_decay=tc.weight_decay)
+    groups = param_groups(raw, tc.lr, tc.backbone_lr_mult)
+    optimizer = torch.optim.SGD(groups, lr=tc.lr, momentum=tc.momentum, weight_decay=tc.weight_decay)
     scheduler = PolyLR(optimizer, tc.lr, tc.iters, tc.poly_power, tc.warmup_iters, tc.warmup_ratio)
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     start_iter, best_miou = 0, -1.0
@@ -152,6 +152,10 @@ def _train(cfg, info, resume, work_dir, model_factory, dataset, config_to_dict, 
         except (ValueError, KeyError) as exc:
             raise ckpt_io.CheckpointError(f"checkpoint {path}: optimizer state does not fit this "
                                           f"model's parameter groups: {exc}") from exc
+        # load_state_dict restores each group's saved settings: the multipliers come from the
+        # config (a checkpoint written with other multipliers resumes at the config's rates)
+        for group, fresh in zip(optimizer.param_groups, groups):
+            group["lr_mult"] = fresh["lr_mult"]
         scheduler.load_state_dict(ckpt.get("scheduler", {}))
         if ckpt.get("scaler"):
             scaler.load_state_dict(ckpt["scaler"])
@@ -185,6 +189,8 @@ def _train(cfg, info, resume, work_dir, model_factory, dataset, config_to_dict, 
     log.info(f"{'resuming at' if start_iter else 'starting'} iteration {start_iter}/{tc.iters} on "
              f"{device} x{info.world_size}, amp={use_amp}, batch {cfg.data.batch_size} "
              f"({sampler.per_rank}/process), work_dir={work_dir}")
+    scheduler.step(start_iter)
+    log.info(describe_lrs(optimizer) + (f" at iteration {start_iter}" if start_iter else ""))
     cfg_dict = config_to_dict(cfg)
     revision = ckpt_io.git_revision()
 

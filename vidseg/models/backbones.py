@@ -1,9 +1,10 @@
-"""Image backbones: a thin wrapper over timm `features_only` models returning C2..C5 as NCHW.
+"""Image backbones returning C2..C5 as NCHW: timm `features_only` models, and our own Swin.
 
 Families used by the configs (all build offline with `pretrained=False`):
 ResNet-18/50/101 (dilated to output stride 8 or 16 through timm's `output_stride`), ConvNeXt
-(dilatable too), Swin T..L (fixed input size: pass `img_size`; timm returns NHWC maps, permuted here),
-PVTv2 b0..b5 (the stand-in for SegFormer's MiT, which timm lacks), MobileNetV3 and
+(dilatable too), Swin T..L (`vidseg.models.swin`: the MCIBI++ authors' Swin, any input size,
+per-stage output LayerNorms; timm's names and ImageNet weights; `swin` = custom sizes through
+`model_kwargs`), PVTv2 b0..b5 (the stand-in for SegFormer's MiT, which timm lacks), MobileNetV3 and
 EfficientNet-Lite0 (dilatable). Transformers (Swin, PVTv2) cannot be dilated: for them the
 requested output stride is ignored with a warning and `strides` reports the real 4, 8, 16, 32.
 """
@@ -17,6 +18,8 @@ import warnings
 
 import torch
 from torch import nn
+
+from vidseg.models.swin import SwinTransformer, is_swin_name, load_swin_file, load_timm_pretrained, swin_kwargs
 
 logger = logging.getLogger(__name__)
 
@@ -94,21 +97,40 @@ def _fixed_input_size(model: nn.Module) -> tuple[int, int] | None:
     return None
 
 
+def _build_swin(name: str, output_stride: int, img_size, out_indices, model_kwargs) -> SwinTransformer:
+    if output_stride != 32:
+        warnings.warn(f"backbone '{name}' cannot be dilated (a Swin transformer); using its native output "
+                      f"stride 32 instead of {output_stride}", stacklevel=3)
+    if img_size is not None:
+        warnings.warn(f"backbone '{name}': img_size={img_size} is ignored; this Swin takes any input size "
+                      f"(padded as in the authors' implementation), remove img_size from the config", stacklevel=3)
+    if out_indices is not None and list(out_indices) != [0, 1, 2, 3]:
+        raise ValueError(f"backbone '{name}': out_indices={list(out_indices)}; a Swin gives its 4 stages [0, 1, 2, 3]")
+    return SwinTransformer(**swin_kwargs(name, model_kwargs))
+
+
 class Backbone(nn.Module):
-    """timm `features_only` model returning four levels C2..C5, NCHW.
+    """timm `features_only` model (or our Swin) returning four levels C2..C5, NCHW.
 
     Args:
-        name: timm model name (e.g. "resnet50", "swin_large_patch4_window12_384", "pvt_v2_b2",
-            "efficientnet_lite0"). Unknown names raise ValueError with the closest names.
+        name: timm model name (e.g. "resnet50", "pvt_v2_b2", "efficientnet_lite0"), a timm Swin name
+            ("swin_large_patch4_window12_384", optionally with a pretrained tag such as ".ms_in22k")
+            or "swin" (sizes from `model_kwargs`, Swin-L by default). Swin names build
+            `vidseg.models.swin.SwinTransformer`. Unknown names raise ValueError with the closest names.
         pretrained: False (random init); True (timm's own download, needs internet); or a path to a
             local `.pth`/`.pt`/`.safetensors` file, loaded with key remapping
-            (`vidseg.models.weights.load_weights`; fewer than 90% tensors matched is an error).
+            (`vidseg.models.weights.load_weights`; fewer than 90% tensors matched is an error). Swin:
+            True = timm's ImageNet weights (ImageNet-22k for an untagged Swin-L/B window-12 name, as
+            the authors); a file may be in timm's, the original Swin or the authors' sssegmentation
+            layout and must fill every tensor but the output norms (`vidseg.models.swin.load_swin_file`).
         output_stride: 8, 16 or 32; CNNs are dilated via timm, transformers stay at 32 (warning).
-        img_size: (H, W) or int for fixed-size backbones (Swin); the input must then have this size.
+        img_size: (H, W) or int for fixed-size timm backbones; the input must then have this size.
+            Ignored (warning) for Swin, which takes any size.
         out_indices: timm feature indices to return (4 of them); default: the last four levels,
             i.e. nominal strides 4, 8, 16, 32.
-        model_kwargs: extra keyword arguments for `timm.create_model` (e.g. `depths`, `embed_dim`
-            for a reduced model in tests, `drop_path_rate`).
+        model_kwargs: extra keyword arguments for `timm.create_model`; for Swin, arguments of
+            `SwinTransformer` (`embed_dim`, `depths`, `num_heads`, `window_size`, `drop_path_rate`
+            (default 0.3, as the authors), `grad_checkpointing`, ...).
     Attributes:
         name: the timm name.
         channels: channels of C2..C5 (4 ints).
@@ -123,7 +145,8 @@ class Backbone(nn.Module):
                  img_size: int | tuple[int, int] | list | None = None, out_indices: list[int] | None = None,
                  model_kwargs: dict | None = None):
         super().__init__()
-        _check_name(name)
+        if not is_swin_name(name):
+            _check_name(name)
         if output_stride not in OUTPUT_STRIDES:
             raise ValueError(f"backbone '{name}': output_stride={output_stride}, expected one of {OUTPUT_STRIDES}")
         if isinstance(img_size, (list, tuple)):
@@ -137,6 +160,22 @@ class Backbone(nn.Module):
             raise FileNotFoundError(f"backbone '{name}': pretrained weight file not found: {local_file}")
 
         self.name = name
+        self.load_report = None
+        if is_swin_name(name):
+            self.body = _build_swin(name, output_stride, img_size, out_indices, model_kwargs)
+            self.levels = [0, 1, 2, 3]
+            self.channels, self.strides = list(self.body.channels), list(self.body.strides)
+            self.nhwc, self.input_size = False, None
+            if local_file is not None:
+                self.load_report = load_swin_file(self.body, local_file)
+            elif pretrained is True:
+                try:
+                    load_timm_pretrained(self.body, name)
+                except ValueError:
+                    raise
+                except Exception as e:
+                    raise _download_error(name, e) from e
+            return
         self.body = _create(name, pretrained is True, output_stride, img_size, out_indices, model_kwargs)
         info = self.body.feature_info
         reductions, chans = list(info.reduction()), list(info.channels())
@@ -149,8 +188,6 @@ class Backbone(nn.Module):
         self.strides = [int(reductions[i]) for i in self.levels]
         self.nhwc = str(getattr(self.body, "output_fmt", "NCHW")).upper().endswith("NHWC")
         self.input_size = _fixed_input_size(self.body)
-
-        self.load_report = None
         if local_file is not None:
             from vidseg.models.weights import load_weights
 

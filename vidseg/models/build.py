@@ -45,7 +45,29 @@ def _context(mc: ModelConfig, in_channels: int) -> nn.Module | None:
     if mc.context == "gald":
         return build_context("gald", in_channels, mc.channels, ga=mc.gald.ga, ld=mc.gald.ld,
                              ld_kernel=mc.gald.kernel, ld_dilation=mc.gald.dilation)
+    if mc.context == "aspp" and mc.head.style == "sssegmentation":
+        return build_context("aspp", in_channels, mc.channels,
+                             dilations=tuple(mc.head.aspp_dilations), project_kernel=3)
     return build_context(mc.context, in_channels, mc.channels)
+
+
+def _authors_heads(mc: ModelConfig, backbone, context) -> dict:
+    """The sssegmentation-layout modules of `ImageSegmentor` (see `HeadConfig`)."""
+    from vidseg.models.aggregation import DatasetContext
+    from vidseg.models.context.pyramid import UperPyramid
+    from vidseg.models.heads import Decoder
+
+    head, z, k = mc.head, mc.channels, mc.num_classes
+    fpn = None
+    cls_in = z if context is None else 2 * z
+    if head.fpn:
+        fpn = UperPyramid(list(backbone.channels[:3]), head.fpn_channels, z)
+        cls_in = fpn.out_channels
+    return dict(
+        fpn=fpn, style="sssegmentation", gather=head.gather,
+        cwi_head=None if context is None else Decoder(z, z, k, kernel_size=head.cwi_kernel),
+        cwi_attention=DatasetContext(z, mc.key_channels) if head.cwi_attention else None,
+        cls_head=Decoder(cls_in, z, k, kernel_size=head.cls_kernel))
 
 
 def build_model(cfg: Config | ModelConfig, train_iters: int | None = None, history_stride: int | None = None):
@@ -80,16 +102,21 @@ def build_model(cfg: Config | ModelConfig, train_iters: int | None = None, histo
                    if memory is not None else None)
     fusion = Fusion(mc.fusion, mc.channels, num_inputs=(2 if memory is not None else 1) + mc.history)
     context = _context(mc, backbone.channels[-1])
-    fpn = None
-    if mc.context == "upernet":
-        from vidseg.models.context.upernet import FPNDecoder
+    if mc.head.style == "sssegmentation":
+        heads = _authors_heads(mc, backbone, context)
+    else:
+        heads = dict(fpn=None)
+        if mc.context == "upernet":
+            from vidseg.models.context.upernet import FPNDecoder
 
-        fpn = FPNDecoder(list(backbone.channels[:3]), 2 * mc.channels, mc.channels)
+            heads["fpn"] = FPNDecoder(list(backbone.channels[:3]), 2 * mc.channels, mc.channels)
     attention_head = None
     if mc.hmsa.enabled:
         from vidseg.models.multiscale import AttentionHead
 
-        attention_head = AttentionHead(mc.channels, mc.hmsa.channels)
+        cls_head = heads.get("cls_head")
+        in_ch = cls_head.block[0].in_channels if cls_head is not None else mc.channels
+        attention_head = AttentionHead(in_ch, mc.hmsa.channels)
     projection_head = contrast = None
     if mc.contrast.enabled:
         from vidseg.models.contrast import ClassQueues, PixelContrastLoss, ProjectionHead
@@ -100,11 +127,15 @@ def build_model(cfg: Config | ModelConfig, train_iters: int | None = None, histo
         contrast = PixelContrastLoss(mc.num_classes, temperature=c.temperature,
                                      base_temperature=c.base_temperature, max_samples=c.max_samples,
                                      max_views=c.max_views, queues=queues)
-    image_model = ImageSegmentor(backbone, mc.num_classes, mc.channels, context, fpn, memory, aggregation,
-                                 fusion, attention_head, projection_head, iis_stages=mc.iis_stages)
+    image_model = ImageSegmentor(backbone, mc.num_classes, mc.channels, context, memory=memory,
+                                 aggregation=aggregation, fusion=fusion, attention_head=attention_head,
+                                 projection_head=projection_head, iis_stages=mc.iis_stages,
+                                 aux_channels=mc.aux_channels or None, iis_mix=mc.head.iis_mix,
+                                 **heads)
     warmup = mc.contrast.warmup_iters / train_iters if (train_iters and mc.contrast.warmup_iters) else 0.0
     loss_terms = SegmentationLosses(
         pr_weight=mc.pr_weight, aux_weight=mc.aux_weight, ohem=mc.ohem,
+        cwi_weight=mc.head.cwi_weight if mc.head.style == "sssegmentation" else 0.0,
         rcl_weight=mc.memory.rcl_weight if mc.memory.type == "vector" else 0.0,
         contrast=contrast, contrast_weight=mc.contrast.weight, contrast_warmup=warmup,
         hmsa_per_scale_weight=mc.hmsa.per_scale_weight)

@@ -20,6 +20,7 @@ class SegmentationLosses(nn.Module):
     Args:
         pr_weight: alpha, weight of L_W on the class-weight logits (0.4).
         aux_weight: weight of the auxiliary head on backbone stage 3 (0.4).
+        cwi_weight: weight of the C_wi decoder's CE (sssegmentation layout: 1.0).
         ohem: use OHEM cross-entropy for the main output (GALD setting).
         rcl_weight: weight of MCIBI's representation-consistency loss (vector memory only).
         contrast: a `PixelContrastLoss` (or None) applied to the projected R of the current frame.
@@ -30,11 +31,13 @@ class SegmentationLosses(nn.Module):
     """
 
     def __init__(self, pr_weight: float = 0.4, aux_weight: float = 0.4, ohem: bool = False,
+                 cwi_weight: float = 0.0,
                  rcl_weight: float = 0.0, contrast: nn.Module | None = None, contrast_weight: float = 0.1,
                  contrast_warmup: float = 0.0, hmsa_per_scale_weight: float = 0.05, ignore_index: int = 255):
         super().__init__()
         self.pr_weight = pr_weight
         self.aux_weight = aux_weight
+        self.cwi_weight = cwi_weight
         self.main = OhemCrossEntropy(ignore_index=ignore_index) if ohem else None
         self.rcl_weight = rcl_weight
         self.contrast = contrast
@@ -48,7 +51,7 @@ class SegmentationLosses(nn.Module):
 
     def forward(self, outputs: dict, labels: torch.Tensor, model: nn.Module, progress: float) -> dict:
         """Args:
-            outputs: `logits`, `w_logits`, `aux_logits`, `r`, `r_labels` (labels on the R grid)
+            outputs: `logits`, `pr_logits`, `cwi_logits` (or None), `aux_logits`, `r`, `r_labels` (labels on the R grid)
                 and optionally `hmsa`
                 (((low_logits, low_attn), (logits, attn))).
             labels: `(B, H, W)` train ids.
@@ -66,8 +69,10 @@ class SegmentationLosses(nn.Module):
             terms["loss_cls"] = self.main(outputs["logits"], labels)
         else:
             terms["loss_cls"] = self._ce(outputs["logits"], labels)
-        if outputs.get("w_logits") is not None and self.pr_weight > 0:
-            terms["loss_pr"] = self.pr_weight * self._ce(outputs["w_logits"], labels)
+        if outputs.get("pr_logits") is not None and self.pr_weight > 0:
+            terms["loss_pr"] = self.pr_weight * self._ce(outputs["pr_logits"], labels)
+        if outputs.get("cwi_logits") is not None and self.cwi_weight > 0:
+            terms["loss_cwi"] = self.cwi_weight * self._ce(outputs["cwi_logits"], labels)
         if self.aux_weight > 0:
             terms["loss_aux"] = self.aux_weight * self._ce(outputs["aux_logits"], labels)
         if self.rcl_weight > 0 and hasattr(model.memory, "rcl_inputs"):

@@ -12,6 +12,7 @@ repeating the oldest available frame, as the clip loader does.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections import deque
 from dataclasses import dataclass, field
@@ -172,8 +173,9 @@ class VideoSegmentor(nn.Module):
         def part(x, i):
             return None if x is None else x.view(b, t, *x.shape[1:])[:, i]
 
-        return [FrameEncoding([part(f, i) for f in enc.feats], part(enc.r, i), part(enc.w_logits, i),
-                              part(enc.cbi, i)) for i in range(t)]
+        names = [f.name for f in dataclasses.fields(FrameEncoding) if f.name != "feats"]
+        return [FrameEncoding([part(f, i) for f in enc.feats],
+                              **{n: part(getattr(enc, n), i) for n in names}) for i in range(t)]
 
     def _clip_outputs(self, clip: torch.Tensor, c_dl, stages: int, grad_history: bool):
         m = self.image_model
@@ -214,7 +216,8 @@ class VideoSegmentor(nn.Module):
         enc, logits, attn = self._clip_outputs(clip, c_dl, stages=1, grad_history=self.history_grad)
         # labels on the R grid, shared by the memory update and the pixel-contrast term
         r_labels = downsample_labels(labels, enc.r.shape[-2:])
-        outputs = {"logits": logits, "w_logits": enc.w_logits, "aux_logits": m.aux_head(enc.feats[-2]),
+        outputs = {"logits": logits, "pr_logits": enc.pr_logits, "cwi_logits": enc.cwi_logits,
+                   "aux_logits": m.aux_head(enc.feats[-2]),
                    "r": enc.r, "r_labels": r_labels}
         if m.attention_head is not None:
             low = F.interpolate(clip.flatten(0, 1), scale_factor=self.train_low_scale, mode="bilinear",
