@@ -54,7 +54,7 @@ def test_pvt_cannot_dilate_warns_and_reports_real_strides():
 
 
 def test_swin_nhwc_is_permuted_and_fixed_size_is_enforced():
-    bb = Backbone("swin_tiny_patch4_window7_224", output_stride=32, img_size=(64, 64), model_kwargs=TINY_SWIN)
+    bb = Backbone("swinv2_tiny_window8_256", output_stride=32, img_size=(64, 64), model_kwargs=TINY_SWIN)
     assert bb.channels == [16, 32, 64, 128] and bb.strides == [4, 8, 16, 32]
     assert bb.input_size == (64, 64)
     _check_outputs(bb, torch.randn(2, 3, 64, 64))
@@ -123,7 +123,7 @@ def test_weight_file_key_mismatch_reports_counts(tmp_path):
 
 def test_canonical_names_map_flattened_timm_keys(tmp_path):
     # timm's features_only Swin names its stages layers_0..3; classification checkpoints use layers.0..3
-    bb = Backbone("swin_tiny_patch4_window7_224", output_stride=32, img_size=64, model_kwargs=TINY_SWIN)
+    bb = Backbone("swinv2_tiny_window8_256", output_stride=32, img_size=64, model_kwargs=TINY_SWIN)
     sd = {k: torch.randn_like(v) if v.is_floating_point() else v for k, v in bb.body.state_dict().items()}
     renamed = {k.replace("layers_", "layers."): v for k, v in sd.items()}
     renamed["head.fc.weight"] = torch.randn(10, 128)

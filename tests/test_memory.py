@@ -8,9 +8,9 @@ import os
 import pytest
 import torch
 import torch.nn.functional as F
+from test_memory_ddp import WORLD, _free_port
 
 from vidseg.models.memory import DistributionMemory, VectorMemory, downsample_labels
-from test_memory_ddp import WORLD, _free_port
 
 IGN = 255
 

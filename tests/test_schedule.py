@@ -104,8 +104,9 @@ def test_old_head_lr_mult_key_is_a_one_line_error(tmp_path):
 
 
 def test_training_logs_both_group_rates(tmp_path, monkeypatch):
-    import vidseg.engine.train as tr
     from test_train import make_tiny_vspw, standin, tiny_cfg
+
+    import vidseg.engine.train as tr
 
     monkeypatch.setattr(tr, "_validate", lambda *a, **k: None)
     root = make_tiny_vspw(tmp_path / "vspw", videos=2, frames=2)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +19,7 @@ from vidseg.engine.tta import TTASettings, TTAState, count_map, frame_scores, wi
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = str(ROOT / "configs" / "synthetic" / "tiny.yaml")
+SS = 32  # model input short side in the real-model tests (small = fast)
 
 
 # --------------------------------------------------------------------------- a fake model
@@ -212,42 +214,43 @@ def test_whole_single_scale_is_the_old_path_bit_for_bit(tiny):
     from vidseg.data.transforms import prepare_frame
 
     cfg, model = tiny
+    cfg = load_config(TINY, [f"data.short_side={SS}"])
     old_state = new_state = api_state = legacy = None
-    for k in range(4):
+    for k in range(3):
         rgb = _rgb(k)
-        x = prepare_frame(rgb, 64, cfg.data.mean, cfg.data.std)
+        x = prepare_frame(rgb, SS, cfg.data.mean, cfg.data.std)
         logits, old_state = model.step(x, old_state, video_id="v")  # the path before tta.py
         old = upsample_argmax(logits, (30, 45)).to(torch.uint8).numpy()
-        new, new_state = segment_frame(model, rgb, new_state, 64, cfg.data.mean, cfg.data.std,
+        new, new_state = segment_frame(model, rgb, new_state, SS, cfg.data.mean, cfg.data.std,
                                        out_size=(30, 45), video_id="v", tta=cfg.eval)
         assert np.array_equal(old, new), k
         assert isinstance(new_state, TTAState)
-        plain, legacy = segment_frame(model, rgb, legacy, 64, cfg.data.mean, cfg.data.std,
+        plain, legacy = segment_frame(model, rgb, legacy, SS, cfg.data.mean, cfg.data.std,
                                       out_size=(30, 45), video_id="v")
         assert np.array_equal(old, plain), k
         scores, api_state = predict_scores(model, rgb, api_state, cfg, (30, 45), video_id="v")
         ref = F.interpolate(logits, size=(30, 45), mode="bilinear", align_corners=False)[0]
         assert scores.dtype == torch.float32 and torch.equal(scores, ref), k
-    assert new_state.nbytes() == old_state.nbytes() and new_state.frame_index == 4
+    assert new_state.nbytes() == old_state.nbytes() and new_state.frame_index == 3
     # a bare StreamState in gives a StreamState back (plain settings only)
-    _, st = model.step(prepare_frame(_rgb(0), 64, cfg.data.mean, cfg.data.std), None)
-    _, st2 = segment_frame(model, _rgb(1), st, 64, cfg.data.mean, cfg.data.std)
+    _, st = model.step(prepare_frame(_rgb(0), SS, cfg.data.mean, cfg.data.std), None)
+    _, st2 = segment_frame(model, _rgb(1), st, SS, cfg.data.mean, cfg.data.std)
     assert st2 is st and st.frame_index == 2
     with pytest.raises(ValueError, match="TTAState"):
-        segment_frame(model, _rgb(1), st, 64, cfg.data.mean, cfg.data.std,
+        segment_frame(model, _rgb(1), st, SS, cfg.data.mean, cfg.data.std,
                       tta=TTASettings(flip=True))
 
 
 def test_predict_scores_are_probabilities_when_averaged(tiny):
     cfg, model = tiny
-    settings = TTASettings(mode="slide", crop_size=(48, 48), stride=(32, 32), flip=True)
-    scores, states = predict_scores(model, _rgb(0), None, settings, short_side=64,
+    settings = TTASettings(mode="slide", crop_size=(SS, SS), stride=(24, 24), flip=True)
+    scores, states = predict_scores(model, _rgb(0), None, settings, short_side=SS,
                                     mean=cfg.data.mean, std=cfg.data.std)
     assert scores.shape == (cfg.model.num_classes, 40, 60) and scores.dtype == torch.float32
     torch.testing.assert_close(scores.sum(0), torch.ones(40, 60))
-    # prepared frame 64 x 96: 2 x 3 windows, each with its own state, for each flip
-    assert len(states.streams) == 12 and states.frame_index == 1
-    labels, _ = segment_frame(model, _rgb(0), None, 64, cfg.data.mean, cfg.data.std, tta=settings)
+    # prepared frame 32 x 48: 1 x 2 windows, each with its own state, for each flip
+    assert len(states.streams) == 4 and states.frame_index == 1
+    labels, _ = segment_frame(model, _rgb(0), None, SS, cfg.data.mean, cfg.data.std, tta=settings)
     assert np.array_equal(labels, scores.argmax(0).numpy())
 
 
@@ -301,31 +304,34 @@ def dataset(tmp_path_factory):
     from vidseg.data.synthetic import make_synthetic_vspw
 
     root = tmp_path_factory.mktemp("synth")
-    make_synthetic_vspw(root, num_train=1, num_val=1, num_test=0, frames=4, height=48, width=80,
+    make_synthetic_vspw(root, num_train=1, num_val=1, num_test=0, frames=2, height=48, width=80,
                         seed=3, write_mp4=False)
     return root
 
 
 def _eval(dataset, out, *overrides):
+    # one thread: the tiny model gains nothing from more, and a busy machine punishes them
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.run([sys.executable, "-m", "vidseg", "eval", TINY, "--random-init",
                            "--data", str(dataset), "--out", str(out), "--no-tc", "--set",
-                           *overrides], capture_output=True, text=True, timeout=300, cwd=ROOT)
+                           f"data.short_side={SS}", *overrides], capture_output=True, text=True,
+                          timeout=300, cwd=ROOT, env=env)
 
 
 @pytest.mark.parametrize("overrides", [
-    ("eval.mode=slide", "eval.crop_size=[48,48]", "eval.stride=[32,32]"),
+    ("eval.mode=slide", "eval.crop_size=[32,32]", "eval.stride=[24,24]"),
     ("eval.scales=[0.75,1.0,1.25]", "eval.flip=true"),
 ])
 def test_vidseg_eval_runs_with_the_protocol(dataset, tmp_path, overrides):
     proc = _eval(dataset, tmp_path / "eval", *overrides)
     assert proc.returncode == 0, proc.stderr
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
-    assert metrics["frames"] == 4 and 0.0 <= metrics["miou"] <= 1.0
+    assert metrics["frames"] == 2 and 0.0 <= metrics["miou"] <= 1.0
     expected = load_config(TINY, list(overrides)).eval
     assert metrics["tta"] == {"mode": expected.mode, "crop_size": expected.crop_size,
                               "stride": expected.stride, "scales": expected.scales,
                               "flip": expected.flip}
-    assert len(list((tmp_path / "eval" / "pred").rglob("*.png"))) == 4
+    assert len(list((tmp_path / "eval" / "pred").rglob("*.png"))) == 2
 
 
 def test_vidseg_eval_bad_crop_is_one_line(dataset, tmp_path):
@@ -339,13 +345,13 @@ def test_stream_runner_uses_the_protocol(tiny, tmp_path):
     from vidseg.engine.stream import StreamRunner
 
     cfg, model = tiny
-    cfg = load_config(TINY, ["eval.mode=slide", "eval.crop_size=[48,48]", "eval.stride=[32,32]"])
-    runner = StreamRunner(model, cfg, short_side=64)
+    cfg = load_config(TINY, ["eval.mode=slide", "eval.crop_size=[32,32]", "eval.stride=[24,24]"])
+    runner = StreamRunner(model, cfg, short_side=SS)
     state = None
     for k in range(2):
         labels, state = runner.predict(_rgb(k), state)
         assert labels.shape == (40, 60) and labels.dtype == np.uint8
-    assert len(state.streams) == 6 and state.nbytes() > 0 and state.resets == 0
-    scores, _ = predict_scores(model, _rgb(0), None, cfg, short_side=64)
+    assert len(state.streams) == 2 and state.nbytes() > 0 and state.resets == 0
+    scores, _ = predict_scores(model, _rgb(0), None, cfg, short_side=SS)
     labels, _ = runner.predict(_rgb(0), None)
     assert np.array_equal(labels, scores.argmax(0).numpy())

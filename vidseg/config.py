@@ -34,6 +34,10 @@ class BackboneConfig:
     output_stride: int = 8
     img_size: Optional[List[int]] = None  # only for fixed-size backbones (Swin)
     channels_last: bool = False
+    # ResNet family: stage widths (timm `channels`, e.g. [16, 32, 64, 128] for a 1/4-width
+    # ResNet) and stem width; None = the named model's own (used by reduced test models)
+    widths: Optional[List[int]] = None
+    stem_width: Optional[int] = None
 
 
 @dataclass
@@ -484,9 +488,14 @@ def _validate_head(cfg: Config, origin: dict) -> None:
 
     if head.style != "sssegmentation":
         return
-    if mc.memory.type != "distribution":
+    if mc.memory.type == "none":
         raise ConfigError(f"{where('model.memory.type')}: model.head.style=sssegmentation is the "
-                          f"MCIBI++ layout and needs memory.type=distribution, got {mc.memory.type!r}")
+                          "authors' MCIBI++ (memory.type: distribution) or MCIBI (vector) layout; "
+                          "a model without memory uses style: vidseg")
+    if mc.memory.type == "vector" and (head.fpn or head.gather != "pr" or head.cwi_attention):
+        raise ConfigError(f"{where('model.head.style')}: the authors' MCIBI (memory.type: vector) "
+                          "layout has no head.fpn / cwi_attention and reads the memory with "
+                          "head.gather: pr")
     if mc.context not in ("none", "aspp", "ppm"):
         raise ConfigError(f"{where('model.context')}: model.head.style=sssegmentation takes context "
                           f"none, aspp or ppm (UperNet = aspp/ppm + head.fpn=true), got {mc.context!r}")
@@ -497,7 +506,7 @@ def _validate_head(cfg: Config, origin: dict) -> None:
         raise ConfigError(f"{where('model.head.fpn_channels')}: model.head.fpn_channels="
                           f"{head.fpn_channels} must be 2 * model.channels = {2 * mc.channels} "
                           "(the top of the pyramid is [fused map, C_wi])")
-    if head.gather == "cwi" and mc.context == "none":
+    if head.gather == "cwi" and mc.context == "none" and mc.memory.type == "distribution":
         raise ConfigError(f"{where('model.head.gather')}: model.head.gather=cwi needs a within-image "
                           "context; use gather: pr for a model without one")
     for key in ("cwi_kernel", "cls_kernel"):

@@ -65,7 +65,7 @@ def merge_norm_to_ours(v: torch.Tensor, key: str = "norm.weight") -> torch.Tenso
 
 def _check_index(key: str, v: torch.Tensor) -> None:
     n = v.shape[0] if v.dim() == 2 else -1
-    w = int(round(n ** 0.5)) if n > 0 else 0
+    w = round(n ** 0.5) if n > 0 else 0
     if v.dim() != 2 or v.shape[1] != n or w * w != n:
         raise ValueError(f"'{key}': shape {tuple(v.shape)}, expected (w*w, w*w) for a window w")
     if not torch.equal(v.long().cpu(), relative_position_index(w)):

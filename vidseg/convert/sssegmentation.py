@@ -47,11 +47,19 @@ _RULES: list[tuple[str, str]] = [
     (r"context_within_image_module\.branches\.(\d+)\.2\." + _BN, r"{p}context.branches.\1.1.1.\2"),
     (r"context_within_image_module\.bottleneck\." + _CONV_BN, r"{p}context.{ctx_out}.\1"),
     # dataset-level context: memory, eq. 13 attention, fusion (their memory bottleneck)
-    (r"memory_module\.memory", r"{p}memory.stats"),
+    (r"memory_module\.memory", r"{p}memory.{memory}"),
     (r"memory_module\.self_attention\.(query|key)_project\.([01])\." + _CONV_BN,
      r"{p}aggregation.\1.\2.\3"),
     (r"memory_module\.self_attention\.(value|out)_project\." + _CONV_BN, r"{p}aggregation.\1.\2"),
     (r"memory_module\.bottleneck\." + _CONV_BN, r"{p}fusion.fuse.\1"),
+    # MCIBI (v1): R attends to C_wi, then a 3x3 conv fuses [that, F_T]
+    (r"memory_module\.self_attention_ms\.(query|key)_project\.([01])\." + _CONV_BN,
+     r"{p}context_attention.\1.\2.\3"),
+    (r"memory_module\.self_attention_ms\.(value|out)_project\." + _CONV_BN,
+     r"{p}context_attention.\1.\2"),
+    (r"memory_module\.bottleneck_ms\." + _CONV_BN, r"{p}context_fuse.\1"),
+    (r"decoder_stage1\.([0-4])\.(.+)", r"{p}pr_head.{stage_\1}.\2"),
+    (r"decoder_stage2\.([0-4])\.(.+)", r"{p}cls_head.{stage_\1}.\2"),
     # attention from C_wi to the fused map
     (r"self_attention\.(query|key)_project\.([01])\." + _CONV_BN, r"{p}cwi_attention.\1.\2.\3"),
     (r"self_attention\.(value|out)_project\." + _CONV_BN, r"{p}cwi_attention.\1.\2"),
@@ -99,11 +107,19 @@ def read_authors_checkpoint(path: str | Path) -> dict:
     return state
 
 
-def _target(key: str, prefix: str, ctx_out: str) -> str | None:
+# MCIBI (v1) decoders are one Sequential: conv 0, BN 1, ReLU 2, Dropout 3, conv 4
+_STAGE = {"0": "block.0", "1": "block.1", "4": "classifier"}
+
+
+def _target(key: str, prefix: str, ctx_out: str, memory: str) -> str | None:
     for pat, rep in _COMPILED:
         m = pat.fullmatch(key)
         if m:
-            return m.expand(rep.replace("{p}", prefix).replace("{ctx_out}", ctx_out))
+            name = m.expand(rep.replace("{p}", prefix).replace("{ctx_out}", ctx_out)
+                            .replace("{memory}", memory))
+            for index, part in _STAGE.items():
+                name = name.replace("{stage_" + index + "}", part)
+            return None if "{stage_" in name else name
     return None
 
 
@@ -111,6 +127,25 @@ def _aspp_projection(weight: torch.Tensor, branches: int) -> torch.Tensor:
     """Their ASPP concatenates [branches..., image pool]; ours [image pool, branches...]."""
     width = weight.shape[1] // (branches + 1)
     return torch.cat([weight[:, branches * width:], weight[:, :branches * width]], dim=1)
+
+
+def _split_swin_backbone(authors: dict, image, prefix: str, source: str) -> tuple[dict, dict]:
+    """With a Swin backbone, map its `backbone_net.*` tensors (`map_swin_keys`); returns the
+    remaining authors' tensors and the mapped backbone tensors (vidseg names)."""
+    from vidseg.models.swin import SwinTransformer
+
+    body = getattr(getattr(image, "backbone", None), "body", None)
+    if not isinstance(body, SwinTransformer):
+        return authors, {}
+    from vidseg.convert.ssseg_swin import map_swin_keys
+
+    head = {k: v for k, v in authors.items() if not k.startswith("backbone_net.")}
+    swin = {k[len("backbone_net."):]: v for k, v in authors.items() if k.startswith("backbone_net.")}
+    try:
+        mapped = map_swin_keys(swin, expected=image.backbone.state_dict())
+    except ValueError as exc:
+        raise CheckpointError(f"{source}: Swin backbone: {exc}") from None
+    return head, {f"{prefix}backbone.{k}": v for k, v in mapped.items()}
 
 
 def map_state(authors: dict, model: torch.nn.Module, source: str = "checkpoint") -> dict:
@@ -129,18 +164,19 @@ def map_state(authors: dict, model: torch.nn.Module, source: str = "checkpoint")
     own = model.state_dict()
     image = getattr(model, "image_model", model)
     prefix = "image_model." if hasattr(model, "image_model") else ""
+    authors, out = _split_swin_backbone(authors, image, prefix, source)
     context = getattr(image, "context", None)
     ctx_out = "project" if isinstance(context, ASPP) else "bottleneck"
-    out: dict = {}
+    memory = "stats" if hasattr(getattr(image, "memory", None), "stats") else "memory"
     for key, value in authors.items():
-        name = _target(key, prefix, ctx_out)
+        name = _target(key, prefix, ctx_out, memory)
         if name is None or name not in own:
             hint = "no vidseg layer corresponds to it" if name is None else f"the model has no {name}"
             raise CheckpointError(f"{source}: authors' key {key!r} does not fit this model ({hint}); "
                                   "is the config the one the checkpoint was trained with?")
         if name.endswith("context.project.0.weight") and isinstance(context, ASPP):
             value = _aspp_projection(value, len(context.branches))
-        if name.endswith("memory.stats"):
+        if name.endswith(("memory.stats", "memory.memory")):
             value = value.reshape(own[name].shape) if value.numel() == own[name].numel() else value
         if name.endswith("fusion.fuse.0.weight") and value.shape != own[name].shape:
             value = expand_history_fusion(value, own[name].shape, f"{source}: {key}")
@@ -149,10 +185,17 @@ def map_state(authors: dict, model: torch.nn.Module, source: str = "checkpoint")
                                   f"vidseg {name} has {tuple(own[name].shape)}; the config does not "
                                   "match the checkpoint (classes, widths or backbone)")
         out[name] = value.to(own[name].dtype)
-    # what the authors do not store: the memory's noise (drawn from seed k) and `seen`
+    # what the authors do not store: the memory's noise (drawn from seed k) and `seen` (their
+    # distribution memory starts every class at (0, 1); a vector row is filled when first seen)
     for name, value in own.items():
-        if name not in out and (name.endswith("memory.noise") or name.endswith("memory.seen")):
-            out[name] = torch.ones_like(value) if name.endswith("seen") else value
+        if name in out or not name.endswith(("memory.noise", "memory.seen")):
+            continue
+        if name.endswith("noise"):
+            out[name] = value
+        elif memory == "memory" and prefix + "memory.memory" in out:
+            out[name] = out[prefix + "memory.memory"].abs().sum(1) > 0
+        else:
+            out[name] = torch.ones_like(value)
     missing = [k for k in own if k not in out]
     if missing:
         raise CheckpointError(f"{source}: the checkpoint has no tensor for vidseg {missing[0]!r} "

@@ -19,7 +19,13 @@ import warnings
 import torch
 from torch import nn
 
-from vidseg.models.swin import SwinTransformer, is_swin_name, load_swin_file, load_timm_pretrained, swin_kwargs
+from vidseg.models.swin import (
+    SwinTransformer,
+    is_swin_name,
+    load_swin_file,
+    load_timm_pretrained,
+    swin_kwargs,
+)
 
 logger = logging.getLogger(__name__)
 

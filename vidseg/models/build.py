@@ -23,12 +23,26 @@ def _resolve_pretrained(name: str, pretrained):
     return str(path)
 
 
+def _backbone_kwargs(bb) -> dict | None:
+    """timm arguments for a reduced ResNet (`widths`, `stem_width`), else None."""
+    kwargs = {}
+    if bb.widths is not None:
+        if len(bb.widths) != 4 or min(bb.widths) <= 0:
+            raise ValueError(f"model.backbone.widths={bb.widths}: expected 4 positive stage widths")
+        kwargs["channels"] = tuple(bb.widths)
+    if bb.stem_width is not None:
+        kwargs["stem_width"] = bb.stem_width
+    return kwargs or None
+
+
 def _memory(mc: ModelConfig) -> nn.Module | None:
     from vidseg.models.memory import DistributionMemory, VectorMemory
 
     if mc.memory.type == "distribution":
-        return DistributionMemory(mc.num_classes, mc.channels, momentum=mc.memory.momentum,
-                                  noise_seed=mc.memory.noise_seed)
+        m = mc.memory
+        return DistributionMemory(mc.num_classes, mc.channels, momentum=m.momentum,
+                                  noise_seed=m.noise_seed, update_rule=m.update_rule, std=m.std,
+                                  first_update=m.first_update, noise=m.noise)
     if mc.memory.type == "vector":
         return VectorMemory(mc.num_classes, mc.channels, base_momentum=mc.memory.momentum,
                             power=mc.memory.power)
@@ -58,6 +72,9 @@ def _authors_heads(mc: ModelConfig, backbone, context) -> dict:
     from vidseg.models.heads import Decoder
 
     head, z, k = mc.head, mc.channels, mc.num_classes
+    if mc.memory.type == "vector":  # the authors' MCIBI (v1): C_wi attended from R, 1x1 H_cls
+        return dict(fpn=None, style="sssegmentation", gather="pr",
+                    context_attention=None if context is None else DatasetContext(z, mc.key_channels))
     fpn = None
     cls_in = z if context is None else 2 * z
     if head.fpn:
@@ -96,7 +113,8 @@ def build_model(cfg: Config | ModelConfig, train_iters: int | None = None, histo
     bb = mc.backbone
     backbone = Backbone(bb.name, pretrained=_resolve_pretrained(bb.name, bb.pretrained),
                         output_stride=bb.output_stride,
-                        img_size=tuple(bb.img_size) if bb.img_size else None)
+                        img_size=tuple(bb.img_size) if bb.img_size else None,
+                        model_kwargs=_backbone_kwargs(bb))
     memory = _memory(mc)
     aggregation = (DatasetContext(mc.channels, mc.key_channels, downsample=mc.attention_downsample)
                    if memory is not None else None)

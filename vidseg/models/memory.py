@@ -34,6 +34,8 @@ Shared semantics of `update` (both classes):
 
 from __future__ import annotations
 
+import logging
+
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -43,6 +45,8 @@ UPDATE_RULES = ("grid", "label")
 STD_KINDS = ("population", "unbiased")
 FIRST_UPDATES = ("set", "ema")
 NOISE_KINDS = ("shared", "per_class")
+
+log = logging.getLogger(__name__)
 
 
 def downsample_labels(labels: torch.Tensor, size: tuple[int, int],
@@ -283,6 +287,7 @@ class DistributionMemory(nn.Module):
         else:
             z = torch.randn(num_classes, channels, generator=torch.Generator().manual_seed(int(noise_seed)))
         self.register_buffer("noise", z)
+        self._warned_same_size = False
 
     def extra_repr(self) -> str:
         return (f"num_classes={self.num_classes}, channels={self.channels}, "
@@ -304,8 +309,14 @@ class DistributionMemory(nn.Module):
         memory's update rule (no all-reduce). Exposed for tests and measurements."""
         buckets = _bucket_labels(features, labels, self.num_classes, self.channels,
                                  self.ignore_index, "DistributionMemory")
-        if self.update_rule == "label" and tuple(buckets.shape[-2:]) != tuple(features.shape[-2:]):
-            return _upsampled_class_sums(features, buckets, self.num_classes)
+        if self.update_rule == "label":
+            if tuple(buckets.shape[-2:]) != tuple(features.shape[-2:]):
+                return _upsampled_class_sums(features, buckets, self.num_classes)
+            if not self._warned_same_size:
+                self._warned_same_size = True
+                log.warning("DistributionMemory(update_rule='label') got labels of the feature size "
+                            f"{tuple(features.shape[-2:])}: the rule then equals 'grid'; pass the "
+                            "full-resolution labels to update()")
         # (rule "label" with labels already on the grid: upsampling to the same size is the identity)
         return _grid_class_sums(features, buckets, self.num_classes)
 

@@ -48,7 +48,8 @@ class ImageSegmentor(nn.Module):
     - "sssegmentation" (the MCIBI++ authors' layers and order): W = the C_wi decoder's logits
       (`gather="cwi"`) or H_pr(R) (`gather="pr"`); F_T = fusion([R, C_bi, *history]) (their memory
       bottleneck); optionally F_T <- attention(query C_wi, keys F_T); [F_T, C_wi] goes to H_cls
-      directly or through the authors' `UperPyramid`.
+      directly or through the authors' `UperPyramid`. With `context_attention` (the authors'
+      MCIBI v1 layout) C_wi is instead attended from R and fused with F_T by a 3x3 conv.
 
     Args:
         backbone: a `vidseg.models.backbones.Backbone` (attributes `channels`, `strides`).
@@ -67,6 +68,8 @@ class ImageSegmentor(nn.Module):
         gather: sssegmentation: "cwi" or "pr", the logits that weight the memory read.
         cwi_head: sssegmentation: decoder C_wi -> K logits (None without a context).
         cwi_attention: sssegmentation: a `DatasetContext` whose `attend(C_wi, F_T)` replaces F_T.
+        context_attention: sssegmentation, MCIBI v1: a `DatasetContext` whose
+            `attend(R, C_wi)` is fused with F_T by a 3x3 conv-BN-ReLU before H_cls.
         cls_head: H_cls; default a 1x1 `Decoder(channels, channels, K)`.
         aux_channels: hidden width of the auxiliary head on C4 (default channels / 2).
         iis_mix: IIS stage >= 2 weights: "probs" (paper eq. 17, (softmax O + softmax W) / 2) or
@@ -80,7 +83,7 @@ class ImageSegmentor(nn.Module):
                  iis_stages: int = 2, style: str = "vidseg", gather: str = "pr",
                  cwi_head: nn.Module | None = None, cwi_attention: nn.Module | None = None,
                  cls_head: nn.Module | None = None, aux_channels: int | None = None,
-                 iis_mix: str = "probs"):
+                 iis_mix: str = "probs", context_attention: nn.Module | None = None):
         super().__init__()
         if memory is not None and aggregation is None:
             raise ValueError("a memory needs an aggregation module (DatasetContext)")
@@ -105,9 +108,11 @@ class ImageSegmentor(nn.Module):
         self.cwi_head = cwi_head
         self.cwi_attention = cwi_attention
         self.fusion = fusion
-        # vidseg layout with a within-image context: a 3x3 conv fuses [F_T, C_wi]
+        # vidseg layout with a within-image context, or the authors' MCIBI v1: a 3x3 conv fuses
+        # [F_T, C_wi] (v1: [attention(R, C_wi), F_T])
+        self.context_attention = context_attention
         self.context_fuse = None
-        if style == "vidseg" and context is not None and fpn is None:
+        if (style == "vidseg" and context is not None and fpn is None) or context_attention is not None:
             self.context_fuse = ConvBNReLU(2 * channels, channels, 3)
         self.fpn = fpn
         self.cls_head = cls_head if cls_head is not None else Decoder(channels, channels, num_classes)
@@ -159,7 +164,9 @@ class ImageSegmentor(nn.Module):
         """
         inputs = [enc.r] + ([cbi] if cbi is not None else []) + list(history)
         fused = self.fusion(inputs)
-        if self.style == "sssegmentation":
+        if self.context_attention is not None:
+            r_aug = self.context_fuse(torch.cat([self.context_attention.attend(enc.r, c_wi), fused], 1))
+        elif self.style == "sssegmentation":
             if self.cwi_attention is not None:
                 fused = self.cwi_attention.attend(c_wi, fused)
             r_aug = fused if c_wi is None else torch.cat([fused, c_wi], 1)

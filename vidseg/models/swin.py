@@ -37,18 +37,18 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-# the architectures timm names; the authors' MCIBI++ VSPW model is swin_large_patch4_window12_384
-SWIN_ARCHS: dict[str, dict] = {
-    "swin_tiny_patch4_window7_224": dict(embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24), window_size=7),
-    "swin_small_patch4_window7_224": dict(embed_dim=96, depths=(2, 2, 18, 2), num_heads=(3, 6, 12, 24), window_size=7),
-    "swin_base_patch4_window7_224": dict(embed_dim=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32), window_size=7),
-    "swin_base_patch4_window12_384": dict(embed_dim=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32),
-                                          window_size=12),
-    "swin_large_patch4_window7_224": dict(embed_dim=192, depths=(2, 2, 18, 2), num_heads=(6, 12, 24, 48),
-                                          window_size=7),
-    "swin_large_patch4_window12_384": dict(embed_dim=192, depths=(2, 2, 18, 2), num_heads=(6, 12, 24, 48),
-                                           window_size=12),
+# the architectures timm names: (embed_dim, depths, num_heads, window_size); the authors' MCIBI++
+# VSPW model is swin_large_patch4_window12_384
+_ARCHS = {
+    "swin_tiny_patch4_window7_224": (96, (2, 2, 6, 2), (3, 6, 12, 24), 7),
+    "swin_small_patch4_window7_224": (96, (2, 2, 18, 2), (3, 6, 12, 24), 7),
+    "swin_base_patch4_window7_224": (128, (2, 2, 18, 2), (4, 8, 16, 32), 7),
+    "swin_base_patch4_window12_384": (128, (2, 2, 18, 2), (4, 8, 16, 32), 12),
+    "swin_large_patch4_window7_224": (192, (2, 2, 18, 2), (6, 12, 24, 48), 7),
+    "swin_large_patch4_window12_384": (192, (2, 2, 18, 2), (6, 12, 24, 48), 12),
 }
+SWIN_ARCHS: dict[str, dict] = {
+    name: dict(zip(("embed_dim", "depths", "num_heads", "window_size"), arch)) for name, arch in _ARCHS.items()}
 DEFAULT_SWIN = "swin_large_patch4_window12_384"
 # `swin` = a Swin whose sizes come from the keyword arguments (defaults: Swin-L, window 12)
 SWIN_FAMILY = "swin"
@@ -176,7 +176,7 @@ class SwinBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         """`x`: (B, H, W, C); `mask`: the stage's shift mask for the padded size (used if shifted)."""
-        b, h, w, c = x.shape
+        b, h, w, _ = x.shape
         ws, ss = self.window, self.shift
         y = F.pad(self.norm1(x), (0, 0, 0, (-w) % ws, 0, (-h) % ws))
         hp, wp = y.shape[1:3]
@@ -259,6 +259,8 @@ class SwinTransformer(nn.Module):
             the authors use 0.3).
         in_chans: input channels.
         grad_checkpointing: recompute blocks in the backward pass (less memory in training).
+    Random initialisation is the authors' (PyTorch's defaults, relative position bias tables at 0);
+    the model is meant to start from ImageNet weights (`load_timm_pretrained`).
     Shapes:
         `(B, in_chans, H, W) -> [(B, C * 2**i, ceil(H / (4 * 2**i)), ceil(W / (4 * 2**i))) for i in 0..3]`.
     """
@@ -273,7 +275,7 @@ class SwinTransformer(nn.Module):
         self.channels = [int(embed_dim * 2 ** i) for i in range(4)]
         self.strides = [patch_size * 2 ** i for i in range(4)]
         self.patch_embed = PatchEmbed(in_chans, embed_dim, patch_size)
-        rates = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        rates = torch.linspace(0, drop_path_rate, sum(depths), device="cpu").tolist()  # as the authors
         self.layers = nn.ModuleList()
         for i in range(4):
             first = sum(depths[:i])
@@ -282,10 +284,6 @@ class SwinTransformer(nn.Module):
         for i, c in enumerate(self.channels):
             self.add_module(f"norm{i}", nn.LayerNorm(c))
         self.set_grad_checkpointing(grad_checkpointing)
-        self.apply(_init_weights)
-        for m in self.modules():
-            if isinstance(m, WindowAttention):
-                nn.init.trunc_normal_(m.relative_position_bias_table, std=0.02)
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         for stage in self.layers:
@@ -298,16 +296,6 @@ class SwinTransformer(nn.Module):
             x = stage(x)
             outs.append(getattr(self, f"norm{i}")(x).permute(0, 3, 1, 2).contiguous())
         return outs
-
-
-def _init_weights(m: nn.Module) -> None:
-    if isinstance(m, nn.Linear):
-        nn.init.trunc_normal_(m.weight, std=0.02)
-        if m.bias is not None:
-            nn.init.zeros_(m.bias)
-    elif isinstance(m, nn.LayerNorm):
-        nn.init.ones_(m.weight)
-        nn.init.zeros_(m.bias)
 
 
 # ---------------------------------------------------------------------------------------------
