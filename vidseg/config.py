@@ -183,7 +183,9 @@ class TrainConfig:
     # lr is the rate of the heads (everything but the backbone); the backbone gets
     # lr * backbone_lr_mult (sssegmentation VSPW recipe: lr 0.01, backbone_lr_mult 0.1)
     backbone_lr_mult: float = 1.0
-    head_lr_mult: Optional[float] = None  # REMOVED: setting it is an error naming the replacement
+    # start from trained weights: a vidseg checkpoint (an image model's widens exactly into a
+    # video model), the authors' sssegmentation checkpoint or a model-zoo name; "" = none
+    init_from: str = ""
     grad_clip: Optional[float] = None
     amp: bool = True  # CUDA only; ignored on CPU
     sync_bn: bool = True  # under DDP
@@ -197,14 +199,6 @@ class TrainConfig:
     deterministic: bool = False
 
     def __post_init__(self):
-        if self.head_lr_mult is not None:
-            m = self.head_lr_mult
-            same = (f"; the same rates as lr: {self.lr:g}, head_lr_mult: {m:g} are lr: {self.lr * m:g}, "
-                    f"backbone_lr_mult: {1.0 / m:g}") if m > 0 else ""
-            raise ConfigError(
-                f"train.head_lr_mult was removed: train.lr is now the heads' rate and the backbone runs "
-                f"at lr * train.backbone_lr_mult{same} (the authors' VSPW recipe: lr: 0.01, "
-                f"backbone_lr_mult: 0.1)")
         if self.backbone_lr_mult < 0:
             raise ConfigError(f"train.backbone_lr_mult must be >= 0, got {self.backbone_lr_mult}")
 
@@ -420,6 +414,8 @@ def _build(cls: type, tree: dict, origin: dict, prefix: str = "") -> Any:
     for key, value in tree.items():
         dotted = f"{prefix}{key}"
         source = origin.get(dotted, "<defaults>")
+        if dotted in REMOVED_KEYS:
+            raise ConfigError(f"{source}: {REMOVED_KEYS[dotted](tree)}")
         if key not in names:
             close = difflib.get_close_matches(key, names, n=1, cutoff=0.5)
             hint = f"; did you mean '{prefix}{close[0]}'?" if close else f"; valid keys: {', '.join(names)}"
@@ -432,6 +428,49 @@ def _build(cls: type, tree: dict, origin: dict, prefix: str = "") -> Any:
         else:
             kwargs[key] = _coerce(value, tp, f"{source}: {dotted}")
     return cls(**kwargs)
+
+
+def _removed_head_lr_mult(train: dict) -> str:
+    m, lr = train.get("head_lr_mult"), train.get("lr", 0.01)
+    same = ""
+    if isinstance(m, (int, float)) and m > 0 and isinstance(lr, (int, float)):
+        same = (f"; the same rates as lr: {lr:g}, head_lr_mult: {m:g} are lr: {lr * m:g}, "
+                f"backbone_lr_mult: {1.0 / m:g}")
+    return ("train.head_lr_mult was removed: train.lr is now the heads' rate and the backbone runs "
+            f"at lr * train.backbone_lr_mult{same} (the authors' VSPW recipe: lr: 0.01, "
+            "backbone_lr_mult: 0.1)")
+
+
+# Keys that existed once: setting one is an error that says what replaced it (the argument is the
+# section that holds the key). `migrate_removed_keys` rewrites them in stored checkpoint configs.
+REMOVED_KEYS = {
+    "train.head_lr_mult": _removed_head_lr_mult,
+    "model.hmsa.flip": lambda hmsa: ("model.hmsa.flip was removed (it never had an effect); use "
+                                     "eval.flip: true for flip averaging"),
+}
+
+
+def migrate_removed_keys(tree: dict) -> tuple[dict, list[str]]:
+    """Rewrite removed keys of a stored config (a checkpoint's) into today's schema.
+
+    Returns the new tree and one note per key changed. `train.head_lr_mult: m` becomes the same
+    pair of rates (`lr * m`, `backbone_lr_mult = 1 / m`); `model.hmsa.flip` is dropped.
+    """
+    tree = copy.deepcopy(tree)
+    notes = []
+    train = tree.get("train") if isinstance(tree.get("train"), dict) else {}
+    if "head_lr_mult" in train:
+        m = train.pop("head_lr_mult")
+        if isinstance(m, (int, float)) and m > 0:
+            train["lr"] = train.get("lr", 0.01) * m
+            train["backbone_lr_mult"] = 1.0 / m
+            notes.append(f"train.head_lr_mult={m:g} -> lr={train['lr']:g}, "
+                         f"backbone_lr_mult={1.0 / m:g}")
+    hmsa = (tree.get("model") or {}).get("hmsa")
+    if isinstance(hmsa, dict) and "flip" in hmsa:
+        if hmsa.pop("flip"):
+            notes.append("model.hmsa.flip=true dropped (it never had an effect; use eval.flip)")
+    return tree, notes
 
 
 _CHOICES = {

@@ -15,7 +15,7 @@ def _read_checkpoint(path: str | Path) -> tuple[dict, dict | None]:
     """(model state_dict, resolved config dict or None); a run directory means its `latest`."""
     from vidseg.engine.checkpoint import find_latest, load_weights_for_inference
 
-    path = Path(path)
+    path = resolve_checkpoint(path)
     if path.is_dir():
         latest = find_latest(path)
         if latest is None:
@@ -24,18 +24,31 @@ def _read_checkpoint(path: str | Path) -> tuple[dict, dict | None]:
     return load_weights_for_inference(path)
 
 
-def _drop_removed_keys(tree: dict) -> dict:
-    """Drop keys that older checkpoints store but the schema no longer has.
+def resolve_checkpoint(spec: str | Path) -> Path:
+    """A checkpoint path as given, or, for a model-zoo name (no directory part, no file suffix,
+    not an existing path), the converted zoo file (downloaded and converted on first use)."""
+    path = Path(spec)
+    text = str(spec)
+    if path.exists() or "/" in text or "\\" in text or path.suffix:
+        return path
+    from vidseg.segmenter import convert_zoo_entry
+    from vidseg.zoo import fetch_converted, resolve
 
-    `model.hmsa.flip` was accepted and ignored; flip averaging is `eval.flip` (engine/tta.py).
-    """
-    hmsa = (tree.get("model") or {}).get("hmsa")
-    if isinstance(hmsa, dict) and "flip" in hmsa:
-        if hmsa["flip"]:
-            log.warning("checkpoint config sets model.hmsa.flip, which never had an effect and "
-                        "was removed; use eval.flip=true for flip averaging")
-        hmsa = {k: v for k, v in hmsa.items() if k != "flip"}
-        tree = {**tree, "model": {**tree["model"], "hmsa": hmsa}}
+    return fetch_converted(resolve(text), convert_zoo_entry)
+
+
+def read_weights(spec: str | Path) -> tuple[dict, dict | None]:
+    """(model state_dict, stored config dict or None) of a checkpoint, run directory or zoo name."""
+    return _read_checkpoint(spec)
+
+
+def _drop_removed_keys(tree: dict) -> dict:
+    """A checkpoint's stored config in today's schema (removed keys rewritten, each logged)."""
+    from vidseg.config import migrate_removed_keys
+
+    tree, notes = migrate_removed_keys(tree)
+    for note in notes:
+        log.warning("checkpoint config: %s", note)
     return tree
 
 

@@ -109,6 +109,15 @@ def train(cfg, resume: str | os.PathLike | None = None, work_dir: str | os.PathL
         du.cleanup()
 
 
+def _init_weights(model, spec: str) -> None:
+    """Start training from trained weights (`train.init_from`): a vidseg checkpoint, the authors'
+    checkpoint or a zoo name; an image model's fusion is widened exactly for a video model."""
+    from vidseg.engine.inference import adapt_state, read_weights
+
+    state, _ = read_weights(spec)
+    ckpt_io.load_model_state(model, adapt_state(state, model, str(spec)), source=f"init_from {spec}")
+
+
 def _train(cfg, info, resume, work_dir, model_factory, dataset, config_to_dict, save_config) -> dict:
     import dataclasses
 
@@ -134,6 +143,8 @@ def _train(cfg, info, resume, work_dir, model_factory, dataset, config_to_dict, 
     model = (model_factory or _build_model)(cfg)
     if ckpt is not None:
         ckpt_io.load_model_state(model, ckpt["model"], source=f"checkpoint {path}")
+    elif tc.init_from:
+        _init_weights(model, tc.init_from)
     sync_bn = bool(tc.sync_bn and du.sync_bn_possible(device))
     model = du.convert_sync_bn(model, sync_bn, device).to(device)
     if cfg.model.backbone.channels_last and device.type == "cuda":
@@ -191,6 +202,8 @@ def _train(cfg, info, resume, work_dir, model_factory, dataset, config_to_dict, 
              f"({sampler.per_rank}/process), work_dir={work_dir}")
     scheduler.step(start_iter)
     log.info(describe_lrs(optimizer) + (f" at iteration {start_iter}" if start_iter else ""))
+    if resume is None and tc.init_from:
+        log.info(f"weights initialised from train.init_from={tc.init_from}")
     cfg_dict = config_to_dict(cfg)
     revision = ckpt_io.git_revision()
 

@@ -214,7 +214,7 @@ class VideoSegmentor(nn.Module):
         m = self.image_model
         c_dl = m.sample_memory()
         enc, logits, attn = self._clip_outputs(clip, c_dl, stages=1, grad_history=self.history_grad)
-        # labels on the R grid, shared by the memory update and the pixel-contrast term
+        # labels on the R grid, for the pixel-contrast term
         r_labels = downsample_labels(labels, enc.r.shape[-2:])
         outputs = {"logits": logits, "pr_logits": enc.pr_logits, "cwi_logits": enc.cwi_logits,
                    "aux_logits": m.aux_head(enc.feats[-2]),
@@ -227,7 +227,8 @@ class VideoSegmentor(nn.Module):
             outputs["hmsa"] = ((low_logits, low_attn), (logits, attn))
         losses = self.loss_terms(outputs, labels, m, self.progress)
         if m.memory is not None:
-            m.memory.update(enc.r.detach(), r_labels, self.progress)
+            # full-resolution labels: the memory applies its own rule (grid or label)
+            m.memory.update(enc.r.detach(), labels, self.progress)
         return losses
 
     @torch.no_grad()
