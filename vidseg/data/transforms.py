@@ -9,6 +9,8 @@ reproducible from its seed.
 
 from __future__ import annotations
 
+import functools
+
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -52,12 +54,36 @@ def _as_rgb(frame: np.ndarray) -> np.ndarray:
     return frame
 
 
+@functools.lru_cache(maxsize=16)
+def _normalise_table(mean: tuple, std: tuple) -> np.ndarray:
+    """`(3, 256)` float32: the normalised value of every uint8 level, per channel.
+
+    The arithmetic is the MCIBI++ authors' (sssegmentation `Normalize`): subtract the float32
+    mean on the 0-255 scale in float32, then multiply by 1 / std in float64 and round to
+    float32, so our input tensors equal theirs bit for bit (tests/test_ssseg_parity.py).
+    """
+    levels = np.arange(256, dtype=np.float32)
+    table = np.empty((3, 256), dtype=np.float32)
+    for c in range(3):
+        shifted = levels - np.float32(mean[c] * 255.0)
+        table[c] = (shifted.astype(np.float64) * (1.0 / (std[c] * 255.0))).astype(np.float32)
+    return table
+
+
 def _normalise(frames: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
-    """uint8 `(T, H, W, 3)` -> float32 `(T, 3, H, W)` normalised."""
-    scale = np.asarray(std, dtype=np.float32) * 255.0
-    shift = np.asarray(mean, dtype=np.float32) * 255.0
-    out = (frames.astype(np.float32) - shift) / scale
-    return np.ascontiguousarray(out.transpose(0, 3, 1, 2))
+    """uint8 `(T, H, W, 3)` -> float32 `(T, 3, H, W)` normalised (one table lookup per value)."""
+    table = _normalise_table(tuple(float(m) for m in mean), tuple(float(s) for s in std))
+    frames = np.asarray(frames)
+    if frames.dtype != np.uint8:  # e.g. float frames after a jitter: same arithmetic, computed
+        shift = np.asarray([np.float32(m * 255.0) for m in mean], dtype=np.float32)
+        inv = np.asarray([1.0 / (s * 255.0) for s in std])
+        out = ((frames.astype(np.float32) - shift).astype(np.float64) * inv).astype(np.float32)
+        return np.ascontiguousarray(out.transpose(0, 3, 1, 2))
+    chw = frames.transpose(0, 3, 1, 2)
+    out = np.empty(chw.shape, dtype=np.float32)
+    for c in range(3):
+        np.take(table[c], chw[:, c], out=out[:, c])
+    return out
 
 
 def prepare_frame(rgb: np.ndarray, short_side: int | None = None,

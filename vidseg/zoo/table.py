@@ -58,7 +58,11 @@ class ZooEntry:
 def _entry(name: str, folder: str, file_stem: str, dataset: str, miou: float,
            notes: str) -> ZooEntry:
     return ZooEntry(name=name, url=f"{_STORE}/{folder}/{file_stem}.pth", dataset=dataset,
-                    num_classes=NUM_CLASSES[dataset], config=f"{dataset}/{name}", miou=miou,
+                    num_classes=NUM_CLASSES[dataset],
+                    config={"mcibiplusplus_upernet_resnet101os8_vspw": "vspw/upernet_mcibipp_r101",
+                            "mcibiplusplus_upernet_swinlarge_vspw": "vspw/upernet_mcibipp_swinl",
+                            }.get(name, f"{dataset}/{name}"),
+                    miou=miou,
                     notes=notes)
 
 
