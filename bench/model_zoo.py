@@ -1,9 +1,14 @@
-"""Parameter counts and GFLOPs of every VSPW config, measured by running the model.
+"""Parameter counts and GFLOPs of the shipped configs next to the authors', measured by running.
 
-FLOPs are those of one streaming `step()` on a 512x512 frame (one backbone pass; IIS stages as
-configured), counted by `torch.utils.flop_counter.FlopCounterMode` (a multiply-add = 2 FLOPs;
-the attention products inside `scaled_dot_product_attention` are counted too). Prints a
-markdown table for docs/MODELS.md and, last, one JSON line.
+FLOPs are those of one streaming `step()` (one backbone pass; IIS stages as configured) on a
+512x512 frame, counted by `torch.utils.flop_counter.FlopCounterMode` (a multiply-add = 2 FLOPs;
+the attention products inside `scaled_dot_product_attention` are counted too). The models are
+built on PyTorch's meta device: shapes and operation counts are exact, nothing is computed, so
+the whole table takes seconds. Parameters count the class memory too (the authors store it as a
+parameter, vidseg as a buffer), so both columns count the same tensors. The authors' counts
+come from building their models with sssegmentation 1.7.0
+(tests/fixtures/ssseg_architectures.json.gz, made by tests/fixtures/make_ssseg_arch_fixture.py).
+Prints a markdown table for docs/MODELS.md and, last, one JSON line.
 
     python bench/model_zoo.py [--size 512] [--configs configs/vspw/*.yaml]
 """
@@ -12,93 +17,89 @@ from __future__ import annotations
 
 import argparse
 import glob
+import gzip
 import json
 import os
 import sys
-import time
+from pathlib import Path
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 
 from vidseg.config import load_config  # noqa: E402
 from vidseg.models.build import build_model  # noqa: E402
 
-# VSPW val mIoU reported by the MCIBI++ paper (Tables 16-17) for the same setting, where one exists.
-GRID_PAPER = {
-    ("upernet", "vector", "resnet101", 0): "42.11 (Table 17)",
-    ("upernet", "vector", "swin_l", 0): "55.18 (Table 17)",
-    ("upernet", "distribution", "resnet50", 0): "41.08 (Table 16)",
-    ("upernet", "distribution", "resnet101", 0): "43.21 (Table 17)",
-    ("upernet", "distribution", "swin_l", 0): "56.04 (Table 17)",
-    ("upernet", "distribution", "resnet50", 2): "42.39 (Table 16)",
-    ("upernet", "vector", "swin_l", 2): "57.57 (Table 17, Video-MCIBI)",
-    ("upernet", "distribution", "swin_l", 2): "58.88 (Table 17)",
-}
-BACKBONES = {
-    "resnet50": ["model.backbone.name=resnet50", "model.backbone.output_stride=8"],
-    "resnet101": ["model.backbone.name=resnet101", "model.backbone.output_stride=8"],
-    "swin_l": ["model.backbone.name=swin_large_patch4_window12_384", "model.backbone.output_stride=32",
-               "model.backbone.img_size=[512, 512]"],
-}
+# VSPW val mIoU of the MCIBI++ paper (Tables 16-17) and the authors' model zoo, same setting.
 PAPER = {
-    "upernet_mcibipp_r50.yaml": "41.08 (Table 16)",
-    "upernet_video_mcibipp_r50.yaml": "42.39 (Table 16, h = 2)",
-    "upernet_mcibipp_r101.yaml": "43.21 (Table 17)",
-    "upernet_mcibipp_swinl.yaml": "56.04 (Table 17)",
-    "upernet_video_mcibipp_swinl.yaml": "58.88 (Table 17)",
+    "upernet_mcibipp_r50": "41.08 (paper Table 16)",
+    "upernet_video_mcibipp_r50": "42.39 (paper Table 16, h = 2)",
+    "upernet_mcibipp_r101": "43.21 (zoo / Table 17)",
+    "upernet_mcibipp_swinl": "56.04 (zoo / Table 17)",
+    "upernet_video_mcibipp_swinl": "58.88 (paper Table 17, h = 2)",
 }
+# the authors' configs that the vidseg VSPW configs build (video = the same image model + history)
+AUTHORS_NAME = {
+    "upernet_mcibipp_r50": "mcibiplusplus_upernet_resnet50os8_vspw",
+    "upernet_mcibipp_r101": "mcibiplusplus_upernet_resnet101os8_vspw",
+    "upernet_mcibipp_swinl": "mcibiplusplus_upernet_swinlarge_vspw",
+}
+# the authors' forward GFLOPs at 512x512, measured with their code (reference/peer-sssegmentation.md)
+AUTHORS_GFLOPS = {"mcibiplusplus_upernet_resnet50os8_vspw": 1325,
+                  "mcibiplusplus_upernet_resnet101os8_vspw": 1481}
 
 
-def measure(path: str, size: int, overrides=(), name: str | None = None) -> dict:
-    cfg = load_config(path, ["model.backbone.pretrained=false", *overrides])
-    torch.manual_seed(0)
-    model = build_model(cfg).eval()
-    params = sum(p.numel() for p in model.parameters())
-    frame = torch.randn(1, 3, size, size)
+def authors_params() -> dict:
+    path = ROOT / "tests" / "fixtures" / "ssseg_architectures.json.gz"
+    with gzip.open(path, "rt") as f:
+        return {k: v["num_params"] for k, v in json.load(f)["configs"].items()}
+
+
+def measure(path: str, size: int, theirs: dict) -> dict:
+    cfg = load_config(path, ["model.backbone.pretrained=false"])
+    with torch.device("meta"):
+        model = build_model(cfg).eval()
+        frame = torch.randn(1, 3, size, size)
+    image = model.image_model
+    memory = sum(b.numel() for n, b in image.memory.named_buffers() if n in ("stats", "memory")) \
+        if image.memory is not None else 0
+    params = sum(p.numel() for p in model.parameters()) + memory
+    aux = sum(p.numel() for p in image.aux_head.parameters())
     counter = FlopCounterMode(display=False)
-    start = time.perf_counter()
     with counter, torch.no_grad():
         model.step(frame, None)
-    return {"config": name or os.path.basename(path), "backbone": cfg.model.backbone.name,
-            "context": cfg.model.context, "memory": cfg.model.memory.type, "history": cfg.model.history,
-            "params_m": round(params / 1e6, 2), "gflops": round(counter.get_total_flops() / 1e9, 1),
-            "cpu_s": round(time.perf_counter() - start, 2), "paper_miou": PAPER.get(os.path.basename(path), "-")}
+    stem = Path(path).stem
+    authors = AUTHORS_NAME.get(stem.replace("_video", ""), stem)
+    row = {"config": str(Path(path).relative_to(ROOT / "configs")) if Path(path).is_absolute()
+           else path.replace("configs/", ""),
+           "backbone": cfg.model.backbone.name, "history": cfg.model.history,
+           "params": params, "params_without_aux": params - aux,
+           "authors_params": theirs.get(authors) if cfg.model.history == 0 else None,
+           "gflops": round(counter.get_total_flops() / 1e9, 1),
+           "authors_gflops": AUTHORS_GFLOPS.get(authors) if cfg.model.history == 0 else None,
+           "paper_miou": PAPER.get(stem, "-")}
+    if row["authors_params"]:
+        row["params_ratio"] = round(params / row["authors_params"], 6)
+    return row
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--configs", nargs="*", default=sorted(glob.glob("configs/vspw/*.yaml")))
-    parser.add_argument("--grid", action="store_true",
-                        help="every context x {no memory, MCIBI, MCIBI++} x {R50, R101, Swin-L} (+ video UperNet)")
     args = parser.parse_args()
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
-    if args.grid:
-        rows = []
-        base = "configs/vspw/upernet_mcibipp_r50.yaml"
-        for bb, bb_over in BACKBONES.items():
-            for ctx in ("none", "ppm", "aspp", "gald", "upernet"):
-                for mem in ("none", "vector", "distribution"):
-                    for h in ((0, 2) if ctx == "upernet" and mem != "none" else (0,)):
-                        over = [*bb_over, f"model.context={ctx}", f"model.memory.type={mem}", f"model.history={h}"]
-                        if mem == "none":
-                            over.append("model.history_source=r")
-                        label = f"{ctx}+{ {'none': 'baseline', 'vector': 'MCIBI', 'distribution': 'MCIBI++'}[mem]}" \
-                                f"{' video h=2' if h else ''} / {bb}"
-                        row = measure(base, args.size, over, label)
-                        row["paper_miou"] = GRID_PAPER.get((ctx, mem, bb, h), "-")
-                        rows.append(row)
-                        print(json.dumps(row), flush=True)
-    else:
-        rows = [measure(p, args.size) for p in args.configs]
-    print(f"| config | backbone | context | memory | h | params (M) | GFLOPs @ {args.size}² | "
-          "paper VSPW mIoU |")
-    print("|---|---|---|---|---|---|---|---|")
+    theirs = authors_params()
+    rows = [measure(p, args.size, theirs) for p in args.configs]
+    print(f"| config | backbone | h | params | without aux | authors' params | GFLOPs @ {args.size}² "
+          "| authors' GFLOPs | VSPW mIoU (authors) |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['config']} | {r['backbone']} | {r['context']} | {r['memory']} | {r['history']} | "
-              f"{r['params_m']} | {r['gflops']} | {r['paper_miou']} |")
+        ap = f"{r['authors_params']:,}" if r["authors_params"] else "-"
+        print(f"| {r['config']} | {r['backbone']} | {r['history']} | {r['params']:,} | "
+              f"{r['params_without_aux']:,} | {ap} | {r['gflops']} | {r['authors_gflops'] or '-'} | "
+              f"{r['paper_miou']} |")
     print(json.dumps({"size": args.size, "models": rows}))
 
 

@@ -117,6 +117,8 @@ class HeadConfig:
     cwi_attention: bool = False  # sssegmentation: attention from C_wi to the fused map
     cwi_kernel: int = 1  # sssegmentation: first conv of the C_wi decoder (1 or 3)
     cls_kernel: int = 1  # sssegmentation: first conv of H_cls (1 or 3)
+    pr_kernel: int = 1  # sssegmentation: first conv of H_pr (1 or 3)
+    fpn_out_channels: int = 0  # sssegmentation: width of the pyramid convs; 0 = model.channels
     cwi_weight: float = 1.0  # sssegmentation: loss weight of the C_wi decoder
     aspp_dilations: List[int] = field(default_factory=lambda: [1, 12, 24, 36])
     iis_mix: str = "probs"  # IIS stage >= 2: probs (paper eq. 17) | logits (authors: 2:1.5 mix)
@@ -548,7 +550,7 @@ def _validate_head(cfg: Config, origin: dict) -> None:
     if head.gather == "cwi" and mc.context == "none" and mc.memory.type == "distribution":
         raise ConfigError(f"{where('model.head.gather')}: model.head.gather=cwi needs a within-image "
                           "context; use gather: pr for a model without one")
-    for key in ("cwi_kernel", "cls_kernel"):
+    for key in ("cwi_kernel", "cls_kernel", "pr_kernel"):
         if getattr(head, key) not in (1, 3):
             raise ConfigError(f"{where('model.head.' + key)}: model.head.{key} must be 1 or 3, "
                               f"got {getattr(head, key)}")

@@ -91,7 +91,8 @@ class Segmenter:
         entry = resolve(name)
         path = fetch_converted(entry, convert_zoo_entry)
         seg = cls(None, path, device=device)
-        seg.class_names = class_names(entry.dataset)
+        names = class_names(entry.dataset)
+        seg.class_names = names if len(names) == seg.cfg.model.num_classes else None
         return seg
 
     # ------------------------------------------------------------------ settings

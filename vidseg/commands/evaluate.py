@@ -11,7 +11,7 @@ from vidseg.cli import CliError
 def run(args: argparse.Namespace) -> int:
     from vidseg.config import ConfigError
     from vidseg.engine.evaluate import evaluate
-    from vidseg.engine.inference import load_inference_model
+    from vidseg.engine.inference import load_errors, load_inference_model
     from vidseg.metrics.report import format_table
 
     overrides = list(args.set or [])
@@ -22,7 +22,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         cfg, model = load_inference_model(args.config, args.checkpoint, overrides,
                                           random_init=args.random_init, device=args.device)
-    except (ConfigError, ValueError, FileNotFoundError) as exc:
+    except (ConfigError, *load_errors()) as exc:
         raise CliError(str(exc)) from None
     out_dir = Path(args.out or Path(cfg.work_dir) / f"eval_{args.split or cfg.eval.split}")
     try:

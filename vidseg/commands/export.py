@@ -18,7 +18,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from vidseg.engine.export import ExportError, check_against_torch, export_onnx
-    from vidseg.engine.inference import load_inference_model
+    from vidseg.engine.inference import load_errors, load_inference_model
     from vidseg.engine.stream import model_short_side
 
     if args.checkpoint is None and not args.random_init:
@@ -28,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         cfg, model = load_inference_model(args.config, args.checkpoint, args.overrides or (),
                                           random_init=args.random_init)
-    except (ValueError, FileNotFoundError, KeyError, OSError) as exc:
+    except load_errors() as exc:
         raise CliError(f"{args.config}: cannot build the model: {str(exc).splitlines()[0]}") from None
     if args.size:
         size = tuple(args.size)

@@ -95,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
     except SourceError as exc:
         raise CliError(str(exc), EXIT_BAD_INPUT) from None
     try:
-        from vidseg.engine.inference import load_inference_model
+        from vidseg.engine.inference import load_errors, load_inference_model
 
         if args.random_init:
             print("WARNING: --random-init: the model has RANDOM WEIGHTS, its predictions are "
@@ -103,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             cfg, model = load_inference_model(args.config, args.checkpoint, args.overrides or (),
                                               random_init=args.random_init, device=args.device)
-        except (ValueError, FileNotFoundError, KeyError, OSError) as exc:
+        except load_errors() as exc:
             raise CliError(f"{args.config}: cannot build the model: "
                            f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
         video_name = source_video_name(source)

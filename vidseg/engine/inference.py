@@ -11,6 +11,15 @@ from vidseg.config import Config, config_from_dict, load_config
 log = logging.getLogger(__name__)
 
 
+def load_errors() -> tuple:
+    """The expected failures of `load_inference_model` (bad config, checkpoint, zoo download),
+    which the commands turn into one-line messages."""
+    from vidseg.engine.checkpoint import CheckpointError
+    from vidseg.zoo import ZooError
+
+    return (ValueError, FileNotFoundError, KeyError, OSError, CheckpointError, ZooError)
+
+
 def _read_checkpoint(path: str | Path) -> tuple[dict, dict | None]:
     """(model state_dict, resolved config dict or None); a run directory means its `latest`."""
     from vidseg.engine.checkpoint import find_latest, load_weights_for_inference

@@ -78,13 +78,14 @@ def _authors_heads(mc: ModelConfig, backbone, context) -> dict:
     fpn = None
     cls_in = z if context is None else 2 * z
     if head.fpn:
-        fpn = UperPyramid(list(backbone.channels[:3]), head.fpn_channels, z)
+        fpn = UperPyramid(list(backbone.channels[:3]), head.fpn_channels, head.fpn_out_channels or z)
         cls_in = fpn.out_channels
     return dict(
         fpn=fpn, style="sssegmentation", gather=head.gather,
         cwi_head=None if context is None else Decoder(z, z, k, kernel_size=head.cwi_kernel),
         cwi_attention=DatasetContext(z, mc.key_channels) if head.cwi_attention else None,
-        cls_head=Decoder(cls_in, z, k, kernel_size=head.cls_kernel))
+        cls_head=Decoder(cls_in, z, k, kernel_size=head.cls_kernel),
+        pr_head=Decoder(z, z, k, kernel_size=head.pr_kernel))
 
 
 def build_model(cfg: Config | ModelConfig, train_iters: int | None = None, history_stride: int | None = None):

@@ -71,6 +71,7 @@ class ImageSegmentor(nn.Module):
         context_attention: sssegmentation, MCIBI v1: a `DatasetContext` whose
             `attend(R, C_wi)` is fused with F_T by a 3x3 conv-BN-ReLU before H_cls.
         cls_head: H_cls; default a 1x1 `Decoder(channels, channels, K)`.
+        pr_head: H_pr (memory models only); default a 1x1 `Decoder(channels, channels, K)`.
         aux_channels: hidden width of the auxiliary head on C4 (default channels / 2).
         iis_mix: IIS stage >= 2 weights: "probs" (paper eq. 17, (softmax O + softmax W) / 2) or
             "logits" (the authors' code: softmax((2 W + 1.5 O) / 2.5)).
@@ -83,7 +84,8 @@ class ImageSegmentor(nn.Module):
                  iis_stages: int = 2, style: str = "vidseg", gather: str = "pr",
                  cwi_head: nn.Module | None = None, cwi_attention: nn.Module | None = None,
                  cls_head: nn.Module | None = None, aux_channels: int | None = None,
-                 iis_mix: str = "probs", context_attention: nn.Module | None = None):
+                 iis_mix: str = "probs", context_attention: nn.Module | None = None,
+                 pr_head: nn.Module | None = None):
         super().__init__()
         if memory is not None and aggregation is None:
             raise ValueError("a memory needs an aggregation module (DatasetContext)")
@@ -104,7 +106,9 @@ class ImageSegmentor(nn.Module):
         self.context = context
         self.memory = memory
         self.aggregation = aggregation
-        self.pr_head = Decoder(channels, channels, num_classes) if memory is not None else None
+        if pr_head is None and memory is not None:
+            pr_head = Decoder(channels, channels, num_classes)
+        self.pr_head = pr_head if memory is not None else None
         self.cwi_head = cwi_head
         self.cwi_attention = cwi_attention
         self.fusion = fusion
