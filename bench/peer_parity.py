@@ -1,6 +1,6 @@
 """Full-size parity with the MCIBI++ authors' code: their weights, their logits, our forward.
 
-Inputs come from `tests/fixtures/make_ssseg_fixtures.py --full` run in a throwaway environment
+Inputs come from `tests/fixtures/make_ssseg_full.py DIR` run in a throwaway environment
 with sssegmentation 1.7.0 (random non-trivial weights, BatchNorm statistics and memory, saved as
 an authors' checkpoint; a photo-like image; their TEST-mode logits). Nothing here imports
 sssegmentation: the checkpoint goes through `vidseg convert sssegmentation`, then

@@ -302,14 +302,11 @@ class SwinTransformer(nn.Module):
 # loading weights
 
 
-def _strip(key: str, prefixes=("module.", "backbone_net.", "backbone.", "model.", "encoder.", "body.")) -> str:
-    changed = True
-    while changed:
-        changed = False
-        for p in prefixes:
-            if key.startswith(p):
-                key, changed = key[len(p):], True
-    return key
+def _strip(key: str) -> str:
+    """Drop wrapper prefixes, including the authors' segmentor prefix `backbone_net.`."""
+    from vidseg.models.weights import WRAPPER_PREFIXES, strip_prefix
+
+    return strip_prefix(key, ("backbone_net.", *WRAPPER_PREFIXES))
 
 
 def to_timm_layout(sd: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], str]:
