@@ -233,12 +233,18 @@ def write_grey_video(path, levels, h=H, w=W):
             container.mux(packet)
 
 
-@pytest.mark.parametrize("backend", ["decord", "pyav"])
-def test_video_file_clips(tmp_path, backend):
+@pytest.mark.parametrize("backend", ["decord", "pyav", "auto"])
+def test_video_file_clips(tmp_path, backend, monkeypatch):
     from vidseg.data.video_clips import VideoFileClips
+    from vidseg.io.selftest import READER_ENV, SelfTestError, decord_status
 
-    if backend == "decord":
-        pytest.importorskip("decord")
+    monkeypatch.delenv(READER_ENV, raising=False)
+    passed, why = decord_status()  # whatever decord does here, the loader reads right
+    if backend == "decord" and not passed:
+        with pytest.raises(SelfTestError, match="fails its self-test") as err:
+            VideoFileClips([(tmp_path / "unused.mp4", None)], backend="decord")
+        assert why in str(err.value)
+        backend = "auto"  # falls back to PyAV, and says why
     levels = [30 + 20 * i for i in range(8)]
     write_grey_video(tmp_path / "walk.mp4", levels)
     masks = tmp_path / "walk_masks"
@@ -247,6 +253,8 @@ def test_video_file_clips(tmp_path, backend):
         cv2.imwrite(str(masks / f"{i:08d}.png"), np.full((H, W), 1 + i % 3, np.uint8))
     ds = VideoFileClips([(tmp_path / "walk.mp4", masks)], history=2, stride=2, mode="eval",
                         backend=backend, return_all_labels=True)
+    if backend == "auto":
+        assert ds.backend == ("decord" if passed else "pyav") and why in ds.reader_decision.reason
     assert len(ds) == 4
     assert [ds[i]["stem"] for i in range(4)] == ["00000000", "00000002", "00000003", "00000006"]
     first, last = ds[0], ds[3]

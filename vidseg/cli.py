@@ -22,6 +22,7 @@ COMMANDS = {
     "demo": "demo",
     "export": "export",
     "convert": "convert",
+    "configs": "configs",
 }
 
 

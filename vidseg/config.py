@@ -1,10 +1,12 @@
 """YAML configs loaded into typed dataclasses.
 
-A config file may name `_base_` files (a string or a list, paths relative to the file); they are
-merged in order, then the file's own keys on top (dicts merge recursively, everything else is
-replaced). Command-line overrides `a.b=c` come last; values are parsed as YAML (`0.1`, `true`,
-`[0.5, 1.0]`). Every key is checked against the dataclasses below: an unknown key or a value of
-the wrong type raises `ConfigError` naming the file that set it, the key and the closest valid key.
+A config is a file or the name of a packaged config (`vspw/upernet_mcibipp_r50`, see
+`vidseg/packaged_configs.py`). It may name `_base_` configs (a string or a list: paths relative to
+the file, or packaged names); they are merged in order, then the file's own keys on top (dicts
+merge recursively, everything else is replaced). Command-line overrides `a.b=c` come last; values
+are parsed as YAML (`0.1`, `true`, `[0.5, 1.0]`). Every key is checked against the dataclasses
+below: an unknown key or a value of the wrong type raises `ConfigError` naming the file that set
+it, the key and the closest valid key.
 """
 
 from __future__ import annotations
@@ -314,6 +316,8 @@ def _record(tree: dict, origin: dict, source: str, prefix: str) -> None:
 
 
 def _load_tree(path: Path, origin: dict, stack: tuple = ()) -> dict:
+    from vidseg.packaged_configs import resolve_config
+
     path = path.resolve()
     if path in stack:
         chain = " -> ".join(str(p) for p in (*stack, path))
@@ -322,12 +326,14 @@ def _load_tree(path: Path, origin: dict, stack: tuple = ()) -> dict:
     bases = raw.pop("_base_", [])
     if isinstance(bases, str):
         bases = [bases]
-    if not isinstance(bases, list):
-        raise ConfigError(f"{path}: _base_ must be a file name or a list of them, got {bases!r}")
+    if not isinstance(bases, list) or not all(isinstance(b, str) for b in bases):
+        raise ConfigError(f"{path}: _base_ must be a file or config name or a list of them, "
+                          f"got {bases!r}")
     merged: dict = {}
     for base in bases:
-        base_tree = _load_tree(path.parent / base, origin, (*stack, path))
-        _merge(merged, base_tree, {}, str(path.parent / base))
+        base_path = resolve_config(base, base_dir=path.parent, included_from=path)
+        base_tree = _load_tree(base_path, origin, (*stack, path))
+        _merge(merged, base_tree, {}, str(base_path))
     _merge(merged, raw, origin, str(path))
     return merged
 
@@ -562,12 +568,18 @@ def _validate_head(cfg: Config, origin: dict) -> None:
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
     """Load a YAML config (with `_base_` inheritance) and `key=value` overrides into a `Config`.
 
+    Args:
+        path: a YAML file or a packaged config name (`vspw/upernet_mcibipp_r50`,
+            `upernet_mcibipp_r50`); None = the dataclass defaults.
+        overrides: `key=value` strings applied last.
     Raises:
-        ConfigError: unreadable file, unknown key, wrong type or invalid value; the message names
-            the file (or `--set`) that set the key.
+        ConfigError: unknown config name (with the closest names), unreadable file, unknown key,
+            wrong type or invalid value; the message names the file (or `--set`) that set the key.
     """
+    from vidseg.packaged_configs import resolve_config
+
     origin: dict = {}
-    tree = _load_tree(Path(path), origin) if path is not None else {}
+    tree = _load_tree(resolve_config(path), origin) if path is not None else {}
     for text in overrides:
         key, value = parse_override(text)
         _apply_override(tree, key, value)

@@ -5,7 +5,7 @@ resized to the config's short side, normalised with the config's mean/std (RGB o
 through the model's causal `step()` and resized back (bilinear, align_corners=False).
 
     from vidseg import Segmenter
-    seg = Segmenter("configs/vspw/upernet_mcibipp_r50.yaml", "model.pth")
+    seg = Segmenter("vspw/upernet_mcibipp_r50", "model.pth")    # a packaged config or a file
     labels = seg.predict(rgb)                            # (H, W) int64 class ids
     logits = seg.predict(rgb, return_logits=True)        # (K, H, W) float32
     for index, timestamp, labels in seg.stream("clip.mp4"):
@@ -36,27 +36,23 @@ class FrameResult(NamedTuple):
     labels: np.ndarray
 
 
-def _repo_configs() -> Path:
-    return Path(__file__).resolve().parent.parent / "configs"
-
-
 def resolve_config_path(config: str | Path) -> Path:
-    """A config file path, or a name relative to the repository's `configs/` (`vspw/upernet_mcibipp_r50`)."""
-    path = Path(config)
-    if path.is_file():
-        return path
-    named = _repo_configs() / (str(config) if str(config).endswith(".yaml") else f"{config}.yaml")
-    if named.is_file():
-        return named
-    return path  # load_config reports "config file not found" naming it
+    """A config file path or a packaged config name (`vspw/upernet_mcibipp_r50`) as a file path.
+
+    Raises:
+        ConfigError: neither a file nor a packaged config (one line, with the closest names).
+    """
+    from vidseg.packaged_configs import resolve_config
+
+    return resolve_config(config)
 
 
 class Segmenter:
     """A model ready for inference.
 
     Args:
-        config: a config file path, a config name under `configs/` or a `Config`; None = the
-            config stored in the checkpoint.
+        config: a config file path, a packaged config name (`vidseg configs`) or a `Config`;
+            None = the config stored in the checkpoint.
         checkpoint: a vidseg checkpoint, a run directory, an sssegmentation (authors')
             checkpoint (converted in memory) or None for untrained weights (with a warning).
         device: "cpu", "cuda", ...

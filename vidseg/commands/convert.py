@@ -37,7 +37,8 @@ def register(sub) -> None:
     p.add_argument("src", help="the authors' .pth file")
     p.add_argument("dst", help="where to write the vidseg checkpoint")
     p.add_argument("--config", required=True,
-                   help="config that builds the same architecture (e.g. configs/vspw/upernet_mcibipp_r50.yaml)")
+                   help="config that builds the same architecture: a YAML file or a packaged "
+                        "name (e.g. vspw/upernet_mcibipp_r50)")
     p.add_argument("--set", dest="overrides", action="append", metavar="KEY=VALUE",
                    help="config override, repeatable")
     p.set_defaults(func=run)

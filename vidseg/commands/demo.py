@@ -123,7 +123,9 @@ def register(sub) -> None:
         description="Generate a synthetic VSPW-format dataset, train the small Video-MCIBI++ config on "
                     "it, evaluate it causally (mIoU, TC-DIS, mVC) and stream videos to overlay mp4s.")
     p.add_argument("--out", default="outputs/demo", help="output directory (default outputs/demo)")
-    p.add_argument("--config", default="configs/synthetic/demo.yaml", help="model/training config")
+    p.add_argument("--config", default="synthetic/demo",
+                   help="model/training config: YAML file or packaged name "
+                        "(default synthetic/demo)")
     p.add_argument("--iters", type=int, default=None, help="override train.iters")
     p.add_argument("--seed", type=int, default=0, help="dataset seed")
     p.add_argument("--resume", action="store_true", help="resume an interrupted demo training run")

@@ -44,7 +44,8 @@ def register(sub) -> None:
         description="Run the model frame by frame (streaming step(), history cached) over every video "
                     "of a split, write VSPW-format prediction PNGs and metrics.json "
                     "(pixel_acc, mean_class_acc, miou, miou_all_classes, mvc8, mvc16, tc).")
-    p.add_argument("config", help="config YAML (the checkpoint must match it)")
+    p.add_argument("config", help="YAML file or packaged config name (`vidseg configs`); "
+                   "the checkpoint must match it")
     p.add_argument("--checkpoint", help="checkpoint .pth or a run directory (uses its 'latest')")
     p.add_argument("--data", help="dataset root (default: data.root of the config or $VSPW_ROOT)")
     p.add_argument("--split", help="split name (default: eval.split, 'val')")

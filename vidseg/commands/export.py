@@ -73,7 +73,7 @@ def register(sub) -> None:
         description="Export forward(frame, first, hist_1..hist_h) -> (logits, new_map) for a "
                     "fixed input size; the caller keeps the ring buffer of new_map outputs. "
                     "Checked against PyTorch with onnxruntime when installed.")
-    p.add_argument("config", help="model config YAML")
+    p.add_argument("config", help="YAML file or packaged config name (`vidseg configs`)")
     p.add_argument("--checkpoint", metavar="CKPT", help="trained checkpoint")
     p.add_argument("--random-init", action="store_true", help="random weights (smoke test)")
     p.add_argument("--onnx", required=True, metavar="FILE", help="output .onnx file")

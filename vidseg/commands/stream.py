@@ -162,7 +162,7 @@ def register(sub) -> None:
                     "label / colour PNGs and a JSON summary. Exit 0: all frames processed; "
                     "3: stopped early (truncated file, lost camera, interrupt), output kept; "
                     "2: nothing processed or bad input.")
-    p.add_argument("config", help="model config YAML")
+    p.add_argument("config", help="YAML file or packaged config name (`vidseg configs`)")
     p.add_argument("source", help="video file, frame folder, camera index (0) or URL (rtsp/http)")
     p.add_argument("--checkpoint", metavar="CKPT", help="trained checkpoint (.pth or run folder)")
     p.add_argument("--random-init", action="store_true",

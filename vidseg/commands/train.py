@@ -44,7 +44,8 @@ def register(sub) -> None:
                     "-m vidseg train ...` for multi-GPU (or multi-process CPU) training. Writes "
                     "config.yaml, train.log, scalars.jsonl and iter_*.pth / best.pth / latest to the "
                     "work directory.")
-    p.add_argument("config", help="YAML config file (e.g. configs/vspw/upernet_video_mcibipp_r50.yaml)")
+    p.add_argument("config", help="YAML file or packaged config name (`vidseg configs`), "
+                   "e.g. vspw/upernet_video_mcibipp_r50")
     p.add_argument("--set", nargs="+", action="extend", metavar="KEY=VALUE",
                    help="override config keys, e.g. --set train.iters=100 data.root=/data/VSPW_480p")
     p.add_argument("--resume", nargs="?", const="latest", default=None, metavar="CKPT",

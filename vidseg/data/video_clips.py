@@ -3,8 +3,9 @@
 Each video comes with a mask folder holding `<8-digit decoded frame index>.png` (0-based, the
 index of the frame as decoded, which is how `data_tools/video_to_frames.py` names frames). Only
 frames that have a mask are used as current frames, so sparse annotation works; history frames
-are any decoded frames. decord gives fast random access; without decord, PyAV decodes from the
-start of the video up to the last frame needed (correct but slower on long videos).
+are any decoded frames. Frames are read by random access: decord when its self-test passes on
+this machine (`vidseg.io.selftest.video_reader`), else PyAV seeking to the keyframe before the
+clip (`vidseg.io.random_access`); `vidseg info` says which and why.
 """
 
 from __future__ import annotations
@@ -12,74 +13,21 @@ from __future__ import annotations
 import logging
 import os
 import re
-from typing import Callable, Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from torch.utils.data import Dataset
 
 from vidseg.data.vspw import IGNORE_INDEX, clip_indices, read_mask, to_train_ids
+from vidseg.io.random_access import PyAVFrameReader, open_frame_reader
+from vidseg.io.selftest import video_reader
 
 logger = logging.getLogger(__name__)
 
 _MASK_NAME = re.compile(r"^(\d{8})\.png$")
-
-
-def _decord_available() -> bool:
-    try:
-        import decord  # noqa: F401
-    except Exception:  # decord wheels can fail at import (missing FFmpeg libs), not just be absent
-        return False
-    return True
-
-
-class _PyAVReader:
-    """Frame access by decoded index through PyAV (sequential decode, no seeking)."""
-
-    def __init__(self, path: str):
-        self.path = path
-
-    def __len__(self) -> int:
-        import av
-
-        with av.open(self.path) as container:
-            stream = container.streams.video[0]
-            if stream.frames:
-                return int(stream.frames)
-            return sum(1 for _ in container.decode(stream))
-
-    def get(self, indices: Sequence[int]) -> dict[int, np.ndarray]:
-        """Decode the wanted frames; indices past the end of a truncated file are left out."""
-        import av
-
-        wanted, last, out = set(indices), max(indices), {}
-        with av.open(self.path) as container:
-            stream = container.streams.video[0]
-            stream.thread_type = "AUTO"
-            try:
-                for i, frame in enumerate(container.decode(stream)):
-                    if i in wanted:
-                        out[i] = frame.to_ndarray(format="rgb24")
-                    if i >= last:
-                        break
-            except av.error.FFmpegError as exc:  # corrupt tail: keep what decoded
-                logger.warning("decoding %s stopped early: %s", self.path, exc)
-        return out
-
-
-class _DecordReader:
-    def __init__(self, path: str):
-        import decord
-
-        self.path = path
-        self.reader = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=1)
-
-    def __len__(self) -> int:
-        return len(self.reader)
-
-    def get(self, indices: Sequence[int]) -> dict[int, np.ndarray]:
-        unique = sorted(set(indices))
-        batch = self.reader.get_batch(unique).asnumpy()
-        return {i: batch[k] for k, i in enumerate(unique)}
+# decord readers hold a file handle and decoder each; PyAV readers only their packet table
+_MAX_OPEN_READERS = 32
 
 
 class VideoFileClips(Dataset):
@@ -91,7 +39,9 @@ class VideoFileClips(Dataset):
         history, stride, mode, transform, return_all_labels, seed: as in `VSPWClips`.
         label_format: "vspw" (raw values 0..124/255, mapped to train ids) or "train_ids"
             (values already 0..K-1 with 255 = ignore).
-        backend: "auto" (decord if it imports, else PyAV), "decord" or "pyav".
+        backend: "auto" (`$VIDSEG_VIDEO_READER` if set, else decord if it passes its self-test
+            here, else PyAV with seeking), "decord" (an error if its self-test fails) or "pyav".
+            The decision is `reader_decision` (choice and reason).
 
     Samples are dicts like `VSPWClips`: `frames (T, 3, H, W)`, `label (H, W)` int64, optional
     `labels (T, H, W)` (history frames without a mask are all ignore), `video` (file stem),
@@ -107,12 +57,10 @@ class VideoFileClips(Dataset):
             raise ValueError(f"mode={mode!r}; expected 'train' or 'eval'")
         if label_format not in ("vspw", "train_ids"):
             raise ValueError(f"label_format={label_format!r}; expected 'vspw' or 'train_ids'")
-        if backend == "auto":
-            backend = "decord" if _decord_available() else "pyav"
-        if backend not in ("decord", "pyav"):
-            raise ValueError(f"backend={backend!r}; expected 'auto', 'decord' or 'pyav'")
         if history < 0 or stride < 1:
             raise ValueError(f"history={history}, stride={stride}; expected history >= 0, stride >= 1")
+        self.reader_decision = video_reader(backend)  # ValueError / SelfTestError
+        backend = self.reader_decision.choice
         self.history, self.stride, self.mode = history, stride, mode
         self.return_all_labels, self.seed, self.epoch = return_all_labels, seed, 0
         self.label_format, self.backend = label_format, backend
@@ -121,12 +69,14 @@ class VideoFileClips(Dataset):
 
             transform = ClipTransform(train=False, short_side=None)
         self.transform = transform
+        self._readers: OrderedDict[str, object] = OrderedDict()
+        self._reader_pid = os.getpid()
         self.videos = []  # (path, mask_dir, name, num_frames, current frame indices)
         for path, mask_dir in videos:
             path = os.fspath(path)
             if not os.path.isfile(path):
                 raise FileNotFoundError(f"video file {path} not found")
-            num = len(self._open(path))
+            num = len(self._reader(path))
             current = self._mask_indices(mask_dir, num) if mask_dir is not None else list(range(num))
             if not current:
                 raise ValueError(f"video {path}: no usable frames (mask folder {mask_dir} holds no "
@@ -136,8 +86,6 @@ class VideoFileClips(Dataset):
         if not self.videos:
             raise ValueError("no videos given")
         self._index = [(v, t) for v, item in enumerate(self.videos) for t in item[4]]
-        self._readers: dict[str, object] = {}
-        self._reader_pid = os.getpid()
 
     @staticmethod
     def _mask_indices(mask_dir, num_frames: int) -> list[int]:
@@ -151,20 +99,24 @@ class VideoFileClips(Dataset):
         return indices
 
     def _open(self, path: str):
-        return _DecordReader(path) if self.backend == "decord" else _PyAVReader(path)
+        return open_frame_reader(path, self.backend)
 
     def _reader(self, path: str):
         # decord readers hold native handles that must not cross a DataLoader fork
         if os.getpid() != self._reader_pid:
-            self._readers, self._reader_pid = {}, os.getpid()
-        if path not in self._readers:
+            self._readers, self._reader_pid = OrderedDict(), os.getpid()
+        if path in self._readers:
+            self._readers.move_to_end(path)
+        else:
             self._readers[path] = self._open(path)
+            if len(self._readers) > _MAX_OPEN_READERS:
+                self._readers.popitem(last=False)
         return self._readers[path]
 
     def __getstate__(self) -> dict:
         # open decord readers are native handles: each process reopens its own
         state = self.__dict__.copy()
-        state["_readers"] = {}
+        state["_readers"] = OrderedDict()
         return state
 
     def set_epoch(self, epoch: int) -> None:
@@ -175,14 +127,17 @@ class VideoFileClips(Dataset):
         return len(self.videos) if self.mode == "train" else len(self._index)
 
     def _read_frames(self, path: str, indices: list[int]) -> dict[int, np.ndarray]:
+        reader = self._reader(path)
         try:
-            return self._reader(path).get(indices)
+            return reader.get(indices)
         except Exception as exc:
-            if self.backend != "decord":
+            if isinstance(reader, PyAVFrameReader):
                 raise
             # decord refuses the whole batch on a damaged stream; PyAV keeps what decodes
-            logger.warning("decord failed on %s (%s); decoding with PyAV", path, exc)
-            return _PyAVReader(path).get(indices)
+            logger.warning("decord failed on %s (%s); reading it with PyAV", path,
+                           str(exc).strip().splitlines()[0] if str(exc).strip() else exc)
+            self._readers[path] = PyAVFrameReader(path)
+            return self._readers[path].get(indices)
 
     def _label(self, mask_dir: str | None, t: int, shape) -> np.ndarray:
         path = None if mask_dir is None else os.path.join(mask_dir, f"{t:08d}.png")

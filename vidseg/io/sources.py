@@ -32,6 +32,10 @@ class SourceError(RuntimeError):
     """A source that cannot be opened; the message names the source and the cause."""
 
 
+class _DecordMisreads(Exception):
+    """decord opens this file but returns frames that are not (H, W, 3)."""
+
+
 def _check_options(name: str, stride: int, max_frames: int | None, short_side: int | None) -> None:
     if stride < 1:
         raise ValueError(f"{name}: stride must be >= 1, got {stride}")
@@ -173,25 +177,44 @@ class FrameSource:
 class VideoFileSource(FrameSource):
     """A video file decoded with PyAV (default thread type) or decord.
 
+    ``backend`` is "pyav" (the default: sequential decoding needs nothing faster), "decord"
+    (only if decord passes its self-test on this machine, see ``vidseg.io.selftest``) or "auto"
+    (``$VIDSEG_VIDEO_READER`` if set, else decord if it passes, else PyAV). ``backend`` ends up
+    as the reader used; ``reader_decision`` says why.
+
     Raises:
-        SourceError: at construction, if the file is missing or holds no decodable video stream.
+        SourceError: at construction, if the file is missing or holds no decodable video stream,
+            or if decord is required but fails its self-test or misreads this file.
     """
 
     def __init__(self, path: str | Path, stride: int = 1, max_frames: int | None = None,
                  short_side: int | None = None, backend: str = "pyav", queue_size: int = 8):
         super().__init__(str(path), stride, max_frames, short_side, queue_size)
         self.path = Path(path)
-        self.backend = backend
         if not self.path.is_file():
             raise SourceError(f"{self.path}: no such video file")
         self._container = None
         self._reader = None
-        if backend == "pyav":
+        if backend not in ("pyav", "decord", "auto"):
+            raise ValueError(f"{self.path}: backend must be 'pyav', 'decord' or 'auto', "
+                             f"got {backend!r}")
+        from vidseg.io.selftest import SelfTestError, video_reader
+
+        try:
+            self.reader_decision = video_reader(backend)
+        except (SelfTestError, ValueError) as exc:
+            raise SourceError(f"{self.path}: {exc}") from exc
+        self.backend = self.reader_decision.choice
+        if self.backend == "decord":
+            try:
+                self._open_decord()
+            except _DecordMisreads as exc:
+                if backend == "decord":
+                    raise SourceError(str(exc)) from exc
+                log.warning("%s; reading it with PyAV", exc)
+                self.backend = "pyav"
+        if self.backend == "pyav":
             self._open_pyav()
-        elif backend == "decord":
-            self._open_decord()
-        else:
-            raise ValueError(f"{self.path}: backend must be 'pyav' or 'decord', got {backend!r}")
 
     def _open_pyav(self) -> None:
         import av
@@ -210,11 +233,8 @@ class VideoFileSource(FrameSource):
         self.num_frames = _expected_count(self._total, self.stride, self.max_frames)
 
     def _open_decord(self) -> None:
-        try:
-            import decord
-        except ImportError as exc:
-            raise SourceError(f"{self.path}: backend 'decord' requested but decord is not "
-                              "installed (pip install decord2)") from exc
+        import decord  # importable: it passed its self-test
+
         try:
             self._reader = decord.VideoReader(str(self.path))
         except Exception as exc:  # noqa: BLE001 - DECORDError is not exported consistently
@@ -222,6 +242,13 @@ class VideoFileSource(FrameSource):
         self._total = len(self._reader)
         if self._total == 0:
             raise SourceError(f"{self.path}: contains no decodable frames")
+        # decord 3.4.0 misreads some frame widths on some CPUs; the self-test cannot cover all
+        shape = tuple(self._reader[0].shape)
+        if len(shape) != 3 or shape[2] != 3:
+            self._reader = None
+            raise _DecordMisreads(f"{self.path}: decord returned frames of shape {shape}, "
+                                  "expected (H, W, 3)")
+        self._reader.seek(0)
         self.fps = float(self._reader.get_avg_fps()) or None
         self.num_frames = _expected_count(self._total, self.stride, self.max_frames)
 
@@ -268,6 +295,8 @@ class VideoFileSource(FrameSource):
             indices = indices[: self.max_frames]
         for i in indices:
             rgb = self._reader[i].asnumpy()
+            if rgb.ndim != 3 or rgb.shape[2] != 3:
+                raise ValueError(f"decord returned frame {i} with shape {rgb.shape}")
             ts = float(self._reader.get_frame_timestamp(i)[0])
             yield i, ts, resize_short_side(rgb, self.short_side, None)
 

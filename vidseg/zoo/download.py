@@ -26,6 +26,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from vidseg.cache import cache_dir
 from vidseg.zoo.table import ZOO, ZooEntry
 
 try:  # POSIX only: serialises concurrent downloads of one file (e.g. several torchrun ranks)
@@ -53,21 +54,6 @@ class _Interrupted(Exception):
 
 def _one_line(text: object) -> str:
     return " ".join(str(text).split())
-
-
-def cache_dir() -> Path:
-    """The vidseg cache: `$VIDSEG_CACHE`, else `$XDG_CACHE_HOME/vidseg`, else `~/.cache/vidseg`.
-
-    Empty variables count as unset, and a relative `$XDG_CACHE_HOME` is ignored as the XDG spec
-    asks, so the cache is never the current directory by accident. Nothing is created here.
-    """
-    explicit = os.environ.get("VIDSEG_CACHE", "").strip()
-    if explicit:
-        return Path(explicit).expanduser().absolute()
-    xdg = os.environ.get("XDG_CACHE_HOME", "").strip()
-    if xdg and Path(xdg).expanduser().is_absolute():
-        return Path(xdg).expanduser() / "vidseg"
-    return Path.home() / ".cache" / "vidseg"
 
 
 def list_entries(dataset: str | None = None) -> list[ZooEntry]:
