@@ -4,7 +4,8 @@ Writes (in a temporary folder) an H.264 mp4 of `--frames` frames at 480x854, one
 every `--gop` frames and one with x264's default (every 250), then times, side by side in one
 run, reading `--clips` random clips of 3 consecutive frames (history 2, as the clip loader does):
 
-  seek          `PyAVFrameReader.get` (seek to the keyframe before the clip, decode forward).
+  seek          `PyAVFrameReader.get` (seek to the keyframe before the clip, decode forward);
+                "index_ms" is its one-time packet scan per file, not in the per-clip time.
   from-start    the loader's earlier PyAV path: decode from frame 0 up to the clip's last frame.
   decord        `DecordFrameReader.get` when decord imports and reads this file, for reference
                 (the product uses it only when its self-test passes: see "decord_selftest").
@@ -63,6 +64,7 @@ def from_start(path: str, indices: list[int]) -> tuple[dict, int]:
 def bench(path: str, clips: list[list[int]], use_decord: bool) -> dict:
     t0 = time.perf_counter()
     reader = PyAVFrameReader(path)
+    assert reader.seekable  # builds the packet table (one demux pass, no decoding)
     t_index = time.perf_counter() - t0
     t0 = time.perf_counter()
     seek = [reader.get(c) for c in clips]

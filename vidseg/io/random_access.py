@@ -28,11 +28,12 @@ class _LandedLate(Exception):
 class PyAVFrameReader:
     """Random access through PyAV: seek to the keyframe at or before a wanted frame, decode on.
 
-    On construction the packets are demuxed once, without decoding, to list every frame's pts
-    and keyframe flag; the sorted pts map index <-> pts exactly, whatever the first pts and
-    even at a variable frame rate. Files without packet timestamps, or whose decoded frames
-    carry pts missing from that table, are read by decoding from the start (always exact).
-    The file is opened per `get()` call, so many readers hold no file handles.
+    Construction reads only the header. The first `get()` demuxes the packets once, without
+    decoding, to list every frame's pts and keyframe flag; the sorted pts map index <-> pts
+    exactly, whatever the first pts and even at a variable frame rate. Files without packet
+    timestamps, or whose decoded frames carry pts missing from that table, are read by decoding
+    from the start (always exact). The file is opened per `get()` call, so many readers hold no
+    file handles.
 
     Attributes:
         path: the video file.
@@ -49,11 +50,22 @@ class PyAVFrameReader:
         with av.open(self.path) as container:
             if not container.streams.video:
                 raise ValueError(f"{self.path}: contains no video stream")
-            stream = container.streams.video[0]
-            self._claimed = int(stream.frames or 0)
-            self._pts, self._dts, self._keys = self._scan(container, stream)
-        self._index = None if self._pts is None else {p: i for i, p in enumerate(self._pts)}
+            self._claimed = int(container.streams.video[0].frames or 0)
+        self._scanned = False
+        self._pts: list[int] | None = None
+        self._dts: list[int | None] = []
+        self._keys: list[int] = []
+        self._index: dict[int, int] | None = None
         self._length: int | None = None
+
+    def _ensure_table(self) -> None:
+        if not self._scanned:
+            import av
+
+            with av.open(self.path) as container:
+                self._pts, self._dts, self._keys = self._scan(container, container.streams.video[0])
+            self._index = None if self._pts is None else {p: i for i, p in enumerate(self._pts)}
+            self._scanned = True
 
     def _scan(self, container, stream) -> tuple[list[int] | None, list[int | None], list[int]]:
         import av
@@ -77,11 +89,14 @@ class PyAVFrameReader:
     @property
     def seekable(self) -> bool:
         """False when this file is read by decoding from the start."""
+        self._ensure_table()
         return self._pts is not None
 
     def __len__(self) -> int:
+        """Frames the container lists; if it lists none, those indexed (or decoded)."""
         if self._claimed:
             return self._claimed
+        self._ensure_table()
         if self._pts is not None:
             return len(self._pts)
         if self._length is None:
@@ -102,6 +117,7 @@ class PyAVFrameReader:
         out: dict[int, np.ndarray] = {}
         if not wanted:
             return out
+        self._ensure_table()
         with av.open(self.path) as container:
             stream = container.streams.video[0]
             try:

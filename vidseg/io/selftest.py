@@ -228,7 +228,7 @@ def live_window() -> Decision:
         backend = LiveWindow.gui_backend()
     except Exception as exc:  # noqa: BLE001 - a broken cv2 import is a reason, not a crash
         return Decision("unavailable", f"OpenCV does not import ({_first_line(exc)})")
-    if backend in ("NONE", "UNKNOWN"):
+    if backend == "NONE":
         return Decision("unavailable", "OpenCV is built without GUI support (a headless build): "
                                        "`stream --show` cannot open a window")
     if sys.platform.startswith("linux"):
