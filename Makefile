@@ -45,6 +45,7 @@ demo: setup
 	HF_HUB_OFFLINE=1 $(BIN)/vidseg demo --out $(DEMO_DIR)
 
 test: setup
+	$(BIN)/ruff check .
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
 
 bench: setup

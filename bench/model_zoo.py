@@ -19,7 +19,6 @@ import argparse
 import glob
 import gzip
 import json
-import os
 import sys
 from pathlib import Path
 

@@ -87,7 +87,7 @@ class MjpegServer:
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/stream.mjpg"
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
-    def __enter__(self) -> "MjpegServer":
+    def __enter__(self) -> MjpegServer:
         self._thread.start()
         return self
 

@@ -7,8 +7,8 @@ import os
 
 import cv2
 import numpy as np
-
 from test_vspw import SPLITS, VIDEOS, make_vspw_root
+
 from vidseg.data.check import check_vspw, jpeg_size
 
 SMALL = {"train": {"videos": 2, "frames": 7}, "val": {"videos": 1, "frames": 3},

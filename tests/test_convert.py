@@ -9,7 +9,6 @@ import pickle
 import numpy as np
 import pytest
 import torch
-
 from test_ssseg_parity import load_fixture, vidseg_config_yaml
 
 

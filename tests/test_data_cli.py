@@ -12,8 +12,8 @@ import types
 import cv2
 import numpy as np
 import pytest
-
 from test_vspw import make_vspw_root
+
 from vidseg.cli import main
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

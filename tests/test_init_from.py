@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import torch
-
 from test_train import factory, make_tiny_vspw, tiny_cfg
 
 

@@ -68,7 +68,8 @@ def test_matches_brute_force_on_random_videos_including_short_ones():
             g = np.where(rng.random(g.shape) < 0.1, rng.integers(0, 3, g.shape), g).astype(np.uint8)
             p = np.where(rng.random(p.shape) < 0.15, rng.integers(0, 3, p.shape), p).astype(np.uint8)
             g[0, 0] = 255  # void stays constant and counts (raw equality, no ignore)
-            gts.append(g.copy()); preds.append(p.copy())
+            gts.append(g.copy())
+            preds.append(p.copy())
         videos.append((gts, preds))
     for last in (False, True):
         got = _run(videos, (2, 4, 5), include_last=last).compute()

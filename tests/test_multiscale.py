@@ -5,8 +5,13 @@ import torch
 import torch.nn.functional as F
 
 from vidseg.models.losses import cross_entropy
-from vidseg.models.multiscale import (AttentionHead, MultiScaleInference, fuse_pair, hmsa_chain,
-                                      hmsa_training_loss)
+from vidseg.models.multiscale import (
+    AttentionHead,
+    MultiScaleInference,
+    fuse_pair,
+    hmsa_chain,
+    hmsa_training_loss,
+)
 
 K = 3
 

@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from _video_fixtures import moving_square, write_video
 
 TINY = Path(__file__).parent.parent / "configs" / "synthetic" / "tiny.yaml"
@@ -116,10 +115,11 @@ def test_from_pretrained_converts_once_and_loads_from_the_cache(tmp_path, monkey
     """A zoo entry whose file is already in the cache (placed by hand): converted once, cached."""
     import json
 
+    from test_ssseg_parity import load_fixture, vidseg_config_yaml
+
     import vidseg.zoo.download as download
     from vidseg import Segmenter
     from vidseg.zoo import ZooEntry, weights_path
-    from test_ssseg_parity import load_fixture, vidseg_config_yaml
 
     monkeypatch.setenv("VIDSEG_CACHE", str(tmp_path / "cache"))
     fx = load_fixture("fcn")

@@ -12,8 +12,8 @@ import av
 import numpy as np
 import pytest
 import torch
-
 from _video_fixtures import write_video
+
 from vidseg.io import selftest
 from vidseg.io.selftest import READER_ENV, Decision, SelfTestError, video_reader
 

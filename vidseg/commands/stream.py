@@ -54,7 +54,12 @@ def _progress(source, quiet: bool):
 
 def _open_sinks(args, video_name: str, fps: float, cfg):
     from vidseg.engine.stream import class_names_for, output_paths
-    from vidseg.io.sinks import ColorPngWriter, LabelPngWriter, OverlayVideoWriter, ensure_writable_dir
+    from vidseg.io.sinks import (
+        ColorPngWriter,
+        LabelPngWriter,
+        OverlayVideoWriter,
+        ensure_writable_dir,
+    )
 
     ensure_writable_dir(args.out)
     paths = output_paths(args.out, video_name)

@@ -18,8 +18,16 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from vidseg.data.vspw import (CLASS_FILE, FRAME_EXTENSIONS, NUM_RAW_CLASSES, SPLITS,
-                              UnreadableImageError, invalid_raw_values, load_class_names, read_mask)
+from vidseg.data.vspw import (
+    CLASS_FILE,
+    FRAME_EXTENSIONS,
+    NUM_RAW_CLASSES,
+    SPLITS,
+    UnreadableImageError,
+    invalid_raw_values,
+    load_class_names,
+    read_mask,
+)
 
 # official VSPW counts (vspw-metrics.md section 1); the 480p release differs slightly in frames
 OFFICIAL_COUNTS = {
@@ -252,7 +260,7 @@ def check_vspw(root: str | os.PathLike, splits=SPLITS, expected: dict | None = N
     with ThreadPoolExecutor(max_workers=workers) as pool:
         results = dict(zip(owner, pool.map(
             lambda name: _check_video(root, owner[name], name, decode_frames), owner)))
-    for name, (_, _, problems) in results.items():
+    for _, _, problems in results.values():
         report.problems.extend(problems)
     for split, names in split_videos.items():
         for name in names:

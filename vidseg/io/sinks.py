@@ -16,9 +16,9 @@ import signal
 import sys
 import tempfile
 import threading
+from collections.abc import Iterator, Sequence
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import cv2
 import numpy as np
@@ -240,7 +240,7 @@ class OverlayVideoWriter:
         if self._error is not None:
             raise SinkError(f"{self.path}: encoder thread failed: {self._error}") from self._error
 
-    def __enter__(self) -> "OverlayVideoWriter":
+    def __enter__(self) -> OverlayVideoWriter:
         return self
 
     def __exit__(self, *exc) -> None:

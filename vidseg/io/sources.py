@@ -12,8 +12,8 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import cv2
 import numpy as np
@@ -121,7 +121,7 @@ class FrameSource:
             self._release()
             self._put(_END)
 
-    def start(self) -> "FrameSource":
+    def start(self) -> FrameSource:
         """Start the background decoder (iteration starts it implicitly)."""
         if self._closed:
             raise RuntimeError(f"{self.name}: source is closed")
@@ -167,7 +167,7 @@ class FrameSource:
                 pass
         self._thread.join()
 
-    def __enter__(self) -> "FrameSource":
+    def __enter__(self) -> FrameSource:
         return self
 
     def __exit__(self, *exc) -> None:

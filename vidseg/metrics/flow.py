@@ -8,7 +8,7 @@ moves to x + F(x) in frame t+1.
 from __future__ import annotations
 
 import os
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 

@@ -96,7 +96,7 @@ class ConfusionMatrix:
         self.matrix += counts[:k * k].reshape(k, k)
         return True
 
-    def merge(self, other: "ConfusionMatrix") -> "ConfusionMatrix":
+    def merge(self, other: ConfusionMatrix) -> ConfusionMatrix:
         """Add another matrix (e.g. from another process) into this one; returns self."""
         if other.num_classes != self.num_classes:
             raise ValueError(f"cannot merge a {other.num_classes}-class matrix into a "
@@ -110,7 +110,7 @@ class ConfusionMatrix:
                 "matrix": self.matrix.tolist()}
 
     @classmethod
-    def from_state(cls, state: dict) -> "ConfusionMatrix":
+    def from_state(cls, state: dict) -> ConfusionMatrix:
         cm = cls(state["num_classes"], state.get("ignore_index", 255))
         matrix = np.asarray(state["matrix"], dtype=np.int64)
         if matrix.shape != cm.matrix.shape:

@@ -13,8 +13,6 @@ instead of producing NaN.
 
 from __future__ import annotations
 
-from typing import Optional, Tuple
-
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -109,7 +107,7 @@ class ClassQueues(nn.Module):
         fill[cls] = min(int(fill[cls]) + n, self.size)
 
     @staticmethod
-    def _gather(emb: torch.Tensor, labels: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    def _gather(emb: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """All-gather the batch across DDP ranks so every replica enqueues the same entries."""
         if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
             return emb, labels
@@ -149,7 +147,7 @@ class ClassQueues(nn.Module):
                 pick = torch.randperm(cls_feats.shape[0], generator=gen)[:n].to(cls_feats.device)
                 self._push("pixel", cls, F.normalize(cls_feats[pick], dim=1))
 
-    def contents(self) -> Tuple[torch.Tensor, torch.Tensor]:
+    def contents(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Every filled entry of both queues: `(N, dim)` embeddings and their `(N,)` class ids."""
         idx = torch.arange(self.size, device=self.segment_queue.device)
         classes = torch.arange(self.num_classes, device=idx.device)[:, None].expand(-1, self.size)
@@ -191,7 +189,7 @@ class PixelContrastLoss(nn.Module):
 
     def __init__(self, num_classes: int, temperature: float = 0.1, base_temperature: float = 0.07,
                  max_samples: int = 1024, max_views: int = 100, ignore_index: int = 255,
-                 queues: Optional[ClassQueues] = None, seed: int = 1, chunk_size: int = 8192):
+                 queues: ClassQueues | None = None, seed: int = 1, chunk_size: int = 8192):
         super().__init__()
         if temperature <= 0 or base_temperature <= 0:
             raise ValueError(f"PixelContrastLoss: temperature={temperature}, base_temperature="
@@ -210,7 +208,7 @@ class PixelContrastLoss(nn.Module):
         self.rng = _CountedGenerator(seed)
 
     @torch.no_grad()
-    def sample_anchors(self, labels: torch.Tensor, predictions: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    def sample_anchors(self, labels: torch.Tensor, predictions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Pick anchor pixels. `labels`, `predictions`: `(B, h, w)`.
 
         Returns:
@@ -300,7 +298,7 @@ class PixelContrastLoss(nn.Module):
         return -(tau / self.base_temperature) * pos_sum / pos_cnt.clamp_min(1), valid
 
     @staticmethod
-    def _self_mask(num_anchors: int, self_offset: Optional[int], a: int, b: int) -> Optional[torch.Tensor]:
+    def _self_mask(num_anchors: int, self_offset: int | None, a: int, b: int) -> torch.Tensor | None:
         """`(num_anchors,)` column of each anchor inside the chunk [a, b), -1 when outside."""
         if self_offset is None:
             return None

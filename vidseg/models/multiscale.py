@@ -12,7 +12,7 @@ Nothing here knows about the segmentor: the inference wrapper takes any callable
 
 from __future__ import annotations
 
-from typing import Callable, Dict, Iterable, Optional, Tuple
+from collections.abc import Callable, Iterable
 
 import torch
 import torch.nn.functional as F
@@ -21,7 +21,7 @@ from torch import nn
 from vidseg.models.heads import ConvBNReLU, resize
 from vidseg.models.losses import cross_entropy
 
-ScaleOutput = Tuple[torch.Tensor, Optional[torch.Tensor]]
+ScaleOutput = tuple[torch.Tensor, torch.Tensor | None]
 
 
 class AttentionHead(nn.Module):
@@ -60,7 +60,7 @@ def fuse_pair(low_logits: torch.Tensor, low_attn: torch.Tensor, high_logits: tor
     return resize(low_logits * low_attn, size) + (1.0 - resize(low_attn, size)) * high_logits
 
 
-def hmsa_chain(outputs: Dict[float, ScaleOutput]) -> torch.Tensor:
+def hmsa_chain(outputs: dict[float, ScaleOutput]) -> torch.Tensor:
     """The hierarchical N-scale inference chain (seed-spec 5.2).
 
     Scales are visited from the largest down: `pred = L_max`; then for each smaller scale `s`,
@@ -132,7 +132,7 @@ class MultiScaleInference:
 
 
 def hmsa_training_loss(outputs_low: ScaleOutput, outputs_high: ScaleOutput, labels: torch.Tensor,
-                       per_scale_weight: float = 0.05, ignore_index: int = 255) -> Dict[str, torch.Tensor]:
+                       per_scale_weight: float = 0.05, ignore_index: int = 255) -> dict[str, torch.Tensor]:
     """HMSA training objective on the (low, high) pair, e.g. scales (0.5, 1.0).
 
     Args:

@@ -13,7 +13,6 @@ from vidseg.models.losses import OhemCrossEntropy, cross_entropy, rcl_loss
 from vidseg.models.memory import downsample_labels
 
 
-
 class SegmentationLosses(nn.Module):
     """Turns the training outputs of `VideoSegmentor` into a dict of weighted loss terms.
 

@@ -48,7 +48,7 @@ class StreamState:
     resets: int = 0
     last_thumb: torch.Tensor | None = None
 
-    def to(self, device: torch.device | str) -> "StreamState":
+    def to(self, device: torch.device | str) -> StreamState:
         """Move every cached tensor to `device` (in place); returns self."""
         for scale, buf in self.history.items():
             self.history[scale] = deque((t.to(device) for t in buf), maxlen=buf.maxlen)
