@@ -19,8 +19,9 @@ def load_errors() -> tuple:
     return (ValueError, FileNotFoundError, KeyError, OSError, CheckpointError, ZooError)
 
 
-def _read_checkpoint(path: str | Path) -> tuple[dict, dict | None]:
-    """(model state_dict, resolved config dict or None); a run directory means its `latest`."""
+def read_weights(path: str | Path) -> tuple[dict, dict | None]:
+    """(model state_dict, stored config dict or None) of a checkpoint file, a run directory (its
+    `latest`) or a model-zoo name."""
     from vidseg.engine.checkpoint import find_latest, load_weights_for_inference
 
     path = resolve_checkpoint(path)
@@ -43,11 +44,6 @@ def resolve_checkpoint(spec: str | Path) -> Path:
     from vidseg.zoo import fetch_converted, resolve
 
     return fetch_converted(resolve(text), convert_zoo_entry)
-
-
-def read_weights(spec: str | Path) -> tuple[dict, dict | None]:
-    """(model state_dict, stored config dict or None) of a checkpoint, run directory or zoo name."""
-    return _read_checkpoint(spec)
 
 
 def _drop_removed_keys(tree: dict) -> dict:
@@ -113,7 +109,7 @@ def load_inference_model(config: str | Path | Config | None, checkpoint: str | P
 
     state = ckpt_cfg = None
     if checkpoint is not None:
-        state, ckpt_dict = _read_checkpoint(checkpoint)
+        state, ckpt_dict = read_weights(checkpoint)
         if ckpt_dict:
             ckpt_cfg = config_from_dict(_drop_removed_keys(ckpt_dict), str(checkpoint))
     elif not random_init:
