@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vidseg.data import synthetic
+from vidseg.data import synthetic, synthetic_scene
 from vidseg.data.synthetic import MANIFEST, class_ids, make_synthetic_vspw
 from vidseg.data.vspw import load_class_names, read_split
 
@@ -151,7 +151,7 @@ def test_objects_move_but_consecutive_masks_mostly_agree(root):
 def test_pixel_colour_does_not_identify_the_class():
     """Per-pixel colour distributions overlap: a nearest-mean colour classifier is weak."""
     rng = np.random.default_rng(0)
-    pixels = {c.name: np.concatenate([synthetic._texture(rng, c, 48, 48, 1.0).reshape(-1, 3)
+    pixels = {c.name: np.concatenate([synthetic_scene._texture(rng, c, 48, 48, 1.0).reshape(-1, 3)
                                       for _ in range(6)])
               for c in synthetic.STUFF + synthetic.THINGS}
     accuracy = {}

@@ -1,8 +1,13 @@
-"""`vidseg train CONFIG [--set k=v ...] [--resume [CKPT]] [--work-dir DIR]`.
+"""`vidseg train CONFIG [--set k=v ...] [--resume [CKPT] | --overwrite] [--work-dir DIR]`.
 
 The config (with overrides) is loaded and checked before anything else happens, so a typo
 fails in a second without creating a run directory. Under torchrun the same command trains with
 DistributedDataParallel.
+
+Exit codes: 0 trained to `train.iters`; 1 data, checkpoint or NaN-loss error; 2 bad config or
+arguments, or a work directory that already holds a run (without `--resume` / `--overwrite`);
+3 stopped early by SIGINT / SIGTERM after writing a checkpoint at the current iteration
+(`--resume` continues it); 130 a second Ctrl-C during the stop (no new checkpoint).
 """
 
 from __future__ import annotations
@@ -21,15 +26,25 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(str(exc)) from None
 
     from vidseg.engine.checkpoint import CheckpointError
-    from vidseg.engine.train import NonFiniteLossError, train
+    from vidseg.engine.train import EXIT_STOPPED, NonFiniteLossError, RunDirExistsError, train
 
     try:
-        result = train(cfg, resume=args.resume, work_dir=args.work_dir)
+        result = train(cfg, resume=args.resume, work_dir=args.work_dir, overwrite=args.overwrite)
+    except RunDirExistsError as exc:
+        raise CliError(str(exc), code=2) from None
     except (FileNotFoundError, CheckpointError, NonFiniteLossError) as exc:
         raise CliError(str(exc), code=1) from None
     import os
+    import sys
 
-    if os.environ.get("RANK", "0") == "0":
+    main_rank = os.environ.get("RANK", "0") == "0"
+    if result.get("stopped"):
+        if main_rank:
+            print(f"vidseg train: stopped by {result['stopped']} after iteration "
+                  f"{result['iterations']}; checkpoint {result['checkpoint']}; continue with "
+                  f"--resume", file=sys.stderr)
+        return EXIT_STOPPED
+    if main_rank:
         best = result.get("best_miou")
         best_text = f"; best val mIoU {best:.4f}" if best is not None else ""
         print(f"trained {result['iterations']} iterations; last loss {result['loss']:.4f}; "
@@ -43,13 +58,20 @@ def register(sub) -> None:
         description="Train a segmentation model on VSPW clips. Run under `torchrun --nproc_per_node=N "
                     "-m vidseg train ...` for multi-GPU (or multi-process CPU) training. Writes "
                     "config.yaml, train.log, scalars.jsonl and iter_*.pth / best.pth / latest to the "
-                    "work directory.")
+                    "work directory. A work directory that already holds a run is refused unless "
+                    "--resume or --overwrite is given. Ctrl-C / SIGTERM finish the current "
+                    "iteration, write a checkpoint and exit 3. Exit codes: 0 done, 1 data / "
+                    "checkpoint / NaN loss, 2 bad config or existing run, 3 stopped early.")
     p.add_argument("config", help="YAML file or packaged config name (`vidseg configs`), "
                    "e.g. vspw/upernet_video_mcibipp_r50")
     p.add_argument("--set", nargs="+", action="extend", metavar="KEY=VALUE",
                    help="override config keys, e.g. --set train.iters=100 data.root=/data/VSPW_480p")
-    p.add_argument("--resume", nargs="?", const="latest", default=None, metavar="CKPT",
-                   help="resume training: without a value from the work directory's `latest`, "
-                        "else from this checkpoint file or run directory")
+    how = p.add_mutually_exclusive_group()
+    how.add_argument("--resume", nargs="?", const="latest", default=None, metavar="CKPT",
+                     help="resume training: without a value from the work directory's `latest`, "
+                          "else from this checkpoint file or run directory")
+    how.add_argument("--overwrite", action="store_true",
+                     help="the work directory holds an earlier run: move it to "
+                          "<work_dir>.old-<timestamp> (nothing is deleted) and start fresh")
     p.add_argument("--work-dir", default=None, help="run directory (default: work_dir of the config)")
     p.set_defaults(func=run)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -24,13 +25,37 @@ def _setup_file_logging(path: Path) -> logging.Handler:
     return handler
 
 
+def truncate_scalars(path: Path, last_iter: int) -> int:
+    """Keep the rows of `path` (scalars.jsonl) up to iteration `last_iter`; returns how many rows
+    were dropped (later iterations and lines cut short by a crash). Rewritten atomically."""
+    if not path.is_file():
+        return 0
+    kept, dropped = [], 0
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            row = json.loads(line)
+            keep = isinstance(row, dict) and int(row.get("iter", 0)) <= last_iter
+        except (ValueError, TypeError):
+            keep = False
+        if keep:
+            kept.append(line + "\n")
+        elif line.strip():
+            dropped += 1
+    if dropped:
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text("".join(kept), encoding="utf-8")
+        os.replace(tmp, path)
+    return dropped
+
+
 class RunLogger:
     """Writes the run's text log and scalars.
 
     Args:
         work_dir: run directory (exists).
         total_iters: length of the run (for the bar and the ETA).
-        start_iter: iterations already done (resume).
+        start_iter: iterations already done (resume): rows of `scalars.jsonl` after it are
+            dropped (they are logged again) and TensorBoard purges its events after it.
         enabled: False on ranks other than 0.
         tensorboard: also write TensorBoard events when `torch.utils.tensorboard` imports.
         progress: show a tqdm bar on stderr.
@@ -44,16 +69,21 @@ class RunLogger:
         self._tb = None
         self._bar = None
         self._scalars = None
+        self.dropped_rows = 0
         if not enabled:
             return
         self.work_dir = Path(work_dir)
         self._handler = _setup_file_logging(self.work_dir / "train.log")
+        if start_iter > 0:  # resume: rows logged after the checkpoint will be logged again
+            self.dropped_rows = truncate_scalars(self.work_dir / "scalars.jsonl", start_iter)
         self._scalars = open(self.work_dir / "scalars.jsonl", "a", encoding="utf-8")
         if tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
 
-                self._tb = SummaryWriter(str(self.work_dir / "tb"))
+                # purge_step: TensorBoard discards the old events from this step on
+                self._tb = SummaryWriter(str(self.work_dir / "tb"),
+                                         purge_step=start_iter + 1 if start_iter > 0 else None)
             except Exception:  # tensorboard is optional: any import failure just disables it
                 self._tb = None
         if progress:

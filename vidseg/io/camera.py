@@ -9,7 +9,7 @@ import time
 import cv2
 
 from vidseg.data.transforms import resize_short_side
-from vidseg.io.sources import Frame, FrameSource, SourceError
+from vidseg.io.source_base import Frame, FrameSource, SourceError
 
 log = logging.getLogger(__name__)
 
