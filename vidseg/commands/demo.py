@@ -78,7 +78,10 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, overrides)
     save_config(cfg, out / "demo_config.yaml")
     t0 = time.perf_counter()
-    train(cfg, resume="latest" if args.resume else None)
+    # a second demo run starts afresh: the previous run folder is moved aside, never deleted
+    result = train(cfg, resume="latest" if args.resume else None, overwrite=not args.resume)
+    if result.get("moved_to"):
+        print(f"previous demo training run moved to {result['moved_to']}")
     train_s = time.perf_counter() - t0
 
     _section("3/4 causal evaluation on the synthetic val split")
