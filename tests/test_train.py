@@ -121,23 +121,32 @@ def no_val(monkeypatch):
 
 # The child runs the same training as the in-process tests; `slow` sleeps per iteration so the
 # parent can kill it between two checkpoints.
+def slowed(make_model, seconds: float):
+    """A model factory whose models sleep `seconds` per forward (for the signal/kill tests)."""
+
+    def make(cfg):
+        model = make_model(cfg)
+        forward = model.forward
+
+        def slow_forward(*args, **kwargs):
+            time.sleep(seconds)
+            return forward(*args, **kwargs)
+
+        model.forward = slow_forward
+        return model
+
+    return make
+
+
 CHILD = """
-import sys, time
+import sys
 sys.path.insert(0, {tests!r})
 import vidseg.engine.train as tr
-from test_train import factory, tiny_cfg
+from test_train import factory, slowed, tiny_cfg
 tr._validate = lambda *a, **k: None
-slow = float(sys.argv[3])
-def make(cfg):
-    m = factory(cfg)
-    fwd = m.forward
-    def forward(*a, **k):
-        time.sleep(slow)
-        return fwd(*a, **k)
-    m.forward = forward
-    return m
 resume = sys.argv[4] if len(sys.argv) > 4 else None
-tr.train(tiny_cfg(sys.argv[1], sys.argv[2], "train.iters=10"), resume=resume, model_factory=make)
+tr.train(tiny_cfg(sys.argv[1], sys.argv[2], "train.iters=10"), resume=resume,
+         model_factory=slowed(factory, float(sys.argv[3])))
 """
 
 

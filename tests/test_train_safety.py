@@ -26,22 +26,13 @@ SETTINGS = ["train.iters=10", "train.ckpt_interval=2", "train.log_interval=1",
 # RNG state matters); `slow` sleeps per iteration so the parent can signal it between two
 # checkpoints
 CHILD = """
-import sys, time
+import sys
 sys.path.insert(0, {tests!r})
 import vidseg.engine.train as tr
-from test_train import standin as factory
+from test_train import slowed, standin
 from vidseg.cli import main
 tr._validate = lambda *a, **k: None
-slow = float(sys.argv[1])
-def make(cfg):
-    m = factory(cfg)
-    fwd = m.forward
-    def forward(*a, **k):
-        time.sleep(slow)
-        return fwd(*a, **k)
-    m.forward = forward
-    return m
-tr._build_model = make
+tr._build_model = slowed(standin, float(sys.argv[1]))
 raise SystemExit(main(sys.argv[2:]))
 """
 
