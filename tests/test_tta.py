@@ -232,13 +232,11 @@ def test_whole_single_scale_is_the_old_path_bit_for_bit(tiny):
         ref = F.interpolate(logits, size=(30, 45), mode="bilinear", align_corners=False)[0]
         assert scores.dtype == torch.float32 and torch.equal(scores, ref), k
     assert new_state.nbytes() == old_state.nbytes() and new_state.frame_index == 3
-    # a bare StreamState in gives a StreamState back (plain settings only)
+    # the state is the TTAState segment_frame returned; a model's bare StreamState is refused
     _, st = model.step(prepare_frame(_rgb(0), SS, cfg.data.mean, cfg.data.std), None)
-    _, st2 = segment_frame(model, _rgb(1), st, SS, cfg.data.mean, cfg.data.std)
-    assert st2 is st and st.frame_index == 2
-    with pytest.raises(ValueError, match="TTAState"):
-        segment_frame(model, _rgb(1), st, SS, cfg.data.mean, cfg.data.std,
-                      tta=TTASettings(flip=True))
+    for settings in (None, TTASettings(flip=True)):
+        with pytest.raises(ValueError, match="TTAState"):
+            segment_frame(model, _rgb(1), st, SS, cfg.data.mean, cfg.data.std, tta=settings)
 
 
 def test_predict_scores_are_probabilities_when_averaged(tiny):

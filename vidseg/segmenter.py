@@ -14,6 +14,7 @@ through the model's causal `step()` and resized back (bilinear, align_corners=Fa
 
 from __future__ import annotations
 
+import functools
 import logging
 import warnings
 from collections.abc import Iterator
@@ -26,6 +27,14 @@ import torch
 log = logging.getLogger(__name__)
 
 MODES = ("whole", "slide")
+
+
+@functools.cache
+def _whole_frame():
+    """`TTASettings()` (one pass over the whole frame), built once for the per-frame `step`."""
+    from vidseg.engine.tta import TTASettings
+
+    return TTASettings()
 
 
 class FrameResult(NamedTuple):
@@ -104,7 +113,7 @@ class Segmenter:
         if mode not in MODES:
             raise ValueError(f"Segmenter.predict: mode={mode!r}, expected one of {MODES}")
         if mode == "whole":
-            return TTASettings()
+            return _whole_frame()
         ec = self.cfg.eval
         if ec.crop_size is None or ec.stride is None:
             raise ValueError("Segmenter.predict(mode='slide') needs eval.crop_size and eval.stride "

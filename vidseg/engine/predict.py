@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from vidseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD, prepare_frame
-from vidseg.engine.tta import TTASettings, TTAState, frame_scores
+from vidseg.engine.tta import TTASettings, frame_scores
 
 
 def upsample_argmax(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -52,23 +52,6 @@ def upsample_argmax(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor
     return up[0].argmax(0)
 
 
-def _run(model, frame: torch.Tensor, state, tta, video_id, no_history, shot_cut_threshold):
-    """`frame_scores` with the legacy state type: a bare `StreamState` in gives one back."""
-    from vidseg.models.video import StreamState
-
-    settings = TTASettings.from_config(tta)
-    if not isinstance(state, StreamState):
-        return frame_scores(model, frame, state, settings, video_id, no_history, shot_cut_threshold)
-    if not settings.plain:
-        raise ValueError(f"state is a StreamState, but the test-time settings {settings} need a "
-                         "TTAState (start the stream with state=None)")
-    wrapped = TTAState(streams={(1.0, False, 0): state}, video_id=state.video_id,
-                       input_size=state.input_size)
-    scores, are_probs, wrapped = frame_scores(model, frame, wrapped, settings, video_id, no_history,
-                                              shot_cut_threshold)
-    return scores, are_probs, wrapped.streams[(1.0, False, 0)]
-
-
 @torch.no_grad()
 def segment_frame(model, rgb: np.ndarray, state, short_side: int | None, mean: Sequence[float],
                   std: Sequence[float], device: torch.device | str = "cpu", out_size=None,
@@ -79,8 +62,8 @@ def segment_frame(model, rgb: np.ndarray, state, short_side: int | None, mean: S
     Args:
         model: a `VideoSegmentor` in eval mode.
         rgb: RGB uint8 `(H, W, 3)` (grayscale and RGBA are converted).
-        state: the stream's state from the previous call: None starts a stream; a `TTAState`
-            (what this returns); or a bare `StreamState` (plain settings only, returned as such).
+        state: the stream's state from the previous call: None starts a stream, else the
+            `TTAState` this returned.
         short_side: model input short side (None keeps the frame size).
         mean, std: normalisation.
         device: where the model runs.
@@ -94,7 +77,8 @@ def segment_frame(model, rgb: np.ndarray, state, short_side: int | None, mean: S
         uint8 `(H_out, W_out)` train ids and the updated state.
     """
     x = prepare_frame(rgb, short_side, mean, std).to(device)
-    scores, _, state = _run(model, x, state, tta, video_id, no_history, shot_cut_threshold)
+    scores, _, state = frame_scores(model, x, state, TTASettings.from_config(tta), video_id,
+                                    no_history, shot_cut_threshold)
     size = tuple(out_size) if out_size is not None else rgb.shape[:2]
     return upsample_argmax(scores, size).to(torch.uint8).cpu().numpy(), state
 
@@ -136,7 +120,8 @@ def predict_scores(model, rgb: np.ndarray, states, settings=None, out_size=None,
         param = next(iter(model.parameters()), None)
         device = "cpu" if param is None else param.device
     x = prepare_frame(rgb, short_side, mean, std).to(device)
-    scores, _, states = _run(model, x, states, settings, video_id, no_history, shot_cut_threshold)
+    scores, _, states = frame_scores(model, x, states, TTASettings.from_config(settings), video_id,
+                                     no_history, shot_cut_threshold)
     size = tuple(out_size) if out_size is not None else tuple(rgb.shape[:2])
     if tuple(scores.shape[-2:]) != size:
         scores = F.interpolate(scores, size=size, mode="bilinear", align_corners=False)

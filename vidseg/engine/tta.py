@@ -222,6 +222,9 @@ def frame_scores(model, frame: torch.Tensor, state: TTAState | None, settings: T
         and False; otherwise averaged softmax probabilities `(1, K, H, W)` at the frame size and
         True.
     """
+    if state is not None and not isinstance(state, TTAState):
+        raise ValueError(f"state must be None or the TTAState of the previous frame, got "
+                         f"{type(state).__name__}")
     if no_history or state is None:
         state = TTAState(video_id=video_id)
     if settings.plain:  # the single view handles size changes and shot cuts itself, as before

