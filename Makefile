@@ -21,7 +21,7 @@ PIP_C := $(if $(CONSTRAINTS),-c $(CONSTRAINTS))
 $(STAMP): pyproject.toml $(CONSTRAINTS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet $(PIP_C) $(TORCH_PAIR)
-	$(BIN)/python -m pip install --quiet $(PIP_C) -e '.[dev]'
+	$(BIN)/python -m pip install --quiet $(PIP_C) -e '.[dev,tb]'
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -10,6 +10,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import traceback
+
+from vidseg.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, VidsegError
 
 # sub-command name -> module under vidseg.commands
 COMMANDS = {
@@ -23,15 +26,15 @@ COMMANDS = {
     "export": "export",
     "convert": "convert",
     "configs": "configs",
+    "plot": "plot",
 }
 
 
-class CliError(Exception):
-    """An expected failure: printed as one line, no traceback, exit code `code`."""
+class CliError(VidsegError):
+    """An expected failure raised by a command: one line, no traceback, exit code `code`."""
 
-    def __init__(self, message: str, code: int = 2):
-        super().__init__(message)
-        self.code = code
+    def __init__(self, message: str, code: int = EXIT_BAD_INPUT):
+        super().__init__(message, code=code)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,6 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="vidseg",
         description="Video semantic segmentation: train on VSPW clips, score mIoU/TC/mVC, stream causally.",
     )
+    parser.add_argument("--debug", action="store_true",
+                        help="show the traceback of expected errors too (bad input, checkpoints)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for module_name in COMMANDS.values():
@@ -57,12 +62,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except CliError as exc:
-        print(f"vidseg {args.command}: error: {exc}", file=sys.stderr)
+    except VidsegError as exc:
+        if args.debug:
+            traceback.print_exc()
+        print(f"vidseg {args.command}: error: {exc.one_line()}", file=sys.stderr)
         return exc.code
     except KeyboardInterrupt:
         print(f"vidseg {args.command}: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

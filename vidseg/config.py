@@ -22,8 +22,10 @@ from typing import Any, Union
 
 import yaml
 
+from vidseg.errors import VidsegError
 
-class ConfigError(ValueError):
+
+class ConfigError(VidsegError, ValueError):
     """A config file or override that does not fit the schema."""
 
 

@@ -24,6 +24,8 @@ import cv2
 import numpy as np
 from torch.utils.data import Dataset
 
+from vidseg.errors import VidsegError
+
 logger = logging.getLogger(__name__)
 
 IGNORE_INDEX = 255
@@ -43,7 +45,7 @@ _TRAIN_ID_LUT[[0, 255]] = IGNORE_INDEX
 _TRAIN_ID_LUT[1:NUM_RAW_CLASSES + 1] = np.arange(NUM_RAW_CLASSES, dtype=np.uint8)
 
 
-class UnreadableImageError(OSError):
+class UnreadableImageError(VidsegError, OSError):
     """An image file that is empty or cannot be decoded."""
 
 

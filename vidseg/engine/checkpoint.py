@@ -24,6 +24,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from vidseg.errors import VidsegError
+
 LATEST = "latest"
 BEST = "best.pth"
 _ITER_RE = re.compile(r"^iter_(\d+)\.pth$")
@@ -32,7 +34,7 @@ _ITER_RE = re.compile(r"^iter_(\d+)\.pth$")
 _serialize = torch.save
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(VidsegError, RuntimeError):
     """A checkpoint that cannot be written, found, read or applied."""
 
 

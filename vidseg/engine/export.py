@@ -18,10 +18,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from vidseg.errors import VidsegError
 from vidseg.models.video import pick_history
 
 
-class ExportError(RuntimeError):
+class ExportError(VidsegError, RuntimeError):
     """A model or environment that cannot be exported / checked; the message says why."""
 
 

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from vidseg.errors import VidsegError
+
 log = logging.getLogger(__name__)
 
 READER_ENV = "VIDSEG_VIDEO_READER"
@@ -35,7 +37,7 @@ TEST_FRAMES = 6
 TEST_TOLERANCE = 6.0
 
 
-class SelfTestError(RuntimeError):
+class SelfTestError(VidsegError, RuntimeError):
     """A dependency was required (by argument or environment) but failed its self-test."""
 
 

@@ -23,13 +23,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from vidseg.errors import VidsegError
 from vidseg.io.palette import NUM_COLORS, PALETTE, colorize, label_counts, overlay
 
 log = logging.getLogger(__name__)
 _STOP = object()
 
 
-class SinkError(RuntimeError):
+class SinkError(VidsegError, RuntimeError):
     """An output that cannot be written; the message names the path and the cause."""
 
 

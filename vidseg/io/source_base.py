@@ -13,6 +13,8 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from vidseg.errors import VidsegError
+
 # The base class's warnings keep the logger name they had before this module was split out,
 # so logging filters set on "vidseg.io.sources" still see them.
 log = logging.getLogger("vidseg.io.sources")
@@ -21,7 +23,7 @@ Frame = tuple[int, float, np.ndarray]
 _END = object()
 
 
-class SourceError(RuntimeError):
+class SourceError(VidsegError, RuntimeError):
     """A source that cannot be opened; the message names the source and the cause."""
 
 

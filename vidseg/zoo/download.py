@@ -27,6 +27,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from vidseg.cache import cache_dir
+from vidseg.errors import VidsegError
 from vidseg.zoo.table import ZOO, ZooEntry
 
 try:  # POSIX only: serialises concurrent downloads of one file (e.g. several torchrun ranks)
@@ -40,7 +41,7 @@ USER_AGENT = "vidseg-zoo (python urllib)"
 _CONTENT_RANGE = re.compile(r"bytes\s+(?:(\d+)-(\d+)|\*)/(\d+|\*)")
 
 
-class ZooError(Exception):
+class ZooError(VidsegError):
     """A model-zoo failure; the message is one line naming the URL or name, and what to do."""
 
 
