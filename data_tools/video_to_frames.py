@@ -25,16 +25,22 @@ from vidseg.data.transforms import resize_short_side  # noqa: E402
 
 
 def decoded_frames(path: str):
-    """Yield (time in seconds, RGB uint8 frame) for every frame PyAV decodes."""
+    """Yield (time in seconds, upright RGB uint8 frame) for every frame PyAV decodes.
+
+    Rotation metadata is applied, so the frames (and the masks drawn on them) match a player.
+    """
     import av
 
+    from vidseg.io.orientation import UprightConverter
+
+    upright = UprightConverter(path)
     with av.open(path) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         rate = float(stream.average_rate or 25)
         for i, frame in enumerate(container.decode(stream)):
             t = float(frame.time) if frame.time is not None else i / rate
-            yield t, frame.to_ndarray(format="rgb24")
+            yield t, upright(frame, stream)
 
 
 def resampled(frames, fps: float | None):

@@ -60,8 +60,11 @@ def test_broken_copy_reports_zero_byte_missing_mask_and_bad_value(tmp_path):
     assert "without mask" in messages[os.path.join(data, "1_vid-a_b", "origin", "00000380.jpg")]
     assert "[200]" in messages[os.path.join(data, "4_val", "mask", "00000101.png")]
     assert len(report.errors) == 3
+    assert report.refused == ["1_vid-a_b"]  # unpaired frame: training refuses (or skips) it
     text = report.format()
     assert "NOT USABLE: 3 error(s)" in text and "00000378.jpg" in text
+    assert "REFUSED 1 video(s), their masks do not pair with their frames: 1_vid-a_b" in text
+    assert report.to_dict()["refused_videos"] == ["1_vid-a_b"]
 
 
 def test_rgb_mask_size_mismatch_missing_video_and_json(tmp_path):

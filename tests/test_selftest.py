@@ -209,18 +209,45 @@ def test_clip_loader_uses_the_decided_reader(use_decord, tmp_path):
 
 
 def test_live_window_decision(monkeypatch):
-    from vidseg.io.sinks import LiveWindow
+    """Headless build, no display, a display where the test window fails / opens; probed once."""
+    probes = []
 
+    def probe(result):
+        def run():
+            probes.append(result)
+            return result
+        return run
+
+    selftest.reset()
     monkeypatch.setattr(sys, "platform", "linux")
-    monkeypatch.setattr(LiveWindow, "gui_backend", staticmethod(lambda: "NONE"))
-    assert selftest.live_window().choice == "unavailable"
-    assert "headless" in selftest.live_window().reason
-    monkeypatch.setattr(LiveWindow, "gui_backend", staticmethod(lambda: "GTK3"))
+    monkeypatch.setattr(selftest, "opencv_gui_backend", lambda: "NONE")
+    assert selftest.live_window() == Decision(
+        "unavailable", "OpenCV is built without GUI support (a headless build)")
+    monkeypatch.setattr(selftest, "opencv_gui_backend", lambda: "QT5")
     monkeypatch.delenv("DISPLAY", raising=False)
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
-    assert str(selftest.live_window()).startswith("unavailable (no display")
+    assert str(selftest.live_window()) == ("unavailable (no display: DISPLAY and WAYLAND_DISPLAY "
+                                           "are unset (OpenCV GUI QT5 present))")
+    failure = "a test window failed to open (qt.qpa.xcb: could not connect to display :9)"
+    monkeypatch.setattr(selftest, "_window_probe", probe(failure))
+    monkeypatch.setenv("DISPLAY", ":9")
+    assert selftest.live_window() == Decision("unavailable", f"OpenCV GUI QT5, display :9: {failure}")
+    monkeypatch.setattr(selftest, "_window_probe", probe(None))
     monkeypatch.setenv("DISPLAY", ":1")
-    assert selftest.live_window() == Decision("available", "OpenCV GUI GTK3, display :1")
+    for _ in range(2):
+        assert selftest.live_window() == Decision(
+            "available", "OpenCV GUI QT5, display :1, a test window opened")
+    assert probes == [failure, None]  # once per display, not once per call
+    selftest.reset()
+
+
+def test_window_probe_on_an_unreachable_display(monkeypatch):
+    """The real child-process probe: a dead display is a reason, never a crash of this process."""
+    if selftest.opencv_gui_backend() == "NONE" or not sys.platform.startswith("linux"):
+        pytest.skip("needs an OpenCV GUI build on Linux (X11 display names)")
+    monkeypatch.setenv("DISPLAY", ":987")
+    problem = selftest._window_probe()
+    assert problem is not None and problem.startswith("a test window failed to open (")
 
 
 def test_cuda_decision():

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import errno
+import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import cv2
@@ -14,6 +18,7 @@ import numpy as np
 import pytest
 from _video_fixtures import count_frames, moving_square
 
+from vidseg.io import selftest
 from vidseg.io.palette import IGNORE_COLOR, NUM_COLORS, PALETTE, colorize, overlay
 from vidseg.io.sinks import (
     ColorPngWriter,
@@ -21,6 +26,7 @@ from vidseg.io.sinks import (
     LiveWindow,
     OverlayVideoWriter,
     SinkError,
+    SinkWriteError,
     draw_fps,
     draw_legend,
 )
@@ -135,20 +141,191 @@ def test_color_png_writer(tmp_path):
     assert cv2.imread(str(over)).shape == (16, 20, 3)
 
 
-def test_live_window_without_display(monkeypatch):
+def test_overlay_mp4_plays_while_it_is_written(tmp_path):
+    """Fragmented mp4: every second of video is readable before close()."""
+    import av
+
+    path = tmp_path / "live.mp4"
+    writer = OverlayVideoWriter(path, fps=10, legend=False, show_fps=False)
+    for k in range(40):
+        writer.write(moving_square(k), labels_for(64, 96, k))
+    readable, _ = count_frames(path)  # the encoder still holds the last frames
+    writer.close()
+    assert 10 <= readable < 40 and writer.frames_kept == 40
+    assert count_frames(path) == (40, (64, 96))
+    with av.open(str(path)) as container:
+        assert container.duration == pytest.approx(4_000_000, abs=200_000)
+
+
+_FSIZE_CHILD = textwrap.dedent("""
+    import json, resource, sys
+    import numpy as np
+    from vidseg.io.sinks import OverlayVideoWriter, SinkWriteError
+    # Python ignores SIGXFSZ, so a write past the limit fails with EFBIG (as on a full disk).
+    resource.setrlimit(resource.RLIMIT_FSIZE, (int(sys.argv[2]),) * 2)
+    writer = OverlayVideoWriter(sys.argv[1], fps=10, threaded=True, queue_size=2)
+    rng = np.random.default_rng(0)
+    labels = np.full((48, 64), 3, np.uint8)
+    errors = []
+    for k in range(300):
+        try:
+            writer.write(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8), labels)
+        except SinkWriteError as exc:
+            errors.append(str(exc))
+            if len(errors) == 2:
+                break
+    writer.close()  # write() reported the error: close() does not raise it again
+    print(json.dumps({"errors": errors, "written": writer.frames_written,
+                      "kept": writer.frames_kept}))
+""")
+
+
+@pytest.mark.parametrize("limit", [30_000, 1_500])
+def test_overlay_write_error_keeps_complete_fragments(tmp_path, limit):
+    """Past a file size limit: the mp4 is cut back to its last complete fragment (or removed)."""
+    path = tmp_path / "full.mp4"
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    child = subprocess.run([sys.executable, "-c", _FSIZE_CHILD, str(path), str(limit)],
+                           capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
+    assert child.returncode == 0, child.stderr
+    result = json.loads(child.stdout)
+    assert result["errors"] == [f"{path}: write failed: File too large [EFBIG]"] * 2
+    assert result["written"] > result["kept"]
+    if limit == 1_500:  # not even the first fragment fit: no file that looks like a video
+        assert result["kept"] == 0 and not path.exists()
+        return
+    assert result["kept"] >= 10 and path.stat().st_size <= limit
+    assert count_frames(path) == (result["kept"], (48, 64))  # decodes to the end, no error
+
+
+class FullDiskFile:
+    """Wraps an open file: ``write`` stores half of the bytes, then fails with ENOSPC."""
+
+    def __init__(self, f):
+        self.f = f
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.f.close()
+
+    def write(self, data):
+        self.f.write(data[: len(data) // 2])
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def test_png_writers_write_whole_files_or_none(tmp_path, monkeypatch):
+    import vidseg.io.sinks as sinks
+
+    def full_disk_open(path, mode="r", *args, **kwargs):
+        return FullDiskFile(open(path, mode, *args, **kwargs))
+
+    monkeypatch.setattr(sinks, "open", full_disk_open, raising=False)
+    labels = np.full((16, 20), 5, np.uint8)
+    for writer in (LabelPngWriter(tmp_path / "l"), ColorPngWriter(tmp_path / "c")):
+        with pytest.raises(SinkWriteError, match=r"s\.png: write failed: No space left on device "
+                                                 r"\[ENOSPC\]") as info:
+            writer.write("v", "s", labels)
+        assert info.value.path == writer.out_dir / "v" / "s.png"
+        assert info.value.errno == errno.ENOSPC and info.value.code == 3
+        assert list((writer.out_dir / "v").iterdir()) == [] and writer.frames_written == 0
+    monkeypatch.undo()
+    assert LabelPngWriter(tmp_path / "l").write("v", "s", labels).is_file()
+
+
+@pytest.fixture
+def fresh_selftest():
+    selftest.reset()
+    yield
+    selftest.reset()
+
+
+def test_live_window_without_display(monkeypatch, fresh_selftest):
+    monkeypatch.setattr(sys, "platform", "linux")
     monkeypatch.delenv("DISPLAY", raising=False)
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
-    assert LiveWindow.available() is False
     window = LiveWindow()
-    assert window.show(moving_square(0)) is True and window.enabled is False
-    if LiveWindow.gui_backend() != "NONE":
-        return  # a GUI build might open a real window below
-    monkeypatch.setenv("DISPLAY", ":987")
-    assert LiveWindow.available() is False  # headless OpenCV build
-    # Forced on anyway, imshow fails; the failure is caught and disables the window.
-    window.enabled = True
-    assert window.show(moving_square(0)) is True and window.enabled is False
+    assert window.enabled is False
+    assert window.reason.startswith(("no display", "OpenCV is built without GUI"))
+    assert window.show(moving_square(0), labels_for(64, 96), 10.0) is True  # a no-op, never stops
     window.close()
+
+
+def test_live_window_on_a_dead_display_is_disabled_not_fatal(monkeypatch, fresh_selftest):
+    """OpenCV's Qt would abort this process on imshow; the child-process probe prevents it."""
+    if selftest.opencv_gui_backend() == "NONE" or not sys.platform.startswith("linux"):
+        pytest.skip("needs an OpenCV GUI build on Linux (X11 display names)")
+    monkeypatch.setenv("DISPLAY", ":987")
+    window = LiveWindow()
+    assert window.enabled is False and "a test window failed to open" in window.reason
+    assert window.show(moving_square(0), labels_for(64, 96), 10.0) is True
+
+
+_WINDOW_CHILD = textwrap.dedent("""
+    import time
+    import numpy as np
+    from vidseg.io.sinks import LiveWindow
+    window = LiveWindow(title="vidseg test", class_names=["sky", "road"])
+    print("enabled", window.enabled, flush=True)
+    for k in range(3000):
+        rgb = np.full((120, 160, 3), 40, np.uint8)
+        rgb[40:60, k % 140:k % 140 + 20] = 255
+        labels = np.zeros((120, 160), np.uint8)
+        labels[60:] = 1
+        if not window.show(rgb, labels, 12.5):
+            print("stopped", flush=True)
+            break
+        time.sleep(0.02)
+    window.close()
+""")
+
+
+def _free_x_display() -> int:
+    return next(n for n in range(90, 200) if not Path(f"/tmp/.X11-unix/X{n}").exists()
+                and not Path(f"/tmp/.X{n}-lock").exists())
+
+
+def test_live_window_under_xvfb(tmp_path):
+    """A real window on a virtual X server: it opens, its title shows the FPS, q stops the run.
+
+    Needs Xvfb and xdotool (not in CI; skipped there). The window runs in a child process so
+    that a Qt failure cannot take the test runner down.
+    """
+    if not (shutil.which("Xvfb") and shutil.which("xdotool")):
+        pytest.skip("Xvfb and xdotool are not installed")
+    if selftest.opencv_gui_backend() == "NONE":
+        pytest.skip("headless OpenCV build")
+    display = f":{_free_x_display()}"
+    xvfb = subprocess.Popen(["Xvfb", display, "-screen", "0", "640x480x24", "-nolisten", "tcp"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = dict(os.environ, DISPLAY=display, PYTHONPATH=str(REPO))
+    child = None
+    try:
+        deadline = time.monotonic() + 20
+        while not Path(f"/tmp/.X11-unix/X{display[1:]}").exists():
+            assert time.monotonic() < deadline and xvfb.poll() is None, "Xvfb did not start"
+            time.sleep(0.1)
+        child = subprocess.Popen([sys.executable, "-c", _WINDOW_CHILD], stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
+        assert child.stdout.readline().strip() == "enabled True", child.stderr.read()
+        window_id = ""
+        deadline = time.monotonic() + 30
+        while not window_id and time.monotonic() < deadline:
+            window_id = subprocess.run(["xdotool", "search", "--name", r"vidseg test - 12\.5 FPS"],
+                                       capture_output=True, text=True, env=env).stdout.strip()
+            time.sleep(0.2)
+        assert window_id, "no window titled 'vidseg test - 12.5 FPS'"
+        subprocess.run(["xdotool", "windowfocus", window_id.split()[0], "key", "q"], env=env,
+                       check=True)
+        out, err = child.communicate(timeout=30)
+        assert child.returncode == 0 and out.strip() == "stopped", err
+    finally:
+        if child is not None and child.poll() is None:
+            child.kill()
+            child.wait()
+        xvfb.terminate()  # not kill: on SIGTERM Xvfb removes its socket and lock file
+        xvfb.wait(10)
 
 
 _CHILD = textwrap.dedent("""

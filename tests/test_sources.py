@@ -119,14 +119,17 @@ def test_frame_dir_gray_rgba_and_unreadable(tmp_path):
     rgba = np.dstack([moving_square(2), np.full((64, 96), 128, np.uint8)])
     cv2.imwrite(str(tmp_path / "00002.png"), cv2.cvtColor(rgba, cv2.COLOR_RGBA2BGRA))
     (tmp_path / "00003.jpg").write_bytes(b"broken jpeg")
+    deep = moving_square(4).astype(np.uint16) * 257 + 100  # 16-bit: the high byte is kept
+    cv2.imwrite(str(tmp_path / "00004.png"), cv2.cvtColor(deep, cv2.COLOR_RGB2BGR))
     (tmp_path / "notes.txt").write_text("ignored: not an image extension")
     with open_source(str(tmp_path)) as src:
-        assert isinstance(src, FrameDirSource) and src.num_frames == 4
+        assert isinstance(src, FrameDirSource) and src.num_frames == 5
         frames = list(src)
-    assert [i for i, _, _ in frames] == [0, 1, 2]
+    assert [i for i, _, _ in frames] == [0, 1, 2, 4]
     assert np.array_equal(frames[0][2], rgb0)
     assert frames[1][2].shape == (64, 96, 3) and (frames[1][2] == 77).all()
     assert np.array_equal(frames[2][2], moving_square(2))
+    assert np.array_equal(frames[3][2], (deep >> 8).astype(np.uint8))
     assert src.skipped == 1 and src.skipped_paths[0].name == "00003.jpg"
 
 

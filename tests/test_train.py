@@ -240,10 +240,10 @@ def test_resume_other_model_lists_mismatched_keys(vspw_root, tmp_path, no_val):
     from vidseg.engine.train import train
 
     train(tiny_cfg(vspw_root, tmp_path / "run", "train.iters=2"), model_factory=standin)
-    with pytest.raises(CheckpointError, match="does not fit this model") as info:
+    with pytest.raises(CheckpointError, match="holds none of this model's 2 tensors") as info:
         train(tiny_cfg(vspw_root, tmp_path / "run", "train.iters=4"), resume="latest",
               model_factory=lambda cfg: nn.Sequential(nn.Conv2d(3, 4, 1)))
-    assert "not in model" in str(info.value) and "backbone" in str(info.value)
+    assert "another model" in str(info.value) and "backbone" in str(info.value)
 
 
 def test_config_typo_fails_before_any_work(tmp_path, capsys):
@@ -264,7 +264,7 @@ def test_missing_or_non_vspw_root_points_to_data_check(tmp_path, monkeypatch):
     (tmp_path / "notvspw").mkdir()
     for root in (tmp_path / "absent", tmp_path / "notvspw"):
         code = main(["train", str(TINY), "--set", f"data.root={root}", "--work-dir", str(tmp_path / "w")])
-        assert code == 1
+        assert code == 2
     from vidseg.engine.data import resolve_data_root
 
     with pytest.raises(FileNotFoundError, match="vidseg data check"):
@@ -369,7 +369,7 @@ def test_cli_trains_real_model_validates_and_resumes(vspw_root, tmp_path, capsys
     assert any("memory" in k for k in ckpt["model"])
     assert "trained 3 iterations" in capsys.readouterr().out
     # resuming with another model (a PPM context) is refused with the keys that do not fit
-    assert main(["train", str(TINY), *common, "train.iters=4", "model.context=ppm", "--resume"]) == 1
+    assert main(["train", str(TINY), *common, "train.iters=4", "model.context=ppm", "--resume"]) == 2
     err = capsys.readouterr().err
     assert "does not fit this model" in err and "missing in checkpoint" in err
     assert "image_model.context" in err

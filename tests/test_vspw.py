@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from vidseg.data.clip_dataset import DataLayoutError
 from vidseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD, ClipTransform
 from vidseg.data.vspw import (
     VSPWClips,
@@ -114,7 +115,7 @@ def test_video_index_sorted_and_stems_must_match(vspw_root):
     assert video.stems == VIDEOS["1_vid-a_b"]
     assert [os.path.basename(p) for p in video.mask_paths] == [s + ".png" for s in video.stems]
     os.remove(os.path.join(vspw_root, "data", "1_vid-a_b", "mask", "00000380.png"))
-    with pytest.raises(FileNotFoundError, match="00000380"):
+    with pytest.raises(DataLayoutError, match="00000380"):
         VSPWVideo.from_root(vspw_root, "1_vid-a_b")
     assert VSPWVideo.from_root(vspw_root, "1_vid-a_b", with_masks=False).mask_paths is None
 
@@ -291,3 +292,17 @@ def test_video_file_clips_rejects_masks_past_the_end(tmp_path):
         VideoFileClips([(tmp_path / "v.mp4", masks)], backend="pyav")
     with pytest.raises(FileNotFoundError, match="nope.mp4"):
         VideoFileClips([(tmp_path / "nope.mp4", masks)])
+
+
+def test_unpaired_video_is_refused_or_skipped(vspw_root, caplog):
+    os.remove(os.path.join(vspw_root, "data", "2_vidB", "mask", "00000011.png"))
+    with pytest.raises(DataLayoutError, match=r"1 unusable video\(s\), refused: video 2_vidB.*"
+                                              r"data.bad_videos=skip"):
+        VSPWClips(vspw_root, "train")
+    with caplog.at_level(logging.WARNING):
+        ds = VSPWClips(vspw_root, "train", mode="eval", bad_videos="skip")
+    assert [v.name for v in ds.videos] == ["1_vid-a_b"] and ds.skipped_videos == ["2_vidB"]
+    assert "skipping video 2_vidB" in caplog.text
+    os.remove(os.path.join(vspw_root, "data", "1_vid-a_b", "mask", "00000377.png"))
+    with pytest.raises(DataLayoutError, match="none of the 2 video"):
+        VSPWClips(vspw_root, "train", bad_videos="skip")

@@ -2,7 +2,7 @@
 
 __version__ = "0.1.0"
 
-__all__ = ["Segmenter", "__version__"]
+__all__ = ["Segmenter", "__version__", "score", "train"]
 
 
 def __getattr__(name: str):
@@ -11,4 +11,8 @@ def __getattr__(name: str):
         from vidseg.segmenter import Segmenter
 
         return Segmenter
+    if name in ("train", "score"):
+        from vidseg import api
+
+        return getattr(api, name)
     raise AttributeError(f"module 'vidseg' has no attribute {name!r}")

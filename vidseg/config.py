@@ -160,7 +160,14 @@ class ClipConfig:
 
 @dataclass
 class DataConfig:
-    root: str = ""  # VSPW root; empty = $VSPW_ROOT
+    root: str = ""  # dataset root; empty = $VSPW_ROOT
+    # layout of data.root (docs/DATA.md): vspw | video (videos/*.mp4 + masks/<video>/<index>.png)
+    # | frames (<video>/images/* + <video>/masks/*.png, any naming)
+    format: str = "vspw"
+    labels: str = "vspw"  # mask values: vspw (0, 255 ignored; k = class k-1) | train_ids (255 ignored)
+    # a video whose masks do not pair with its frames (count, names, missing folder): refuse
+    # (an error before any work) | skip (left out with a warning)
+    bad_videos: str = "refuse"
     train_split: str = "train"
     val_split: str = "val"
     clip: ClipConfig = field(default_factory=ClipConfig)
@@ -494,6 +501,9 @@ _CHOICES = {
     "model.gald.ga": ("aspp", "ppm", "nonlocal"),
     "model.gald.ld": ("v1", "v2"),
     "eval.flow": ("dis", "raft"),
+    "data.format": ("vspw", "video", "frames"),
+    "data.labels": ("vspw", "train_ids"),
+    "data.bad_videos": ("refuse", "skip"),
 }
 
 
@@ -527,6 +537,9 @@ def validate(cfg: Config, origin: dict | None = None) -> None:
     _validate_head(cfg, origin)
     if len(cfg.data.crop_size) != 2 or len(cfg.data.scale_range) != 2:
         raise ConfigError("data.crop_size and data.scale_range take two numbers each")
+    from vidseg.config_checks import check_ranges
+
+    check_ranges(cfg, origin)
 
 
 def _validate_head(cfg: Config, origin: dict) -> None:

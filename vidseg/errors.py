@@ -36,6 +36,20 @@ class VidsegError(Exception):
             self.code = code
 
     def one_line(self) -> str:
-        """The message as one line (first line of a multi-line message, else the type name)."""
+        """The message as one line (first line of a multi-line message, else the type name).
+
+        An error raised in a DataLoader worker reaches the main process re-created by torch
+        with "Caught X in DataLoader worker ... Original Traceback ..." as its text; the
+        original message is the traceback's last line, `module.X: message`.
+        """
         text = str(self).strip()
+        if text.startswith("Caught ") and "\nOriginal Traceback" in text:
+            head, sep, message = text.splitlines()[-1].partition(": ")
+            if sep and head.endswith(type(self).__name__) and message.strip():
+                return message.strip()
         return text.splitlines()[0] if text else type(self).__name__
+
+
+class DeviceError(VidsegError):
+    """A device that is not a torch device name or is not available here (`--device cuda` on a
+    machine without a usable GPU); raised before any model is built."""

@@ -8,18 +8,20 @@ through the model's causal `step()` and resized back (bilinear, align_corners=Fa
     seg = Segmenter("vspw/upernet_mcibipp_r50", "model.pth")    # a packaged config or a file
     labels = seg.predict(rgb)                            # (H, W) int64 class ids
     logits = seg.predict(rgb, return_logits=True)        # (K, H, W) float32
-    for index, timestamp, labels in seg.stream("clip.mp4"):
-        ...
+    for index, timestamp, labels, overlay in seg.stream("clip.mp4", out="out/"):
+        ...                                              # overlay: (H, W, 3) uint8 RGB
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
+import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -37,12 +39,34 @@ def _whole_frame():
     return TTASettings()
 
 
-class FrameResult(NamedTuple):
-    """One streamed frame: its index in the source, its timestamp (s) and `(H, W)` int64 labels."""
+@dataclass(frozen=True, eq=False)
+class FrameResult:
+    """One streamed frame; unpacks as `(index, timestamp, labels, overlay)`.
+
+    The overlay is drawn on first access (then kept), so a loop that reads only `labels` does
+    not pay for it; unpacking all four fields draws it.
+
+    Attributes:
+        index: position of the frame in the source (before striding).
+        timestamp: seconds from the start of the source.
+        labels: `(H, W)` int64 class ids.
+        frame: the RGB uint8 `(H, W, 3)` input frame.
+        overlay: RGB uint8 `(H, W, 3)`: the frame blended with its class colours and a legend of
+            the visible classes, as in the `vidseg stream` overlay video (without its FPS counter).
+    """
 
     index: int
     timestamp: float
     labels: np.ndarray
+    frame: np.ndarray = field(repr=False)
+    _renderer: Callable[[np.ndarray, np.ndarray], np.ndarray] = field(repr=False)
+
+    @functools.cached_property
+    def overlay(self) -> np.ndarray:
+        return self._renderer(self.frame, self.labels.astype(np.uint8))
+
+    def __iter__(self) -> Iterator:
+        return iter((self.index, self.timestamp, self.labels, self.overlay))
 
 
 def resolve_config_path(config: str | Path) -> Path:
@@ -174,23 +198,66 @@ class Segmenter:
                                             tta=self._settings("whole"))
         return labels.astype(np.int64)
 
-    def stream(self, source, **source_options) -> Iterator[FrameResult]:
+    def stream(self, source, out: str | Path | None = None, *, save_video: bool = True,
+               save_labels: bool = False, save_color: bool = False,
+               **source_options) -> Iterator[FrameResult]:
         """Segment a video file, frame folder, camera index or URL causally, frame by frame.
 
-        The history buffer carries over from frame to frame; it starts empty (`reset()`).
-        `source_options` go to `vidseg.io.sources.open_source` (e.g. `stride`, `max_frames`).
+        Each frame runs the per-frame path of `vidseg stream`: the config's test-time protocol
+        (`eval.mode/crop_size/stride/scales/flip`) and, with `stream.reset_on_shot_cut`, a history
+        reset on shot cuts. The history buffer carries over from frame to frame; it starts empty
+        (`reset()`). Leaving the loop early (`break`, an exception) closes the source and
+        finishes the output files with every frame yielded so far.
+
+        Args:
+            source: anything `vidseg.io.sources.open_source` accepts: a video file, a frame
+                folder, a camera index (`0`) or a URL (`rtsp://...`, `http://...`).
+            out: output folder for the files `vidseg stream --out DIR` writes; None writes none.
+            save_video: with `out`, write `<video>_overlay.mp4` (with an FPS counter).
+            save_labels: with `out`, write VSPW train-id PNGs `labels/<video>/<stem>.png`.
+            save_color: with `out`, write colour overlay PNGs `color/<video>/<stem>.png`.
+            **source_options: go to `open_source` (e.g. `stride`, `max_frames`).
+        Yields:
+            `FrameResult`: unpacks as `(index, timestamp, labels (H, W) int64,
+            overlay (H, W, 3) uint8 RGB)`.
+        Raises:
+            SourceError: the source does not open.
+            SinkError: `out` is not writable.
         """
+        from vidseg.engine.predict import segment_frame
+        from vidseg.engine.stream import class_names_for
+        from vidseg.engine.stream_outputs import StreamOutputs, frame_stem, render_overlay
+        from vidseg.engine.tta import TTASettings
         from vidseg.io.sources import open_source
 
+        if out is None and (save_labels or save_color):
+            raise ValueError("Segmenter.stream: save_labels / save_color need an output folder "
+                             "(out=DIR)")
+        names = self.class_names if self.class_names is not None else class_names_for(self.cfg)
+        sc = self.cfg.stream
+        render = functools.partial(render_overlay, alpha=sc.alpha, legend=sc.legend,
+                                   class_names=names)
+        tta = TTASettings.from_config(self.cfg.eval)
+        shot_cut = sc.shot_cut_threshold if sc.reset_on_shot_cut else None
+        short_side, mean, std = self._short_side(), self.cfg.data.mean, self.cfg.data.std
         self.reset()
-        src = open_source(source, **source_options)
-        try:
-            for index, timestamp, rgb in src:
-                yield FrameResult(int(index), float(timestamp), self.step(rgb))
-        finally:
-            close = getattr(src, "close", None)
-            if close is not None:
-                close()
+        with contextlib.ExitStack() as stack:
+            src = stack.enter_context(contextlib.closing(open_source(source, **source_options)))
+            sinks = None
+            if out is not None:
+                sinks = stack.enter_context(StreamOutputs.for_source(
+                    out, src, self.cfg, names, overlay=save_video, labels=save_labels,
+                    color=save_color))
+            t_start = time.perf_counter()
+            for done, (index, timestamp, rgb) in enumerate(src, 1):
+                labels, self._state = segment_frame(self.model, rgb, self._state, short_side,
+                                                    mean, std, self.device,
+                                                    shot_cut_threshold=shot_cut, tta=tta)
+                if sinks is not None:
+                    fps = done / max(time.perf_counter() - t_start, 1e-9)
+                    sinks.write(frame_stem(src, index), rgb, labels, fps)
+                yield FrameResult(int(index), float(timestamp), labels.astype(np.int64), rgb,
+                                  render)
 
 
 def convert_zoo_entry(raw: Path, dst: Path, entry) -> None:

@@ -6,19 +6,14 @@ import argparse
 
 
 def run(args: argparse.Namespace) -> int:
-    from vidseg.cli import CliError
-    from vidseg.config import ConfigError, load_config
+    from vidseg.cli import CliError, check_output_file
+    from vidseg.config import load_config
     from vidseg.convert.sssegmentation import convert
-    from vidseg.engine.checkpoint import CheckpointError
 
-    try:
-        cfg = load_config(args.config, args.overrides or ())
-    except ConfigError as exc:
-        raise CliError(str(exc)) from None
+    cfg = load_config(args.config, args.overrides or ())
+    check_output_file(args.dst, "DST")  # before the (large) source is read
     try:
         ckpt = convert(args.src, args.dst, cfg)
-    except CheckpointError as exc:
-        raise CliError(str(exc)) from None
     except OSError as exc:
         raise CliError(f"cannot write {args.dst}: {exc.strerror or exc}") from None
     print(f"converted {args.src} ({len(ckpt['model'])} tensors) -> {args.dst} "

@@ -1,18 +1,22 @@
-"""`vidseg data synth` (write a synthetic VSPW-format dataset) and `vidseg data check ROOT`."""
+"""`vidseg data synth` (a synthetic dataset in any layout), `vidseg data check ROOT` and
+`vidseg data convert` (a VSPW-format root into the video or frames layout); docs/DATA.md."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 
-from vidseg.cli import CliError
+from vidseg.cli import CliError, check_output_dir, check_output_file, int_arg
+from vidseg.engine.input_size import MAX_SIDE
 
 # CLI flag -> keyword of make_synthetic_vspw
 _SYNTH_ARGS = {
     "train_videos": "num_train", "val_videos": "num_val", "test_videos": "num_test",
     "frames": "frames", "height": "height", "width": "width", "seed": "seed",
 }
+FORMATS = ("vspw", "video", "frames")
 
 
 def run_synth(args: argparse.Namespace) -> int:
@@ -20,27 +24,68 @@ def run_synth(args: argparse.Namespace) -> int:
 
     kwargs = {kw: getattr(args, flag) for flag, kw in _SYNTH_ARGS.items()
               if getattr(args, flag) is not None}
-    kwargs["write_mp4"] = not args.no_mp4
+    kwargs["write_mp4"] = not args.no_mp4 and args.format == "vspw"
+    check_output_dir(args.out, "--out")
     start = time.perf_counter()
     try:
-        make_synthetic_vspw(args.out, **kwargs)
+        if args.format == "vspw":
+            make_synthetic_vspw(args.out, **kwargs)
+        else:
+            import tempfile
+
+            from vidseg.data.convert_layout import convert_vspw
+
+            # generated in VSPW form next to nothing the user owns, then rewritten
+            with tempfile.TemporaryDirectory(prefix="vidseg-synth-") as tmp:
+                make_synthetic_vspw(tmp, **kwargs)
+                convert_vspw(tmp, args.out, args.format)
     except (ValueError, OSError) as exc:
         raise CliError(f"cannot write the synthetic dataset to {args.out}: {exc}") from exc
-    print(f"synthetic VSPW written to {args.out} in {time.perf_counter() - start:.1f} s; "
-          f"check it with: vidseg data check {args.out}")
+    fmt = "" if args.format == "vspw" else f" --format {args.format}"
+    print(f"synthetic {args.format} dataset written to {args.out} in "
+          f"{time.perf_counter() - start:.1f} s; check it with: vidseg data check {args.out}{fmt}")
+    return 0
+
+
+def run_convert(args: argparse.Namespace) -> int:
+    from vidseg.data.convert_layout import convert_vspw
+
+    if not os.path.isdir(args.src):
+        raise CliError(f"source root {args.src} does not exist")
+    check_output_dir(args.out, "--out")
+    start = time.perf_counter()
+    try:
+        summary = convert_vspw(args.src, args.out, args.format, splits=tuple(args.split or
+                                                                           ("train", "val")))
+    except (ValueError, OSError) as exc:
+        raise CliError(f"cannot convert {args.src} to {args.out}: {exc}") from exc
+    counts = ", ".join(f"{s} {n} videos / {summary['frames'][s]} frames"
+                       for s, n in summary["videos"].items())
+    print(f"{args.src} written as data.format={args.format} to {args.out} ({counts}) in "
+          f"{time.perf_counter() - start:.1f} s; check it with: vidseg data check {args.out} "
+          f"--format {args.format}")
     return 0
 
 
 def run_check(args: argparse.Namespace) -> int:
-    import os
-
     from vidseg.data.check import check_vspw
+    from vidseg.data.check_layouts import check_layout
+    from vidseg.data.layouts import detect_format
 
     if not os.path.isdir(args.root):
         raise CliError(f"data root {args.root} does not exist")
+    if args.json:
+        check_output_file(args.json, "--json")
+    fmt = args.format
+    if fmt == "auto":  # a root that looks like none of them gets the VSPW report of what is missing
+        fmt = detect_format(args.root) or "vspw"
     start = time.perf_counter()
-    report = check_vspw(args.root, splits=tuple(args.split or ("train", "val", "test")),
-                        decode_frames=args.decode_frames)
+    if fmt == "vspw":
+        report = check_vspw(args.root, splits=tuple(args.split or ("train", "val", "test")),
+                            decode_frames=args.decode_frames)
+    else:
+        report = check_layout(args.root, fmt, splits=args.split, label_format=args.labels,
+                              decode_frames=args.decode_frames)
     print(report.format(max_problems=args.max_problems))
     print(f"checked in {time.perf_counter() - start:.1f} s")
     if args.json:
@@ -50,36 +95,65 @@ def run_check(args: argparse.Namespace) -> int:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("data", help="synthetic VSPW data and VSPW layout checks",
-                       description="Create a synthetic VSPW-format dataset or verify a VSPW root.")
+    p = sub.add_parser("data", help="synthetic data, layout checks and conversion (docs/DATA.md)",
+                       description="Create a synthetic dataset, verify a dataset root (VSPW, "
+                                   "video files + masks, image sequences) or convert a VSPW-format "
+                                   "root into another layout. See docs/DATA.md.")
     data_sub = p.add_subparsers(dest="data_command", metavar="ACTION")
     data_sub.required = True
 
     s = data_sub.add_parser(
-        "synth", help="write a synthetic VSPW-format dataset",
-        description="Write a deterministic synthetic dataset in the VSPW layout (frames, masks, "
-                    "split files, class list, val mp4s). Unset sizes use the generator's defaults.")
+        "synth", help="write a synthetic dataset (VSPW, video or frames layout)",
+        description="Write a deterministic synthetic dataset: in the VSPW layout (frames, masks, "
+                    "split files, class list, val mp4s), or with --format video|frames its "
+                    "train and val splits in that layout (docs/DATA.md). Unset sizes use the "
+                    "generator's defaults.")
     s.add_argument("--out", required=True, help="output root (created)")
-    s.add_argument("--seed", type=int, help="random seed (same seed = same dataset)")
-    s.add_argument("--train-videos", type=int, help="number of train videos")
-    s.add_argument("--val-videos", type=int, help="number of val videos")
-    s.add_argument("--test-videos", type=int, help="number of test videos")
-    s.add_argument("--frames", type=int, help="frames per video")
-    s.add_argument("--height", type=int, help="frame height in pixels")
-    s.add_argument("--width", type=int, help="frame width in pixels")
+    s.add_argument("--format", choices=FORMATS, default="vspw",
+                   help="layout to write (default vspw; video and frames hold train and val)")
+    s.add_argument("--seed", type=int_arg(0), help="random seed (same seed = same dataset)")
+    s.add_argument("--train-videos", type=int_arg(0), help="number of train videos")
+    s.add_argument("--val-videos", type=int_arg(0), help="number of val videos")
+    s.add_argument("--test-videos", type=int_arg(0),
+                   help="number of test videos (vspw only: unlabelled)")
+    s.add_argument("--frames", type=int_arg(1), help="frames per video")
+    s.add_argument("--height", type=int_arg(16, MAX_SIDE), help="frame height in pixels")
+    s.add_argument("--width", type=int_arg(16, MAX_SIDE), help="frame width in pixels")
     s.add_argument("--no-mp4", action="store_true", help="do not write the val videos as H.264 mp4")
     s.set_defaults(func=run_synth)
 
     c = data_sub.add_parser(
-        "check", help="verify a VSPW root (counts, unreadable images, masks)",
-        description="Count videos/frames/masks per split, find empty or unreadable images, frames "
-                    "without masks, mask values outside {0..124, 255}, RGB masks and size "
+        "check", help="verify a dataset root (counts, unreadable files, masks, pairing)",
+        description="Count videos/frames/masks per split and find what training would trip "
+                    "on: empty or unreadable images and videos, frames without masks or a mask "
+                    "count that differs from the frame count (such videos are listed as "
+                    "refused), mask values outside the label format, RGB masks and size "
                     "mismatches. Exit code 1 when the layout is unusable.")
-    c.add_argument("root", help="VSPW root holding data/, train.txt, val.txt, test.txt")
+    c.add_argument("root", help="dataset root (VSPW: data/ + split files; video: videos/ + "
+                   "masks/; frames: <video>/images/ + <video>/masks/)")
+    c.add_argument("--format", choices=("auto",) + FORMATS, default="auto",
+                   help="layout (data.format); default: judged from the folders")
+    c.add_argument("--labels", choices=("vspw", "train_ids"), default="vspw",
+                   help="mask values (data.labels) of a video or frames root (default vspw)")
     c.add_argument("--split", action="append", choices=("train", "val", "test"),
-                   help="split to check (repeatable; default all three)")
+                   help="split to check (repeatable; default: VSPW all three, other layouts "
+                        "every split file present, or every video)")
     c.add_argument("--json", metavar="FILE", help="also write the full report as JSON")
     c.add_argument("--decode-frames", action="store_true",
-                   help="fully decode every frame (default: validate JPEG headers only)")
-    c.add_argument("--max-problems", type=int, default=50, help="problems printed (default 50)")
+                   help="fully decode every frame and video (default: JPEG headers, video "
+                        "container headers)")
+    c.add_argument("--max-problems", type=int_arg(0), default=50,
+                   help="problems printed (default 50)")
     c.set_defaults(func=run_check)
+
+    v = data_sub.add_parser(
+        "convert", help="rewrite a VSPW-format root in the video or frames layout",
+        description="Write the labelled splits of a VSPW-format root as data.format: video "
+                    "(H.264 mp4 + mask folders) or frames (image and mask folders); masks are "
+                    "copied byte for byte.")
+    v.add_argument("src", help="VSPW-format root")
+    v.add_argument("--out", required=True, help="output root (new or empty)")
+    v.add_argument("--format", choices=("video", "frames"), required=True, help="layout to write")
+    v.add_argument("--split", action="append", choices=("train", "val"),
+                   help="split to convert (repeatable; default train and val)")
+    v.set_defaults(func=run_convert)

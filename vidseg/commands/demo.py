@@ -1,7 +1,7 @@
 """`vidseg demo`: the whole pipeline on a synthetic VSPW-format dataset, end to end, on a CPU.
 
 synthetic data -> check -> train Video-MCIBI++ (small config) -> causal evaluation (metrics table)
--> stream a synthetic val video and a real video to overlay mp4s.
+-> stream a synthetic val video and a real video to overlay mp4s -> training curves (curves.png).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import logging
 import time
 from pathlib import Path
 
-from vidseg.cli import CliError
+from vidseg.cli import CliError, int_arg
 
 log = logging.getLogger("vidseg.demo")
 
@@ -57,7 +57,18 @@ def _stream(cfg, model, video: Path, out_mp4: Path) -> dict:
     return summary.to_dict()
 
 
+def _curves(run_dir: Path) -> str:
+    """Draw `run_dir/curves.png`; returns its path, or why it was not drawn (no matplotlib)."""
+    from vidseg.engine.plot import PlotError, plot_curves
+
+    try:
+        return str(plot_curves(run_dir).out)
+    except PlotError as exc:
+        return f"not drawn: {exc.one_line()}"
+
+
 def run(args: argparse.Namespace) -> int:
+    from vidseg.cli import check_output_dir
     from vidseg.config import load_config, save_config
     from vidseg.engine.evaluate import evaluate
     from vidseg.engine.train import train
@@ -65,17 +76,18 @@ def run(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     start = time.perf_counter()
-    out = Path(args.out)
+    out = check_output_dir(args.out, "--out")
+    # the config and every --set are checked before the dataset is generated
+    overrides = [f"data.root={out / 'data'}", f"work_dir={out / 'run'}"] + list(args.set or [])
+    if args.iters is not None:
+        overrides.append(f"train.iters={args.iters}")
+    cfg = load_config(args.config, overrides)
     out.mkdir(parents=True, exist_ok=True)
 
     _section("1/4 synthetic VSPW-format dataset")
     root = _dataset(out, args.seed)
 
     _section("2/4 training Video-MCIBI++ on the CPU")
-    overrides = [f"data.root={root}", f"work_dir={out / 'run'}"] + list(args.set or [])
-    if args.iters:
-        overrides.append(f"train.iters={args.iters}")
-    cfg = load_config(args.config, overrides)
     save_config(cfg, out / "demo_config.yaml")
     t0 = time.perf_counter()
     # a second demo run starts afresh: the previous run folder is moved aside, never deleted
@@ -112,6 +124,7 @@ def run(args: argparse.Namespace) -> int:
     _section("done")
     print(f"dataset:      {root}")
     print(f"training run: {out / 'run'} (train.log, scalars.jsonl, checkpoints)")
+    print(f"curves:       {_curves(out / 'run')}")
     print(f"metrics:      {out / 'eval' / 'metrics.json'}  (mIoU {100 * result['miou']:.1f} %)")
     print(f"predictions:  {out / 'eval' / 'pred'}")
     for name, path in outputs.items():
@@ -129,8 +142,8 @@ def register(sub) -> None:
     p.add_argument("--config", default="synthetic/demo",
                    help="model/training config: YAML file or packaged name "
                         "(default synthetic/demo)")
-    p.add_argument("--iters", type=int, default=None, help="override train.iters")
-    p.add_argument("--seed", type=int, default=0, help="dataset seed")
+    p.add_argument("--iters", type=int_arg(1), default=None, help="override train.iters")
+    p.add_argument("--seed", type=int_arg(0), default=0, help="dataset seed")
     p.add_argument("--resume", action="store_true", help="resume an interrupted demo training run")
     p.add_argument("--set", nargs="*", metavar="KEY=VALUE", help="config overrides")
     p.set_defaults(func=run)

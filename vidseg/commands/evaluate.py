@@ -5,13 +5,31 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from vidseg.cli import CliError
+from vidseg.cli import CliError, int_arg
 
 
 def run(args: argparse.Namespace) -> int:
-    from vidseg.config import ConfigError
+    from vidseg.engine import distributed as du
+
+    # under torchrun the videos are split across every process of every node (each on
+    # cuda:LOCAL_RANK with CUDA) and global rank 0 alone writes metrics.json and prints
+    if args.device:
+        from vidseg.engine.inference import check_device
+
+        check_device(args.device)  # before a process group or a model exists
+    info = du.init_distributed(device_type=args.device.split(":")[0] if args.device else None)
+    try:
+        return _evaluate(args, str(info.device) if info.distributed else (args.device or "cpu"),
+                         info.is_main)
+    finally:
+        du.cleanup()
+
+
+def _evaluate(args: argparse.Namespace, device: str, is_main: bool) -> int:
+    from vidseg.cli import check_output_dir
+    from vidseg.config import load_config
     from vidseg.engine.evaluate import evaluate
-    from vidseg.engine.inference import load_errors, load_inference_model
+    from vidseg.engine.inference import load_inference_model
     from vidseg.metrics.report import format_table
 
     overrides = list(args.set or [])
@@ -19,18 +37,20 @@ def run(args: argparse.Namespace) -> int:
         overrides.append(f"eval.tc_videos={args.tc_videos}")
     if args.no_tc:
         overrides.append("eval.tc=false")
-    try:
-        cfg, model = load_inference_model(args.config, args.checkpoint, overrides,
-                                          random_init=args.random_init, device=args.device)
-    except (ConfigError, *load_errors()) as exc:
-        raise CliError(str(exc)) from None
-    out_dir = Path(args.out or Path(cfg.work_dir) / f"eval_{args.split or cfg.eval.split}")
+    # a bad config or output folder fails before the checkpoint is read or the model is built
+    cfg = load_config(args.config, overrides)
+    out_dir = check_output_dir(args.out or Path(cfg.work_dir) / f"eval_{args.split or cfg.eval.split}",
+                               "--out")
+    cfg, model = load_inference_model(args.config, args.checkpoint, overrides,
+                                      random_init=args.random_init, device=device)
     try:
         result = evaluate(model, cfg, split=args.split, max_videos=args.max_videos, out_dir=out_dir,
                           root=args.data, save_pred=not args.no_pred, save_color=args.color or cfg.eval.save_color,
                           no_history=args.no_history)
     except (ValueError, FileNotFoundError) as exc:
         raise CliError(str(exc)) from None
+    if not is_main:
+        return 0
     print(format_table(result, per_class=args.per_class))
     print(f"metrics: {out_dir / 'metrics.json'}")
     if not args.no_pred:
@@ -50,14 +70,18 @@ def register(sub) -> None:
     p.add_argument("--data", help="dataset root (default: data.root of the config or $VSPW_ROOT)")
     p.add_argument("--split", help="split name (default: eval.split, 'val')")
     p.add_argument("--out", help="output directory (default: <work_dir>/eval_<split>)")
-    p.add_argument("--max-videos", type=int, default=None, help="only the first N videos")
-    p.add_argument("--tc-videos", type=int, default=None, help="TC on the first N videos (100 = official)")
+    p.add_argument("--max-videos", type=int_arg(1), default=None, metavar="N",
+                   help="only the first N videos (default: all)")
+    p.add_argument("--tc-videos", type=int_arg(0, note="0 = no TC"), default=None, metavar="N",
+                   help="TC on the first N videos (100 = official; default: all)")
     p.add_argument("--no-tc", action="store_true", help="skip TC (no optical flow)")
     p.add_argument("--no-history", action="store_true", help="ignore history: every frame is processed as the first frame of its video")
     p.add_argument("--no-pred", action="store_true", help="do not write prediction PNGs")
     p.add_argument("--color", action="store_true", help="also write colour PNGs")
     p.add_argument("--per-class", action="store_true", help="print per-class IoU")
-    p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1)")
+    p.add_argument("--device", default=None,
+                   help="torch device (cpu, cuda, cuda:1; default cpu); under torchrun each process "
+                        "uses cuda:LOCAL_RANK (default when CUDA is available) or the CPU")
     p.add_argument("--random-init", action="store_true", help="no checkpoint: random weights (smoke test)")
     p.add_argument("--set", nargs="*", metavar="KEY=VALUE", help="config overrides")
     p.set_defaults(func=run)

@@ -7,16 +7,15 @@ import os
 
 
 def run(args: argparse.Namespace) -> int:
-    from vidseg.cli import CliError
+    from vidseg.cli import CliError, check_output_file
     from vidseg.metrics.report import format_table, write_metrics
     from vidseg.metrics.scorer import score_prediction_dir
 
     if args.flow == "raft" and not args.raft_weights:
         raise CliError("--flow raft needs --raft-weights FILE (a local torchvision raft_large "
                        "state dict); nothing is downloaded")
-    if args.tc_videos is not None and args.tc_videos < 0:
-        raise CliError(f"--tc-videos must be >= 0, got {args.tc_videos}")
-    out = args.out or os.path.join(args.pred, "metrics.json")
+    # checked before the (long) scoring, not after it
+    out = check_output_file(args.out or os.path.join(args.pred, "metrics.json"), "--out")
     try:
         result = score_prediction_dir(
             args.data, args.pred, split=args.split, tc_videos=args.tc_videos,
@@ -38,6 +37,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def register(sub) -> None:
+    from vidseg.cli import int_arg, max_threads
+
     p = sub.add_parser(
         "score", help="score VSPW-format prediction PNGs: mIoU, accuracies, mVC_8/16, TC",
         description="Score a folder <PRED>/<video>/<stem>.png of train-id predictions (0..123, "
@@ -47,7 +48,7 @@ def register(sub) -> None:
     p.add_argument("--pred", required=True, metavar="DIR", help="prediction folder")
     p.add_argument("--split", default="val", help="split file name without .txt (default: val)")
     p.add_argument("--out", metavar="FILE", help="metrics JSON (default: <DIR>/metrics.json)")
-    p.add_argument("--tc-videos", type=int, metavar="N",
+    p.add_argument("--tc-videos", type=int_arg(0, note="0 = no TC"), metavar="N",
                    help="TC on the first N videos of the split file only (100 = the official "
                         "protocol); default: all videos")
     p.add_argument("--no-tc", action="store_true", help="skip TC (no optical flow)")
@@ -60,9 +61,9 @@ def register(sub) -> None:
     p.add_argument("--include-last-window", action="store_true",
                    help="mVC also counts the window ending at each video's last frame "
                         "(the official script skips it)")
-    p.add_argument("--workers", type=int, default=0, metavar="N",
-                   help="processes scoring videos in parallel (0/1: in this process); "
-                        "the result does not depend on it")
+    p.add_argument("--workers", type=int_arg(0, max_threads(), "4 x the CPU cores"), default=0,
+                   metavar="N", help="processes scoring videos in parallel (0/1: in this "
+                   "process; at most 4 x the cores); the result does not depend on it")
     p.add_argument("--per-class", action="store_true", help="also print the per-class table")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)

@@ -1,12 +1,15 @@
 """`vidseg stream`: run the video model causally on a file, a frame folder, a camera or a URL.
 
 Exit codes: 0 every frame processed; 3 partially processed (truncated file, lost camera,
-interrupt); 2 nothing processed or bad input (one-line error naming the source and the cause).
+interrupt, a failed write such as a full disk; the outputs keep what was written) or the --json
+file could not be written (the summary then goes to stderr); 2 nothing processed or written, or
+bad input (one-line error naming the source and the cause).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -23,9 +26,13 @@ def parse_scales(text: str | None):
     from vidseg.cli import CliError
 
     try:
-        return tuple(float(s) for s in text.split(",") if s.strip())
+        scales = tuple(float(s) for s in text.split(",") if s.strip())
     except ValueError:
-        raise CliError(f"--scales: expected comma-separated numbers such as 0.5,1.0, got {text!r}") from None
+        scales = ()
+    if not scales or not all(0 < s < float("inf") for s in scales):
+        raise CliError(f"--scales: expected comma-separated positive numbers such as 0.5,1.0, "
+                       f"got {text!r}")
+    return scales
 
 
 def _progress(source, quiet: bool):
@@ -72,9 +79,65 @@ def _open_sinks(args, video_name: str, fps: float, cfg):
     return overlay, labels, color, paths
 
 
+def _write_json(path: str, summary) -> bool:
+    """Write the summary to `path`; if that fails (it may be on the full disk), print it on stderr.
+
+    Returns:
+        False when `path` could not be written (one line names it and the OS error).
+    """
+    text = json.dumps(summary.to_dict(), indent=2) + "\n"
+    tmp = f"{path}.{os.getpid()}.tmp"
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)  # never a cut JSON file under the asked name
+        return True
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        print(f"vidseg stream: error: cannot write --json {path}: {exc.strerror or exc}; "
+              "the summary follows", file=sys.stderr)
+        sys.stderr.write(text)
+        return False
+
+
+def _window_or_notice() -> bool:
+    """`--show`: True when a window can open here, else one line on stderr saying why not."""
+    from vidseg.io.selftest import live_window
+
+    decision = live_window()
+    if decision.choice == "available":
+        return True
+    print(f"vidseg stream: --show: no window ({decision.reason}); the other outputs are still "
+          "written, and --serve PORT shows the live view in a browser", file=sys.stderr)
+    return False
+
+
+def _open_live_view(address: str, source: str):
+    """`--serve`: bind (so a port in use fails before any work) and start the page server."""
+    from vidseg.cli import CliError
+    from vidseg.io.serve import LiveServer, ServeError, parse_address, source_title
+
+    try:
+        live = LiveServer(*parse_address(address), title=source_title(source))
+    except ServeError as exc:
+        raise CliError(f"--serve {exc}") from None
+    print(f"live view: {live.url} (its Stop button ends the run like Ctrl-C)", file=sys.stderr)
+    if not live.local_only:
+        print(f"WARNING: --serve {address}: the page is reachable from other machines and has no "
+              "password; anyone who opens it can stop the run", file=sys.stderr)
+    return live
+
+
 def run(args: argparse.Namespace) -> int:
     from vidseg.cli import CliError
-    from vidseg.engine.stream import StreamRunner, model_short_side, source_video_name
+    from vidseg.engine.stream import (
+        StreamRunner,
+        class_names_for,
+        model_short_side,
+        source_video_name,
+    )
     from vidseg.io.sinks import SinkError
     from vidseg.io.sources import SourceError, open_source
 
@@ -84,34 +147,49 @@ def run(args: argparse.Namespace) -> int:
         raise CliError("no checkpoint given: pass --checkpoint CKPT, or --random-init for a smoke test")
     if args.checkpoint is not None and args.random_init:
         raise CliError("--checkpoint and --random-init exclude each other")
-    for name in ("max_frames", "stride", "short_side", "threads"):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            raise CliError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+    from vidseg.cli import check_output_dir, check_output_file
+    from vidseg.engine.inference import check_device
+
+    check_device(args.device)
+    check_output_dir(args.out, "--out")
+    if args.json:
+        check_output_file(args.json, "--json")
+    if args.timeout is not None and not 0 < args.timeout < float("inf"):
+        raise CliError(f"--timeout must be a positive number of seconds, got {args.timeout:g}")
 
     import torch
 
     from vidseg.engine.stream import default_threads
 
     torch.set_num_threads(args.threads or default_threads())
+    show = args.show and _window_or_notice()
+    live = _open_live_view(args.serve, args.source) if args.serve else None
     # Cheap checks first: a bad source or output folder fails before the model is built.
     try:
-        source = open_source(args.source, stride=args.stride, max_frames=args.max_frames)
+        # --timeout unset: open_source's default (vidseg.io.camera.DEFAULT_TIMEOUT_S)
+        timeout = {} if args.timeout is None else {"timeout_s": args.timeout}
+        source = open_source(args.source, stride=args.stride, max_frames=args.max_frames, **timeout)
     except SourceError as exc:
+        if live is not None:
+            live.close()
         raise CliError(str(exc), EXIT_BAD_INPUT) from None
     try:
-        from vidseg.engine.inference import load_errors, load_inference_model
+        from vidseg.engine.inference import load_inference_model
+        from vidseg.engine.input_size import check_input_size, network_stride
 
         if args.random_init:
             print("WARNING: --random-init: the model has RANDOM WEIGHTS, its predictions are "
                   "meaningless (smoke test / speed test only)", file=sys.stderr)
-        try:
-            cfg, model = load_inference_model(args.config, args.checkpoint, args.overrides or (),
-                                              random_init=args.random_init, device=args.device)
-        except load_errors() as exc:
-            raise CliError(f"{args.config}: cannot build the model: "
-                           f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+        cfg, model = load_inference_model(args.config, args.checkpoint, args.overrides or (),
+                                          random_init=args.random_init, device=args.device)
+        short_side = args.short_side or model_short_side(cfg)
+        if short_side is not None:  # the long side is checked per frame (engine/predict.py)
+            every = [t * m for t in cfg.eval.scales for m in (scales or model.scales)]
+            check_input_size((short_side, short_side), network_stride(model), every,
+                             what=f"model input short side {short_side}")
         video_name = source_video_name(source)
+        if live is not None:
+            live.class_names, live.alpha = class_names_for(cfg), cfg.stream.alpha
         fps = (source.fps or 25.0) / source.stride
         try:
             overlay, labels, color, paths = _open_sinks(args, video_name, fps, cfg)
@@ -119,10 +197,10 @@ def run(args: argparse.Namespace) -> int:
             raise CliError(f"{args.source}: {exc}", EXIT_BAD_INPUT) from None
         on_frame, done = _progress(source, args.quiet)
         try:
-            runner = StreamRunner(model, cfg, overlay, labels, color, show=args.show, scales=scales,
+            runner = StreamRunner(model, cfg, overlay, labels, color, show=show, scales=scales,
                                   no_history=args.no_history, device=args.device,
-                                  short_side=args.short_side or model_short_side(cfg),
-                                  video_name=video_name, on_frame=on_frame)
+                                  short_side=short_side,
+                                  video_name=video_name, on_frame=on_frame, live_view=live)
         except ValueError as exc:
             for w in (overlay, labels, color):
                 if w is not None:
@@ -134,21 +212,19 @@ def run(args: argparse.Namespace) -> int:
             done()
     finally:
         source.close()
+        if live is not None:
+            live.close()
 
     print(summary.table())
-    if args.json:
-        try:
-            os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-            with open(args.json, "w", encoding="utf-8") as f:
-                json.dump(summary.to_dict(), f, indent=2)
-                f.write("\n")
-        except OSError as exc:
-            raise CliError(f"cannot write --json {args.json}: {exc}") from None
+    json_written = _write_json(args.json, summary) if args.json else True
     if summary.frames == 0:
         cause = source.error or summary.error or "the source yielded no frames"
         raise CliError(f"{args.source}: nothing processed: {cause}", EXIT_BAD_INPUT)
-    if overlay is not None:
-        print(f"overlay video: {paths['overlay']} ({overlay.frames_written} frames)")
+    if summary.frames_written and not any(summary.frames_written.values()):
+        cause = summary.error or "no output holds a frame"
+        raise CliError(f"{args.source}: nothing written: {cause}", EXIT_BAD_INPUT)
+    if overlay is not None and overlay.frames_kept:
+        print(f"overlay video: {paths['overlay']} ({overlay.frames_kept} frames)")
     if labels is not None:
         print(f"label PNGs: {paths['labels'] / video_name}")
     if color is not None:
@@ -156,38 +232,56 @@ def run(args: argparse.Namespace) -> int:
     if summary.stopped_early:
         print(f"vidseg stream: partial: {summary.error}", file=sys.stderr)
         return EXIT_PARTIAL
-    return EXIT_OK
+    return EXIT_OK if json_written else EXIT_PARTIAL
 
 
 def register(sub) -> None:
+    from vidseg.cli import int_arg, threads_arg
+    from vidseg.engine.input_size import MAX_SIDE
+
     p = sub.add_parser(
         "stream", help="segment a video file, frame folder, camera or URL causally; overlay mp4",
         description="Run the video model causally (one backbone pass per frame, the history "
                     "buffer carries the previous frames) and write an overlay mp4, optional "
                     "label / colour PNGs and a JSON summary. Exit 0: all frames processed; "
-                    "3: stopped early (truncated file, lost camera, interrupt), output kept; "
-                    "2: nothing processed or bad input.")
+                    "3: stopped early (truncated file, lost camera, interrupt, full disk), "
+                    "output kept; 2: nothing processed or written, or bad input. The overlay "
+                    "mp4 is fragmented: a killed run leaves it playable up to its last flushed "
+                    "fragment (1 s of video).")
     p.add_argument("config", help="YAML file or packaged config name (`vidseg configs`)")
     p.add_argument("source", help="video file, frame folder, camera index (0) or URL (rtsp/http)")
     p.add_argument("--checkpoint", metavar="CKPT", help="trained checkpoint (.pth or run folder)")
     p.add_argument("--random-init", action="store_true",
                    help="run with random weights (smoke / speed tests only; warns loudly)")
     p.add_argument("--out", default="stream_out", metavar="DIR", help="output folder (default: stream_out)")
-    p.add_argument("--show", action="store_true", help="live window when a display exists (q stops)")
+    p.add_argument("--show", action="store_true",
+                   help="live window with the overlay and legend, FPS in its title; q, Esc or "
+                        "closing it stops the run (exit 3, outputs kept). Without a display: one "
+                        "line saying so, and the run goes on without the window")
+    p.add_argument("--serve", metavar="HOST:PORT",
+                   help="live view in a browser: a page at http://HOST:PORT/ with the overlay "
+                        "(MJPEG), FPS, class legend and a Stop button (exit 3, outputs kept); "
+                        "HOST defaults to 127.0.0.1 (`--serve 8000`), port 0 picks a free one")
     p.add_argument("--scales", metavar="S1,S2", help="inference scales, e.g. 0.5,1.0 (needs HMSA)")
     p.add_argument("--no-history", action="store_true", help="per-frame image model (no history buffer)")
-    p.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames")
-    p.add_argument("--stride", type=int, default=1, metavar="N", help="process every N-th frame")
-    p.add_argument("--short-side", type=int, metavar="N",
-                   help="model input short side (default: stream.short_side or data.eval_short_side)")
+    p.add_argument("--max-frames", type=int_arg(1), metavar="N", help="stop after N frames")
+    p.add_argument("--stride", type=int_arg(1), default=1, metavar="N",
+                   help="process every N-th frame")
+    p.add_argument("--timeout", type=float, metavar="SECONDS",
+                   help="connect and read timeout of a URL or /dev/video source (default: 5); "
+                        "a stream silent for longer is reconnected, then ends (exit 3)")
+    p.add_argument("--short-side", type=int_arg(1, MAX_SIDE, "the input limit"), metavar="N",
+                   help="model input short side (default: stream.short_side or "
+                        "data.eval_short_side); at least the network stride, and the frame "
+                        f"scaled to it at most {MAX_SIDE} px long (docs/RELIABILITY.md)")
     p.add_argument("--labels", action="store_true", help="also write VSPW-format label PNGs")
     p.add_argument("--color", action="store_true", help="also write colour overlay PNGs")
     p.add_argument("--no-overlay", action="store_true", help="do not write the overlay mp4")
     p.add_argument("--json", metavar="FILE", help="write the summary as JSON")
     p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
-    p.add_argument("--threads", type=int, metavar="N",
+    p.add_argument("--threads", type=threads_arg(), metavar="N",
                    help="torch intra-op threads (default: CPU cores - 1, leaving a core to the "
-                        "decode and encode threads)")
+                        "decode and encode threads; at most 4 x the cores)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--set", dest="overrides", nargs="+", action="extend", metavar="KEY=VALUE",
                    help="config overrides, e.g. --set model.backbone.pretrained=false")

@@ -4,10 +4,11 @@ The config (with overrides) is loaded and checked before anything else happens, 
 fails in a second without creating a run directory. Under torchrun the same command trains with
 DistributedDataParallel.
 
-Exit codes: 0 trained to `train.iters`; 1 data, checkpoint or NaN-loss error; 2 bad config or
-arguments, or a work directory that already holds a run (without `--resume` / `--overwrite`);
-3 stopped early by SIGINT / SIGTERM after writing a checkpoint at the current iteration
-(`--resume` continues it); 130 a second Ctrl-C during the stop (no new checkpoint).
+Exit codes (docs/RELIABILITY.md): 0 trained to `train.iters`; 2 nothing done: a bad config,
+argument, data root, checkpoint or work directory (one that already holds a run, without
+`--resume` / `--overwrite`); 3 stopped early with the checkpoints kept: SIGINT / SIGTERM after
+writing a checkpoint at the current iteration (`--resume` continues it), a NaN / Inf loss, a full
+disk; 130 a second Ctrl-C during the stop (no new checkpoint).
 """
 
 from __future__ import annotations
@@ -18,22 +19,18 @@ from vidseg.cli import CliError
 
 
 def run(args: argparse.Namespace) -> int:
-    from vidseg.config import ConfigError, load_config
+    from vidseg.cli import check_output_dir
+    from vidseg.config import load_config
 
-    try:
-        cfg = load_config(args.config, args.set or [])
-    except ConfigError as exc:
-        raise CliError(str(exc)) from None
+    cfg = load_config(args.config, args.set or [])
+    check_output_dir(args.work_dir or cfg.work_dir, "--work-dir" if args.work_dir else "work_dir")
 
-    from vidseg.engine.checkpoint import CheckpointError
-    from vidseg.engine.train import EXIT_STOPPED, NonFiniteLossError, RunDirExistsError, train
+    from vidseg.engine.train import EXIT_STOPPED, train
 
     try:
         result = train(cfg, resume=args.resume, work_dir=args.work_dir, overwrite=args.overwrite)
-    except RunDirExistsError as exc:
-        raise CliError(str(exc), code=2) from None
-    except (FileNotFoundError, CheckpointError, NonFiniteLossError) as exc:
-        raise CliError(str(exc), code=1) from None
+    except FileNotFoundError as exc:  # the data root or a split file
+        raise CliError(str(exc)) from None
     import os
     import sys
 
@@ -60,8 +57,9 @@ def register(sub) -> None:
                     "config.yaml, train.log, scalars.jsonl and iter_*.pth / best.pth / latest to the "
                     "work directory. A work directory that already holds a run is refused unless "
                     "--resume or --overwrite is given. Ctrl-C / SIGTERM finish the current "
-                    "iteration, write a checkpoint and exit 3. Exit codes: 0 done, 1 data / "
-                    "checkpoint / NaN loss, 2 bad config or existing run, 3 stopped early.")
+                    "iteration, write a checkpoint and exit 3. Exit codes: 0 done; 2 bad config, "
+                    "data, checkpoint or work directory (nothing done); 3 stopped early, "
+                    "checkpoints kept (Ctrl-C, NaN loss, full disk).")
     p.add_argument("config", help="YAML file or packaged config name (`vidseg configs`), "
                    "e.g. vspw/upernet_video_mcibipp_r50")
     p.add_argument("--set", nargs="+", action="extend", metavar="KEY=VALUE",

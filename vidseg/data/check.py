@@ -1,5 +1,9 @@
 """Verify a VSPW download (or a synthetic VSPW-format root) before training on it.
 
+The other layouts (`data.format: video | frames`) are checked by `vidseg.data.check_layouts`,
+which reports through the same `CheckReport`.
+
+
 Checks split files, video folders, frame/mask pairing, empty or undecodable images, mask values
 outside {0..124, 255}, RGB masks and frame/mask size mismatches, and compares counts with the
 expected ones. Each mask is decoded once; JPEG frames are validated from their headers (size,
@@ -49,13 +53,20 @@ class Problem:
 
 @dataclass
 class CheckReport:
-    """Result of `check_vspw`: counts per split, expected counts, problems found."""
+    """Result of a check: counts per split, expected counts, problems, refused videos.
+
+    `refused` names the videos whose frames and masks do not pair up (count, names, missing
+    folder): training and evaluation refuse such a dataset, or leave these videos out with
+    `data.bad_videos: skip`.
+    """
 
     root: str
+    layout: str = "vspw"
     counts: dict = field(default_factory=dict)  # split -> {"videos", "frames", "masks"}
     expected: dict = field(default_factory=dict)  # split -> {"videos", "frames"}
     expected_source: str = "official VSPW"
     problems: list[Problem] = field(default_factory=list)
+    refused: list[str] = field(default_factory=list)
 
     @property
     def errors(self) -> list[Problem]:
@@ -72,7 +83,8 @@ class CheckReport:
 
     def to_dict(self) -> dict:
         return {
-            "root": self.root, "ok": self.ok, "counts": self.counts, "expected": self.expected,
+            "root": self.root, "layout": self.layout, "ok": self.ok, "counts": self.counts,
+            "expected": self.expected, "refused_videos": self.refused,
             "expected_source": self.expected_source,
             "num_errors": len(self.errors), "num_warnings": len(self.warnings),
             "problems": [p.__dict__ for p in self.problems],
@@ -80,16 +92,25 @@ class CheckReport:
 
     def format(self, max_problems: int = 50) -> str:
         """Human-readable report: a count table, then up to `max_problems` problems."""
-        lines = [f"VSPW check of {self.root}", f"{'split':<6} {'videos':>8} {'frames':>9} {'masks':>9}"
-                 f"   expected ({self.expected_source})"]
+        name = "VSPW" if self.layout == "vspw" else f"data.format={self.layout}"
+        head = f"{'split':<6} {'videos':>8} {'frames':>9} {'masks':>9}"
+        lines = [f"{name} check of {self.root}",
+                 head + (f"   expected ({self.expected_source})" if self.expected else "")]
         for split, c in self.counts.items():
-            exp = self.expected.get(split, {})
-            lines.append(f"{split:<6} {c['videos']:>8} {c['frames']:>9} {c['masks']:>9}   "
-                         f"{exp.get('videos', '-')} videos, {exp.get('frames', '-')} frames")
+            row = f"{split:<6} {c['videos']:>8} {c['frames']:>9} {c['masks']:>9}"
+            if self.expected:
+                exp = self.expected.get(split, {})
+                row += f"   {exp.get('videos', '-')} videos, {exp.get('frames', '-')} frames"
+            lines.append(row)
         for p in self.problems[:max_problems]:
             lines.append(f"{p.severity.upper():<7} {p.path}: {p.message}")
         if len(self.problems) > max_problems:
             lines.append(f"... {len(self.problems) - max_problems} more problems (use --json for all)")
+        if self.refused:
+            listed = ", ".join(self.refused[:20]) + (" ..." if len(self.refused) > 20 else "")
+            lines.append(f"REFUSED {len(self.refused)} video(s), their masks do not pair with their "
+                         f"frames: {listed}. Training and eval stop on them (data.bad_videos: "
+                         "refuse, the default); data.bad_videos: skip leaves them out")
         verdict = "OK" if self.ok else "NOT USABLE"
         lines.append(f"{verdict}: {len(self.errors)} error(s), {len(self.warnings)} warning(s)")
         return "\n".join(lines)
@@ -118,7 +139,7 @@ def jpeg_size(data: bytes) -> tuple[int, int] | None:
     return None
 
 
-def _frame_size(path: str, decode: bool) -> tuple[tuple[int, int] | None, str | None, str | None]:
+def frame_size(path: str, decode: bool) -> tuple[tuple[int, int] | None, str | None, str | None]:
     """Return (size, error, warning) for one frame file."""
     with open(path, "rb") as f:
         data = f.read()
@@ -138,12 +159,15 @@ def _frame_size(path: str, decode: bool) -> tuple[tuple[int, int] | None, str | 
 
 
 def _check_video(root: str, split: str, name: str, decode_frames: bool):
-    """Check one video folder; returns (frames, masks, problems)."""
+    """Check one video folder; returns (frames, masks, problems, refused).
+
+    `refused` is True when frames and masks do not pair up, so training refuses the video.
+    """
     problems: list[Problem] = []
     video_dir = os.path.join(root, "data", name)
     origin_dir, mask_dir = os.path.join(video_dir, "origin"), os.path.join(video_dir, "mask")
     if not os.path.isdir(video_dir):
-        return 0, 0, [Problem("error", video_dir, f"video listed in {split}.txt has no folder")]
+        return 0, 0, [Problem("error", video_dir, f"video listed in {split}.txt has no folder")], True
     frames = {os.path.splitext(n)[0]: os.path.join(origin_dir, n) for n in _listdir(origin_dir)
               if os.path.splitext(n)[1].lower() in FRAME_EXTENSIONS}
     masks = {os.path.splitext(n)[0]: os.path.join(mask_dir, n) for n in _listdir(mask_dir)
@@ -153,7 +177,7 @@ def _check_video(root: str, split: str, name: str, decode_frames: bool):
     needs_masks = split != "test" or bool(masks)
     sizes = {}
     for stem in sorted(frames):
-        size, error, warning = _frame_size(frames[stem], decode_frames)
+        size, error, warning = frame_size(frames[stem], decode_frames)
         if error:
             problems.append(Problem("error", frames[stem], error))
         if warning:
@@ -179,7 +203,9 @@ def _check_video(root: str, split: str, name: str, decode_frames: bool):
         if size is not None and tuple(mask.shape) != tuple(size):
             problems.append(Problem("error", path, f"mask is {mask.shape[1]}x{mask.shape[0]} but the "
                                     f"frame is {size[1]}x{size[0]} (WxH)"))
-    return len(frames), len(masks), problems
+    unpaired = ("no frames", "frame without mask", "mask without frame")
+    refused = any(p.message.startswith(unpaired) for p in problems)
+    return len(frames), len(masks), problems, refused
 
 
 def _listdir(folder: str) -> list[str]:
@@ -260,8 +286,10 @@ def check_vspw(root: str | os.PathLike, splits=SPLITS, expected: dict | None = N
     with ThreadPoolExecutor(max_workers=workers) as pool:
         results = dict(zip(owner, pool.map(
             lambda name: _check_video(root, owner[name], name, decode_frames), owner)))
-    for _, _, problems in results.values():
+    for name, (_, _, problems, refused) in results.items():
         report.problems.extend(problems)
+        if refused:
+            report.refused.append(name)
     for split, names in split_videos.items():
         for name in names:
             report.counts[split]["frames"] += results[name][0]

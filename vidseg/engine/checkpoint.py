@@ -16,15 +16,17 @@ from __future__ import annotations
 
 import errno
 import os
+import pickle
 import random
 import re
 import subprocess
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from vidseg.errors import VidsegError
+from vidseg.errors import EXIT_PARTIAL, VidsegError
 
 LATEST = "latest"
 BEST = "best.pth"
@@ -71,7 +73,8 @@ def _atomic_write(path: Path, write) -> None:
             pass
         if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
             raise CheckpointError(f"out of disk space while writing {path}; the previous "
-                                  f"checkpoint and '{LATEST}' in {path.parent} are unchanged") from exc
+                                  f"checkpoint and '{LATEST}' in {path.parent} are unchanged",
+                                  code=EXIT_PARTIAL) from exc
         raise
     _fsync_dir(path.parent)
 
@@ -150,15 +153,46 @@ def resolve_resume(resume: str | os.PathLike, work_dir: str | os.PathLike) -> Pa
     return path
 
 
-def load_checkpoint(path: str | os.PathLike) -> dict:
-    """Load a checkpoint on the CPU with `weights_only=True` (no code execution)."""
-    path = Path(path)
+def _check_file(path: Path, what: str) -> None:
+    if path.is_dir():
+        raise CheckpointError(f"{what} {path} is a folder without a checkpoint ('{LATEST}' or "
+                              "iter_*.pth)")
     if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} not found")
+        raise CheckpointError(f"{what} {path} not found")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{what} {path} is empty (0 bytes): an interrupted copy or download?")
+
+
+def _why_unreadable(exc: Exception) -> str:
+    """A one-line cause for a `torch.load` failure (torch's own messages run to paragraphs)."""
+    text = str(exc)
+    if isinstance(exc, pickle.UnpicklingError) and "weights only" in text.lower():
+        needs = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+        if needs:
+            return (f"it needs the Python object {needs.group(1)}, and no code from a file is "
+                    "run (weights_only=True); save a plain state_dict with torch.save instead")
+        return ("not a torch.save file of tensors and plain values (loading uses "
+                "weights_only=True, no code from a file is run)")
+    if "zip archive" in text or isinstance(exc, EOFError):
+        return "truncated or corrupt (not a complete torch.save file)"
+    return f"{type(exc).__name__}: {text.splitlines()[0] if text else 'no detail'}"
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict:
+    """Load a checkpoint on the CPU with `weights_only=True` (no code execution).
+
+    Raises:
+        CheckpointError: missing, empty, truncated or not loadable as plain tensors and values.
+    """
+    path = Path(path)
+    _check_file(path, "checkpoint")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            # torch warns about foreign pickle protocols before refusing them: one message is enough
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # truncated zip, foreign pickle, ... all mean "not a usable checkpoint"
-        raise CheckpointError(f"cannot read checkpoint {path}: {type(exc).__name__}: {exc}") from exc
+        raise CheckpointError(f"cannot read checkpoint {path}: {_why_unreadable(exc)}") from exc
 
 
 def load_model_state(model: torch.nn.Module, state_dict: dict, source: str = "checkpoint") -> None:
@@ -170,6 +204,10 @@ def load_model_state(model: torch.nn.Module, state_dict: dict, source: str = "ch
     own = model.state_dict()
     missing = [k for k in own if k not in state_dict]
     unexpected = [k for k in state_dict if k not in own]
+    if own and len(missing) == len(own):
+        shown = ", ".join(list(state_dict)[:3]) or "none"
+        raise CheckpointError(f"{source} holds none of this model's {len(own)} tensors (its own "
+                              f"start with: {shown}): a checkpoint of another model or program")
     shapes = [f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(own[k].shape)}"
               for k in own if k in state_dict and hasattr(state_dict[k], "shape")
               and tuple(state_dict[k].shape) != tuple(own[k].shape)]
@@ -195,9 +233,13 @@ def load_weights_for_inference(path: str | os.PathLike) -> tuple[dict, dict | No
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        if not path.is_file():
-            raise CheckpointError(f"weight file {path} not found")
-        return load_file(str(path)), None
+        _check_file(path, "weight file")
+        try:
+            return load_file(str(path)), None
+        except Exception as exc:  # noqa: BLE001 - SafetensorError is a Rust exception type
+            text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise CheckpointError(f"cannot read weight file {path}: not a valid .safetensors "
+                                  f"file ({text})") from exc
     ckpt = load_checkpoint(path)
     if isinstance(ckpt, dict) and isinstance(ckpt.get("model"), dict):
         return ckpt["model"], ckpt.get("config")

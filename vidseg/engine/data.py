@@ -1,10 +1,13 @@
-"""Training data: an iteration-based, resumable sampler over VSPW clips, split across ranks.
+"""Training data: the configured dataset's clips and an iteration-based, resumable sampler.
+
+`data.format` picks the layout (vspw, video, frames; `vidseg.data.layouts`); every layout
+goes through the same `ClipDataset`.
 
 The index stream is the concatenation of per-epoch permutations, each a function of
 `(seed, epoch)` only. Global batch `s` takes stream positions `[s * B, (s + 1) * B)` (B = the
 total batch over all ranks) and rank r takes its contiguous slice of `B / world_size` of them, so
 the order is the same for any number of processes and the position is just `s`. Samples are
-addressed as `(epoch, index)`, and `VSPWClips` draws every random choice from
+addressed as `(epoch, index)`, and `ClipDataset` draws every random choice from
 `(seed, epoch, index)`, so a sample does not depend on which worker loads it or when.
 """
 
@@ -21,12 +24,12 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 logger = logging.getLogger(__name__)
 
 
-def resolve_data_root(root: str, split: str) -> str:
-    """`root` (or `$VSPW_ROOT` when empty), checked to look like VSPW.
+def resolve_data_root(root: str, split: str, fmt: str = "vspw") -> str:
+    """`root` (or `$VSPW_ROOT` when empty), checked to look like a dataset of format `fmt`.
 
     Raises:
-        FileNotFoundError: no root given, missing folder, or no `<split>.txt` / `data/` in it;
-            the message points to `vidseg data check`.
+        FileNotFoundError: no root given, missing folder, or (VSPW) no `<split>.txt` / `data/`
+            in it, (video) no `videos/` in it; the message points to `vidseg data check`.
     """
     source = "data.root"
     if not root:
@@ -36,13 +39,41 @@ def resolve_data_root(root: str, split: str) -> str:
         raise FileNotFoundError("no data root: set data.root in the config (or --set data.root=DIR) "
                                 "or the environment variable VSPW_ROOT to the VSPW_480p folder")
     path = Path(root).expanduser()
-    hint = f"; run `vidseg data check {path}` to see what a VSPW root needs"
+    hint = f"; run `vidseg data check {path}` to see what a {fmt} root needs (docs/DATA.md)"
     if not path.is_dir():
         raise FileNotFoundError(f"{source}={root}: folder does not exist{hint}")
-    missing = [name for name in (f"{split}.txt", "data") if not (path / name).exists()]
+    needed = {"vspw": (f"{split}.txt", "data"), "video": ("videos",), "frames": ()}[fmt]
+    missing = [name for name in needed if not (path / name).exists()]
     if missing:
-        raise FileNotFoundError(f"{source}={root}: not a VSPW root (missing {', '.join(missing)}){hint}")
+        what = "a VSPW root" if fmt == "vspw" else f"a data.format={fmt} root"
+        raise FileNotFoundError(f"{source}={root}: not {what} (missing {', '.join(missing)}){hint}")
     return str(path)
+
+
+def load_split(cfg, split: str, root: str | None = None, max_videos: int | None = None,
+               readers=None) -> tuple[str, list, list[str]]:
+    """The labelled videos of `split` in the configured format, with the bad-video policy.
+
+    Args:
+        cfg: the full `Config` (`data.root`, `data.format`, `data.bad_videos`).
+        split: split name.
+        root: dataset root overriding `data.root`.
+        max_videos: only the first N videos of the split (0/None = all).
+        readers: `VideoFileReaders` for `data.format: video` (default: decided here).
+
+    Returns:
+        `(root, videos, skipped names)`: `LabelledVideo`s in split order.
+    """
+    from vidseg.data.layouts import load_videos, split_names
+
+    d = cfg.data
+    root = resolve_data_root(root or d.root, split, d.format)
+    names = split_names(root, d.format, split)
+    if max_videos:
+        names = names[:max_videos]
+    videos, skipped = load_videos(root, d.format, names, d.bad_videos, with_masks=True,
+                                  readers=readers)
+    return root, videos, skipped
 
 
 class EpochIndexed(Dataset):
@@ -123,20 +154,30 @@ class InfiniteBatchSampler(Sampler):
 
 
 def build_train_dataset(cfg):
-    """`VSPWClips` over `cfg.data.train_split` with the training `ClipTransform`."""
+    """A `ClipDataset` over `cfg.data.train_split` in `data.format`, with the training transform.
+
+    Raises:
+        FileNotFoundError: the root or a split file is missing.
+        DataLayoutError: a video whose frames and masks do not pair up (unless
+            `data.bad_videos: skip`), or none usable.
+    """
+    from vidseg.data.clip_dataset import ClipDataset
     from vidseg.data.transforms import ClipTransform
-    from vidseg.data.vspw import VSPWClips
 
     d = cfg.data
-    root = resolve_data_root(d.root, d.train_split)
+    readers = None
+    if d.format == "video":
+        from vidseg.data.frame_access import VideoFileReaders
+
+        readers = VideoFileReaders("auto")
+        logger.info("video files read with %s (%s)", readers.backend, readers.decision.reason)
+    _, videos, _ = load_split(cfg, d.train_split, readers=readers)  # skipping is logged there
     transform = ClipTransform(train=True, short_side=d.short_side, scale_range=tuple(d.scale_range),
                               crop_size=tuple(d.crop_size), cat_max_ratio=d.cat_max_ratio,
                               flip_prob=d.flip_prob, jitter=d.jitter, mean=d.mean, std=d.std)
-    try:
-        return VSPWClips(root, d.train_split, history=cfg.model.history, stride=d.clip.stride,
-                         mode="train", transform=transform, seed=cfg.train.seed)
-    except (FileNotFoundError, ValueError) as exc:
-        raise FileNotFoundError(f"data.root={root}: {exc}; run `vidseg data check {root}`") from exc
+    return ClipDataset(videos, history=cfg.model.history, stride=d.clip.stride, mode="train",
+                       transform=transform, seed=cfg.train.seed, label_format=d.labels,
+                       num_classes=cfg.model.num_classes, readers=readers)
 
 
 def build_train_loader(cfg, rank: int = 0, world_size: int = 1, start_batch: int = 0,

@@ -2,6 +2,10 @@
 
 A plain `vidseg train` (no `WORLD_SIZE` > 1 in the environment) never calls into
 `torch.distributed`: every helper checks the module-level flag set by `init_distributed`.
+
+On several nodes torchrun gives every process its global `RANK` (rank-0 duties: run directory,
+logs, checkpoints, metrics files), its `LOCAL_RANK` on its node (which GPU it drives) and the
+global `WORLD_SIZE`; the two ranks differ on every node but the first, so they are never mixed.
 """
 
 from __future__ import annotations
@@ -12,11 +16,19 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from vidseg.errors import VidsegError
+
 _INITIALISED = False
+
+
+class DistributedSetupError(VidsegError):
+    """torchrun's environment is inconsistent, or names a GPU this node does not have."""
 
 
 @dataclass
 class DistInfo:
+    """Where this process sits: global `rank` of `world_size`, `local_rank` on its node."""
+
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
@@ -31,38 +43,54 @@ class DistInfo:
         return self.world_size > 1
 
 
-def _env_int(name: str, default: int) -> int:
+def _env_int(name: str, default: int | None) -> int:
     value = os.environ.get(name)
     if value is None or value == "":
+        if default is None:
+            raise DistributedSetupError(f"WORLD_SIZE={os.environ.get('WORLD_SIZE')} but {name} is not "
+                                        f"set; start the processes with torchrun (scripts/train_vspw.sh)")
         return default
     try:
         return int(value)
     except ValueError:
-        raise RuntimeError(f"environment variable {name}={value!r}; expected an integer "
-                           f"(set by torchrun)") from None
+        raise DistributedSetupError(f"environment variable {name}={value!r}; expected an integer "
+                                    f"(set by torchrun)") from None
 
 
-def init_distributed(timeout_s: float = 1800.0) -> DistInfo:
+def init_distributed(timeout_s: float = 1800.0, device_type: str | None = None) -> DistInfo:
     """Join the process group described by torchrun's env vars (RANK, WORLD_SIZE, LOCAL_RANK).
 
-    nccl when CUDA is available (one GPU per local rank), gloo otherwise. Without WORLD_SIZE > 1
-    returns a single-process `DistInfo` on `cuda:0` or the CPU.
+    Each process drives `cuda:LOCAL_RANK` with nccl when CUDA is used, else the CPU with gloo.
+    Without WORLD_SIZE > 1 returns a single-process `DistInfo` on `cuda:0` or the CPU.
+
+    Args:
+        timeout_s: how long a collective may wait for the other ranks.
+        device_type: "cuda" or "cpu" to choose; None = CUDA when it is available.
+    Raises:
+        DistributedSetupError: RANK / LOCAL_RANK missing or out of range, or CUDA asked for and
+            LOCAL_RANK names a GPU that this node does not have.
     """
     global _INITIALISED
     world = _env_int("WORLD_SIZE", 1)
-    cuda = torch.cuda.is_available()
+    cuda = torch.cuda.is_available() if device_type is None else device_type == "cuda"
     if world <= 1:
         return DistInfo(device=torch.device("cuda", 0) if cuda else torch.device("cpu"))
     import datetime
 
     import torch.distributed as dist
 
-    rank = _env_int("RANK", 0)
-    local_rank = _env_int("LOCAL_RANK", 0)
+    # a default of 0 here would make every process rank 0: all of them would write the run
+    rank = _env_int("RANK", None)
+    local_rank = _env_int("LOCAL_RANK", None)
+    if not 0 <= rank < world or local_rank < 0:
+        raise DistributedSetupError(f"RANK={rank}, LOCAL_RANK={local_rank} do not fit "
+                                    f"WORLD_SIZE={world} (expected 0 <= RANK < WORLD_SIZE)")
     if cuda:
-        if local_rank >= torch.cuda.device_count():
-            raise RuntimeError(f"LOCAL_RANK={local_rank} but only {torch.cuda.device_count()} GPU(s) "
-                               f"are visible; use --nproc_per_node <= the number of GPUs")
+        visible = torch.cuda.device_count()
+        if local_rank >= visible:
+            raise DistributedSetupError(
+                f"LOCAL_RANK={local_rank} but only {visible} GPU(s) are visible on this node; use "
+                f"--nproc-per-node (the scripts' GPUS) <= the number of GPUs per node")
         torch.cuda.set_device(local_rank)
         device = torch.device("cuda", local_rank)
     else:
@@ -188,12 +216,18 @@ def wrap_ddp(model: nn.Module, info: DistInfo, find_unused_parameters: bool = Fa
     """
     if not _INITIALISED:
         return model
+    import inspect
+
     from torch.nn.parallel import DistributedDataParallel
 
+    # newer torch names the per-forward copy `forward_sync_buffers` and warns on the old name;
+    # the new flag still copies once at construction, harmless since all ranks start equal
+    sync = ("forward_sync_buffers" if "forward_sync_buffers"
+            in inspect.signature(DistributedDataParallel).parameters else "broadcast_buffers")
     ids = [info.local_rank] if info.device.type == "cuda" else None
     return DistributedDataParallel(model, device_ids=ids, output_device=ids[0] if ids else None,
                                    find_unused_parameters=find_unused_parameters,
-                                   broadcast_buffers=broadcast_buffers)
+                                   **{sync: broadcast_buffers})
 
 
 def cleanup() -> None:

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from vidseg.engine.input_size import check_input_size, network_stride
 from vidseg.errors import VidsegError
 from vidseg.models.video import pick_history
 
@@ -68,8 +69,10 @@ def export_onnx(model, path: str | Path, size: tuple[int, int], opset: int = 17)
     """Export `StepGraph(model)` for input `size` = (H, W); returns the I/O description.
 
     Raises:
+        InputSizeError: `size` below the network stride or above the input limit.
         ExportError: when the model cannot be traced or written.
     """
+    check_input_size(size, network_stride(model), what="export size")
     graph = StepGraph(model).eval()
     frame = torch.zeros(1, 3, *size)
     current = model._history_map(model.image_model.encode(frame, graph.c_dl))

@@ -1,34 +1,90 @@
-"""Build a model for inference from a config and/or a checkpoint, with clear mismatch errors."""
+"""Build a model for inference from a config and/or a checkpoint, with clear mismatch errors.
+
+Every expected failure here is a `VidsegError` (`DeviceError`, `ConfigError`, `CheckpointError`,
+`ZooError`), so the commands need no wrapping: `vidseg.cli.main` prints it as one line.
+"""
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
 
-from vidseg.config import Config, config_from_dict, load_config
+from vidseg.config import Config, ConfigError, config_from_dict, load_config
+from vidseg.errors import DeviceError, VidsegError
 
 log = logging.getLogger(__name__)
 
+DEVICE_NAMES = "cpu, cuda, cuda:N or mps"
 
-def load_errors() -> tuple:
-    """The expected failures of `load_inference_model` (bad config, checkpoint, zoo download),
-    which the commands turn into one-line messages."""
-    from vidseg.engine.checkpoint import CheckpointError
-    from vidseg.zoo import ZooError
 
-    return (ValueError, FileNotFoundError, KeyError, OSError, CheckpointError, ZooError)
+def check_device(spec: str | None):
+    """The `torch.device` for `spec` ("cpu", "cuda", "cuda:1", "mps"; None = "cpu"), if usable here.
+
+    Called by every command taking `--device` before anything is loaded or built.
+
+    Raises:
+        DeviceError: not a device name, an unsupported kind, or CUDA / MPS / a GPU index that
+            this machine does not have (the message says why and what to use).
+    """
+    import torch
+
+    text = "cpu" if spec is None else str(spec)
+    try:
+        device = torch.device(text)
+    except (RuntimeError, TypeError, ValueError):
+        raise DeviceError(f"device {text!r} is not a device name; expected {DEVICE_NAMES}") from None
+    if device.type == "cpu":
+        return device
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            why = ("this torch build has no CUDA support" if torch.version.cuda is None
+                   else "no NVIDIA GPU or driver was found")
+            raise DeviceError(f"device {text!r}: CUDA is not available ({why}); use --device cpu")
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:
+            raise DeviceError(f"device {text!r}: this machine has {count} CUDA device(s), "
+                              f"cuda:0 to cuda:{count - 1}")
+        return device
+    if device.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise DeviceError(f"device {text!r}: Apple MPS is not available here; use --device cpu")
+        return device
+    raise DeviceError(f"device {text!r}: {device.type} devices are not supported; expected "
+                      f"{DEVICE_NAMES}")
+
+
+def build_checked(cfg: Config, source: str):
+    """`build_model(cfg)`, with a config the model cannot be built from as a `ConfigError`.
+
+    Args:
+        cfg: the resolved config.
+        source: the config's name for the message ("configs/x.yaml", "the config", ...).
+    Raises:
+        ConfigError: e.g. an unknown backbone or a missing local weight file (one line).
+    """
+    from vidseg.models.build import build_model
+
+    try:
+        return build_model(cfg)
+    except VidsegError:
+        raise
+    except (ValueError, KeyError, FileNotFoundError) as exc:
+        text = str(exc).strip("'\"")
+        raise ConfigError(f"cannot build the model from {source}: "
+                          f"{text.splitlines()[0] if text else type(exc).__name__}") from exc
 
 
 def read_weights(path: str | Path) -> tuple[dict, dict | None]:
     """(model state_dict, stored config dict or None) of a checkpoint file, a run directory (its
     `latest`) or a model-zoo name."""
-    from vidseg.engine.checkpoint import find_latest, load_weights_for_inference
+    from vidseg.engine.checkpoint import CheckpointError, find_latest, load_weights_for_inference
 
     path = resolve_checkpoint(path)
     if path.is_dir():
         latest = find_latest(path)
         if latest is None:
-            raise FileNotFoundError(f"{path} is a directory without a 'latest' checkpoint")
+            raise CheckpointError(f"{path} is a folder without a checkpoint ('latest' or "
+                                  "iter_*.pth)")
         path = latest
     return load_weights_for_inference(path)
 
@@ -68,7 +124,7 @@ def _check_compatible(cfg: Config, ckpt_cfg: Config, path) -> None:
     bad = [f"{key}: config {a!r}, checkpoint {b!r}" for key, a, b in pairs
            if a != b and not (widen and key == "model.history")]
     if bad:
-        raise ValueError(f"checkpoint {path} was trained with a different model than the config: "
+        raise ConfigError(f"checkpoint {path} was trained with a different model than the config: "
                          + "; ".join(bad) + " (use the checkpoint's own config, or a matching one)")
 
 
@@ -103,32 +159,35 @@ def load_inference_model(config: str | Path | Config | None, checkpoint: str | P
         checkpoint: a `.pth` checkpoint (or a run directory with a `latest` pointer).
         overrides: `key=value` overrides applied to the config.
         random_init: allow running without a checkpoint (smoke tests); warns loudly.
+        device: where the model goes (`check_device` is applied first).
+    Raises:
+        DeviceError, ConfigError, CheckpointError, ZooError: one-line messages (`VidsegError`).
     """
     from vidseg.engine.checkpoint import load_model_state
-    from vidseg.models.build import build_model
 
+    device = check_device(device)
+    if checkpoint is None and not random_init:
+        raise ConfigError("no checkpoint given: pass --checkpoint CKPT, or --random-init for a smoke test")
+    if config is None and overrides:
+        raise ConfigError("--set overrides need an explicit config file")
+    # a bad config fails in a second, before a (possibly large) checkpoint is read
+    cfg = config if isinstance(config, Config) or config is None else load_config(config, overrides)
     state = ckpt_cfg = None
     if checkpoint is not None:
         state, ckpt_dict = read_weights(checkpoint)
         if ckpt_dict:
             ckpt_cfg = config_from_dict(_drop_removed_keys(ckpt_dict), str(checkpoint))
-    elif not random_init:
-        raise ValueError("no checkpoint given: pass --checkpoint CKPT, or --random-init for a smoke test")
-    if config is None:
+    if cfg is None:
         if ckpt_cfg is None:
-            raise ValueError(f"checkpoint {checkpoint} stores no config: pass the config file")
+            raise ConfigError(f"checkpoint {checkpoint} stores no config: pass the config file")
         cfg = ckpt_cfg
-        if overrides:
-            raise ValueError("--set overrides need an explicit config file")
-    elif isinstance(config, Config):
-        cfg = config
-    else:
-        cfg = load_config(config, overrides)
     if ckpt_cfg is not None:
         _check_compatible(cfg, ckpt_cfg, checkpoint)
     if state is not None:
         cfg.model.backbone.pretrained = False  # weights come from the checkpoint
-    model = build_model(cfg)
+    source = f"the config in {checkpoint}" if config is None else (
+        str(config) if isinstance(config, (str, Path)) else "the config")
+    model = build_checked(cfg, source)
     if state is not None:
         load_model_state(model, adapt_state(state, model, str(checkpoint)), str(checkpoint))
     else:

@@ -1,7 +1,8 @@
 """Run logging: `train.log` (text), `scalars.jsonl`, optional TensorBoard, a tqdm bar with ETA.
 
 Only rank 0 writes; other ranks get a logger whose methods do nothing but pass text to the
-`vidseg` Python logger at warning level.
+`vidseg` Python logger at warning level. TensorBoard events go to `<run dir>/tb` when
+`tensorboard` is installed (the `vidseg[tb]` extra); the first log line says how to open them.
 """
 
 from __future__ import annotations
@@ -23,6 +24,32 @@ def _setup_file_logging(path: Path) -> logging.Handler:
     root.setLevel(logging.INFO)
     root.addHandler(handler)
     return handler
+
+
+def lr_by_group(optimizer) -> dict[str, float]:
+    """The current rate of every optimizer group as scalars, e.g.
+    `{"lr_backbone": 0.001, "lr_heads": 0.01}` (unnamed groups are `lr_group<i>`)."""
+    return {f"lr_{g.get('name', f'group{i}')}": float(g["lr"])
+            for i, g in enumerate(optimizer.param_groups)}
+
+
+def _open_tensorboard(log_dir: Path, purge_step: int | None):
+    """A `SummaryWriter` on `log_dir` and the line telling the user how to view it; the writer
+    is None, and the line says why, when TensorBoard cannot be used."""
+    run_dir = log_dir.parent
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError as exc:
+        if getattr(exc, "name", None) == "tensorboard":
+            return None, ("TensorBoard: not installed; `pip install 'vidseg[tb]'` adds it (and "
+                          f"matplotlib, for `vidseg plot {run_dir}`)")
+        return None, f"TensorBoard: disabled ({exc}); `pip install 'vidseg[tb]'` installs one that works"
+    try:
+        # purge_step: TensorBoard discards the old events from this step on
+        writer = SummaryWriter(str(log_dir), purge_step=purge_step)
+    except Exception as exc:  # an unwritable folder must not stop training: the jsonl remains
+        return None, f"TensorBoard: disabled, cannot write {log_dir} ({exc})"
+    return writer, f"TensorBoard: tensorboard --logdir {run_dir}"
 
 
 def truncate_scalars(path: Path, last_iter: int) -> int:
@@ -77,20 +104,15 @@ class RunLogger:
         if start_iter > 0:  # resume: rows logged after the checkpoint will be logged again
             self.dropped_rows = truncate_scalars(self.work_dir / "scalars.jsonl", start_iter)
         self._scalars = open(self.work_dir / "scalars.jsonl", "a", encoding="utf-8")
-        if tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-
-                # purge_step: TensorBoard discards the old events from this step on
-                self._tb = SummaryWriter(str(self.work_dir / "tb"),
-                                         purge_step=start_iter + 1 if start_iter > 0 else None)
-            except Exception:  # tensorboard is optional: any import failure just disables it
-                self._tb = None
         if progress:
             from tqdm import tqdm
 
             self._bar = tqdm(total=total_iters, initial=start_iter, desc="train", unit="it",
                              dynamic_ncols=True, file=sys.stderr, mininterval=1.0)
+        if tensorboard:
+            self._tb, hint = _open_tensorboard(self.work_dir / "tb",
+                                               start_iter + 1 if start_iter > 0 else None)
+            self.info(hint)
 
     def info(self, message: str) -> None:
         if self.enabled:
@@ -120,7 +142,7 @@ class RunLogger:
         self._scalars.flush()
         if self._tb is not None:
             for k, v in values.items():
-                if isinstance(v, (int, float)) and math.isfinite(v):
+                if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
                     self._tb.add_scalar(f"{prefix}/{k}", v, iteration)
 
     def close(self) -> None:

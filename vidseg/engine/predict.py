@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from vidseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD, prepare_frame
+from vidseg.engine.input_size import check_frame_size
 from vidseg.engine.tta import TTASettings, frame_scores
 
 
@@ -75,10 +76,16 @@ def segment_frame(model, rgb: np.ndarray, state, short_side: int | None, mean: S
             scale 1.0, no flip (one `step()`, logits resized by `upsample_argmax`).
     Returns:
         uint8 `(H_out, W_out)` train ids and the updated state.
+    Raises:
+        InputSizeError: the model input would be below the network stride or above the limits
+            of `vidseg/engine/input_size.py` (checked before the frame is resized).
     """
+    settings = TTASettings.from_config(tta)
+    # before the resize: a huge short side or aspect ratio must not allocate anything
+    check_frame_size(model, rgb.shape[:2], short_side, settings.scales)
     x = prepare_frame(rgb, short_side, mean, std).to(device)
-    scores, _, state = frame_scores(model, x, state, TTASettings.from_config(tta), video_id,
-                                    no_history, shot_cut_threshold)
+    scores, _, state = frame_scores(model, x, state, settings, video_id, no_history,
+                                    shot_cut_threshold)
     size = tuple(out_size) if out_size is not None else rgb.shape[:2]
     return upsample_argmax(scores, size).to(torch.uint8).cpu().numpy(), state
 
@@ -119,9 +126,11 @@ def predict_scores(model, rgb: np.ndarray, states, settings=None, out_size=None,
     if device is None:
         param = next(iter(model.parameters()), None)
         device = "cpu" if param is None else param.device
+    tta = TTASettings.from_config(settings)
+    check_frame_size(model, rgb.shape[:2], short_side, tta.scales)
     x = prepare_frame(rgb, short_side, mean, std).to(device)
-    scores, _, states = frame_scores(model, x, states, TTASettings.from_config(settings), video_id,
-                                     no_history, shot_cut_threshold)
+    scores, _, states = frame_scores(model, x, states, tta, video_id, no_history,
+                                     shot_cut_threshold)
     size = tuple(out_size) if out_size is not None else tuple(rgb.shape[:2])
     if tuple(scores.shape[-2:]) != size:
         scores = F.interpolate(scores, size=size, mode="bilinear", align_corners=False)

@@ -7,17 +7,21 @@ prepares the frame, runs the model and hands the result to the writers.
 
 SIGINT / SIGTERM stop the loop between (or inside) frames; the writers are closed on the way out,
 so the overlay mp4 holds every frame processed so far. A source that ends early (truncated file,
-lost camera) keeps everything read before it, and the summary says so.
+lost camera) keeps everything read before it, and the summary says so. A failed write (full
+disk, file size limit, I/O error) ends the run the same way: the writers are closed, each file
+keeps what was completely written (the mp4 up to its last fragment), and `frames_written` in the
+summary counts it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import resource
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import cv2
@@ -26,8 +30,7 @@ import torch
 
 from vidseg.engine.predict import segment_frame
 from vidseg.engine.tta import TTASettings
-from vidseg.io.palette import overlay as blend
-from vidseg.io.sinks import Interrupted, LiveWindow, close_on_signal
+from vidseg.io.sinks import Interrupted, LiveWindow, SinkWriteError, close_on_signal
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +56,8 @@ class StreamSummary:
             camera, window closed).
         error: why it stopped early, or None.
         resets: history resets (frame size changes, shot cuts).
+        frames_written: frames each output holds at the end (`overlay`, `labels`, `color`),
+            fewer than `frames` when a write failed.
     """
 
     frames: int = 0
@@ -68,6 +73,7 @@ class StreamSummary:
     stopped_early: bool = False
     error: str | None = None
     resets: int = 0
+    frames_written: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -84,6 +90,9 @@ class StreamSummary:
                 ("peak RSS", f"{self.peak_rss_mb:.0f} MiB"),
                 ("stream state", f"{self.state_bytes / 1024:.1f} KiB"),
                 ("history resets", f"{self.resets}")]
+        if self.frames_written:
+            rows.append(("frames written", ", ".join(f"{k} {v}"
+                                                     for k, v in self.frames_written.items())))
         if self.stopped_early:
             rows.append(("stopped early", self.error or "yes"))
         width = max(len(k) for k, _ in rows)
@@ -155,6 +164,8 @@ class StreamRunner:
         label_writer: a `LabelPngWriter` (VSPW train-id PNGs) or None.
         color_writer: a `ColorPngWriter` or None.
         show: open a live window when a display exists (q / Esc stops the run).
+        live_view: another live view with the window's interface (`show(rgb, labels, fps) ->
+            keep_going`, `stop_reason`, `close()`), e.g. `io.serve.LiveServer` (`--serve`).
         scales: the model's HMSA scales (None keeps the model's); > 1 scale needs HMSA. The
             test-time protocol (`eval.mode/crop_size/stride/scales/flip`, averaged views, see
             `engine/tta.py`) comes from `cfg.eval`, as in `vidseg eval`.
@@ -169,14 +180,18 @@ class StreamRunner:
     def __init__(self, model, cfg, overlay=None, label_writer=None, color_writer=None,
                  show: bool = False, scales: Sequence[float] | None = None, no_history: bool = False,
                  device: str | torch.device = "cpu", short_side: int | None = None,
-                 video_name: str = "stream", on_frame: Callable[[int, float], None] | None = None):
+                 video_name: str = "stream", on_frame: Callable[[int, float], None] | None = None,
+                 live_view=None):
         set_inference_scales(model, scales)
         self.model = model
         self.cfg = cfg
         self.overlay = overlay
         self.label_writer = label_writer
         self.color_writer = color_writer
-        self.window = LiveWindow() if show else None
+        window = LiveWindow(title=f"vidseg {video_name}", alpha=cfg.stream.alpha,
+                            class_names=class_names_for(cfg), legend=cfg.stream.legend) if show else None
+        self.views = [v for v in (window, live_view) if v is not None]
+        self.stop_reason: str | None = None
         self.no_history = no_history
         self.device = torch.device(device)
         self.short_side = short_side or model_short_side(cfg)
@@ -203,7 +218,7 @@ class StreamRunner:
         return paths[index].stem if paths is not None else f"{index:06d}"
 
     def _write(self, source, index: int, rgb: np.ndarray, labels: np.ndarray, fps: float) -> bool:
-        """Hand one result to every sink; False when the live window asked to stop."""
+        """Hand one result to every sink; False when a live view asked to stop."""
         if self.overlay is not None:
             self.overlay.write(rgb, labels, fps)
         stem = None
@@ -213,8 +228,10 @@ class StreamRunner:
         if self.color_writer is not None:
             stem = stem or self._stem(source, index)
             self.color_writer.write(self.video_name, stem, labels, rgb)
-        if self.window is not None and self.window.enabled:
-            return self.window.show(blend(rgb, labels, self.cfg.stream.alpha))
+        for view in self.views:
+            if not view.show(rgb, labels, fps):
+                self.stop_reason = view.stop_reason
+                return False
         return True
 
     # ------------------------------------------------------------------ loop
@@ -231,9 +248,10 @@ class StreamRunner:
         first_size = None
         resized_warned = False
         closables = [c for c in (source, self.overlay, self.label_writer, self.color_writer,
-                                 self.window) if c is not None]
+                                 *self.views) if c is not None]
         t_start = time.perf_counter()
-        with close_on_signal(*closables):
+        # The outer block sees write errors from the loop and from closing (the last fragment).
+        with _stop_on_write_error(summary), close_on_signal(*closables):
             try:
                 frames = iter(source)
                 while True:
@@ -268,7 +286,7 @@ class StreamRunner:
                         self.on_frame(summary.frames, fps)
                     if not keep_going:
                         summary.stopped_early = True
-                        summary.error = "stopped from the live window"
+                        summary.error = self.stop_reason
                         break
             except Interrupted as exc:
                 summary.stopped_early = True
@@ -287,10 +305,26 @@ class StreamRunner:
         summary.fps_model = summary.frames / t_model if t_model > 0 else 0.0
         summary.fps_end_to_end = summary.frames / wall if wall > 0 else 0.0
         summary.peak_rss_mb = peak_rss_mb()
+        # What is on disk: the mp4 writer counts the frames of its complete fragments.
+        summary.frames_written = {
+            name: getattr(w, "frames_kept", w.frames_written)
+            for name, w in (("overlay", self.overlay), ("labels", self.label_writer),
+                            ("color", self.color_writer)) if w is not None}
         if state is not None:
             summary.state_bytes = int(state.nbytes())
             summary.resets = int(state.resets)
         return summary
+
+
+@contextlib.contextmanager
+def _stop_on_write_error(summary: StreamSummary):
+    """Turn a `SinkWriteError` leaving the block into `summary.stopped_early` / `error`."""
+    try:
+        yield
+    except SinkWriteError as exc:
+        summary.stopped_early = True
+        cause = f"{exc} (after {summary.frames} frames)"
+        summary.error = f"{summary.error}; then {cause}" if summary.error else cause
 
 
 def output_paths(out_dir: str | Path, video_name: str) -> dict:

@@ -27,8 +27,10 @@ import torch
 
 from vidseg.engine import checkpoint as ckpt_io
 from vidseg.engine import distributed as du
-from vidseg.engine.logger import RunLogger
+from vidseg.engine.input_size import check_input_size, network_stride
+from vidseg.engine.logger import RunLogger, lr_by_group
 from vidseg.engine.schedule import PolyLR, describe_lrs, param_groups
+from vidseg.errors import EXIT_PARTIAL, VidsegError
 
 # `vidseg train` exit code for a run stopped by SIGINT / SIGTERM after writing its checkpoint
 # (the same "stopped early, output kept" code as `vidseg stream`)
@@ -38,11 +40,14 @@ EXIT_STOPPED = 3
 RUN_MARKERS = ("latest", "best.pth", "config.yaml", "train.log", "scalars.jsonl")
 
 
-class NonFiniteLossError(RuntimeError):
-    """The loss became NaN or Inf; the run stopped without writing a checkpoint."""
+class NonFiniteLossError(VidsegError, RuntimeError):
+    """The loss became NaN or Inf; the run stopped without writing a checkpoint (the earlier
+    checkpoints are kept: exit code 3)."""
+
+    code = EXIT_PARTIAL
 
 
-class RunDirExistsError(FileExistsError):
+class RunDirExistsError(VidsegError, FileExistsError):
     """The run directory already holds a run and neither resume nor overwrite was asked for."""
 
 
@@ -128,9 +133,9 @@ class _StopRequest:
 
 
 def _build_model(cfg):
-    from vidseg.models.build import build_model
+    from vidseg.engine.inference import build_checked
 
-    return build_model(cfg)
+    return build_checked(cfg, "the config")
 
 
 def _seed_everything(seed: int) -> None:
@@ -254,6 +259,9 @@ def _train(cfg, info, resume, work_dir, model_factory, dataset, config_to_dict, 
             raise ckpt_io.CheckpointError(f"{path}: not a vidseg training checkpoint")
 
     model = (model_factory or _build_model)(cfg)
+    # a crop the network cannot take fails now, not in the first iteration
+    low = cfg.model.hmsa.train_low_scale if cfg.model.hmsa.enabled else 1.0
+    check_input_size(cfg.data.crop_size, network_stride(model), (low, 1.0), what="data.crop_size")
     if ckpt is not None:
         ckpt_io.load_model_state(model, ckpt["model"], source=f"checkpoint {path}")
     elif tc.init_from:
@@ -394,7 +402,8 @@ def _train(cfg, info, resume, work_dir, model_factory, dataset, config_to_dict, 
                 n = window["n"]
                 means = du.reduce_scalars({k: v / n for k, v in losses_acc.items()}, device)
                 last_loss = means["loss"]
-                row = {**means, "lr": lr, **_memory_stats(raw), "iter_time": window["iter"] / n,
+                row = {**means, "lr": lr, **lr_by_group(optimizer), **_memory_stats(raw),
+                       "iter_time": window["iter"] / n,
                        "data_time": window["data"] / n,
                        "samples_per_s": window["samples"] / max(window["iter"], 1e-9),
                        "substituted": window["substituted"]}

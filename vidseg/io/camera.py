@@ -1,4 +1,11 @@
-"""Live sources: a camera index, a /dev/video* device or a stream URL, read with OpenCV."""
+"""Live sources: a camera index, a /dev/video* device or a stream URL, read with OpenCV.
+
+A network source can stall: a server that accepts the connection and never answers would block
+OpenCV's FFmpeg backend for 30 s, and Python only sees Ctrl-C once that native call returns.
+So a URL or device path is opened and read with ``timeout_s`` for both the connect and every
+read, and the blocking open runs in a helper thread that the main thread waits on in short
+slices, so Ctrl-C interrupts it at once.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +20,15 @@ from vidseg.io.source_base import Frame, FrameSource, SourceError
 
 log = logging.getLogger(__name__)
 
+# Connect / read timeout of network sources: long enough for a camera on a slow network to
+# answer, short enough that a dead one is noticed while the user still watches.
+DEFAULT_TIMEOUT_S = 5.0
+# How long close() waits for the reader thread; a read blocked on the network may take up to
+# timeout_s to return, and the thread then releases the capture itself.
+_CLOSE_GRACE_S = 0.5
+# A failed open that took this fraction of the timeout or more was cut by the timeout.
+_TIMED_OUT_FRACTION = 0.9
+
 
 class CameraSource(FrameSource):
     """A live camera (device index) or stream URL (rtsp/http MJPEG) read with cv2.VideoCapture.
@@ -23,34 +39,94 @@ class CameraSource(FrameSource):
     Timestamps are seconds since the source started, taken at capture time. ``queue_size`` is
     accepted for a uniform ``open_source`` interface; a camera holds at most one pending frame.
 
+    A URL or device path (not a device index) gets ``timeout_s`` as OpenCV's FFmpeg open and
+    read timeouts: a server that stops sending ends the read after ``timeout_s``, which starts
+    the reconnect attempts above. None keeps OpenCV's default (30 s).
+
     Raises:
-        SourceError: at construction, if the device or URL does not open.
+        SourceError: at construction, if the device or URL does not open (the message says
+            "timed out" when the open ran into ``timeout_s``).
+        ValueError: ``timeout_s`` is not a positive finite number.
     """
 
     def __init__(self, device: int | str, stride: int = 1, max_frames: int | None = None,
                  short_side: int | None = None, reconnect_attempts: int = 3,
-                 reconnect_delay_s: float = 0.5, queue_size: int = 1):
+                 reconnect_delay_s: float = 0.5, queue_size: int = 1,
+                 timeout_s: float | None = DEFAULT_TIMEOUT_S):
         label = f"camera {device}" if isinstance(device, int) else str(device)
         super().__init__(label, stride, max_frames, short_side, queue_size)
+        if timeout_s is not None and not 0 < timeout_s < float("inf"):
+            raise ValueError(f"{label}: timeout_s must be a positive number or None, got {timeout_s}")
         self.device = device
         self.reconnect_attempts = reconnect_attempts
         self.reconnect_delay_s = reconnect_delay_s
+        self.timeout_s = timeout_s
         self.reconnects = 0
         self._slot: Frame | None = None
         self._done = False
         self._cond = threading.Condition()
-        self._cap = self._open_capture()
+        start = time.monotonic()
+        self._cap = self._open_interruptibly()
         if self._cap is None:
-            what = "device index" if isinstance(device, int) else "stream URL"
-            raise SourceError(f"{label}: could not open {what} (cv2.VideoCapture.isOpened() is False)")
+            if isinstance(device, int):
+                raise SourceError(f"{label}: could not open device index "
+                                  "(cv2.VideoCapture.isOpened() is False)")
+            waited = time.monotonic() - start
+            if self.timeout_s is not None and waited >= _TIMED_OUT_FRACTION * self.timeout_s:
+                raise SourceError(f"{label}: could not open stream URL: timed out, no answer "
+                                  f"within {self.timeout_s:g} s")
+            raise SourceError(f"{label}: could not open stream URL (refused, not found or not a "
+                              "video stream: cv2.VideoCapture.isOpened() is False)")
         fps = self._cap.get(cv2.CAP_PROP_FPS)
         self.fps = float(fps) if fps and fps > 0 else None
+
+    def _open_interruptibly(self):
+        """`_open_capture` in a helper thread, waited on in slices so Ctrl-C gets through.
+
+        On an interrupt the helper is abandoned; it releases the capture itself if the open
+        still succeeds later.
+        """
+        box: dict = {}
+        lock = threading.Lock()
+
+        def work():
+            try:
+                cap, error = self._open_capture(), None
+            except Exception as exc:  # noqa: BLE001 - re-raised in the caller's thread
+                cap, error = None, exc
+            with lock:
+                if box.get("abandoned"):
+                    if cap is not None:
+                        cap.release()
+                else:
+                    box["cap"], box["error"] = cap, error
+
+        helper = threading.Thread(target=work, name=f"open:{self.name}", daemon=True)
+        helper.start()
+        try:
+            while helper.is_alive():
+                helper.join(0.1)
+        except BaseException:
+            with lock:
+                box["abandoned"] = True
+                cap = box.pop("cap", None)
+            if cap is not None:
+                cap.release()
+            raise
+        if box.get("error") is not None:
+            raise box["error"]
+        return box.get("cap")
 
     def _open_capture(self):
         if isinstance(self.device, int):
             cap = cv2.VideoCapture(self.device)
-        else:
+        elif self.timeout_s is None:
             cap = cv2.VideoCapture(self.device, cv2.CAP_FFMPEG)
+        else:
+            ms = max(1, round(1000 * self.timeout_s))
+            cap = cv2.VideoCapture(self.device, cv2.CAP_FFMPEG,
+                                   [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms,
+                                    cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms])
         if not cap.isOpened():
             cap.release()
             return None
@@ -111,3 +187,21 @@ class CameraSource(FrameSource):
         if self._cap is not None:
             self._cap.release()
             self._cap = None
+
+    def close(self) -> None:
+        """Stop the reader thread, waiting at most a moment for it: safe to call twice.
+
+        A read blocked on the network returns within ``timeout_s``; the thread then releases
+        the capture itself, so an interrupted run does not wait for it.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        self._stop.set()
+        if self._thread is None:
+            self._release()
+            return
+        self._thread.join(_CLOSE_GRACE_S)
+        if self._thread.is_alive():
+            log.info("%s: a read is still blocked; the capture is released when it returns",
+                     self.name)

@@ -3,6 +3,10 @@
 A frame's decoded index is its position in presentation order (how
 `data_tools/video_to_frames.py` names frames and `VideoFileClips` names masks). Which reader to
 use is decided by `vidseg.io.selftest.video_reader`; readers here only read.
+
+Frames are upright: the file's display matrix (phone rotation, mirror) is applied as a player
+does (`vidseg.io.orientation`), so masks are drawn on what a player shows. decord's handling of
+the matrix differs between its versions, so it refuses files that carry one (PyAV reads them).
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ import os
 from collections.abc import Iterator, Sequence
 
 import numpy as np
+
+from vidseg.io.orientation import UprightConverter, decord_refusal
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +53,7 @@ class PyAVFrameReader:
         self.path = os.fspath(path)
         self.frames_decoded = 0
         self.seeks = 0
+        self._upright = UprightConverter(self.path)
         with av.open(self.path) as container:
             if not container.streams.video:
                 raise ValueError(f"{self.path}: contains no video stream")
@@ -141,7 +148,7 @@ class PyAVFrameReader:
         for i, frame in enumerate(container.decode(stream)):
             self.frames_decoded += 1
             if i in wanted_set:
-                out[i] = frame.to_ndarray(format="rgb24")
+                out[i] = self._upright(frame, stream)
             if i >= last:
                 return
 
@@ -208,7 +215,7 @@ class PyAVFrameReader:
                 frames = self._seek(container, stream, target)
             for pos, frame in frames:
                 if pos in wanted_set and pos not in out:
-                    out[pos] = frame.to_ndarray(format="rgb24")
+                    out[pos] = self._upright(frame, stream)
                 if pos >= target:
                     break
             else:
@@ -225,7 +232,8 @@ class DecordFrameReader:
 
     Raises:
         ValueError: decord returns frames that are not `(H, W, 3)` for this file (decord 3.4.0
-            does so for some frame widths, depending on the CPU).
+            does so for some frame widths, depending on the CPU), or the file has a display
+            matrix (decord 3.4.0 rotates but does not mirror).
     """
 
     def __init__(self, path: str | os.PathLike):
@@ -237,6 +245,9 @@ class DecordFrameReader:
         if len(shape) != 3 or shape[2] != 3:
             raise ValueError(f"{self.path}: decord returned frames of shape {shape}, "
                              "expected (H, W, 3)")
+        refusal = decord_refusal(self.path)
+        if refusal is not None:
+            raise ValueError(refusal)
         self.reader.seek(0)
 
     def __len__(self) -> int:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import subprocess
 import sys
 import tempfile
 import threading
@@ -35,6 +36,15 @@ TEST_FRAMES = 6
 # Mean |decoded - written| per frame of flat colour blocks through yuv420p H.264 at crf 12 is
 # about 2.5 (chroma subsampling at block edges); a misread layout is tens.
 TEST_TOLERANCE = 6.0
+# Hides the Qt warnings opencv-python's Qt prints on every window (fonts it does not ship);
+# Qt's real failures (e.g. "could not connect to display") have their own category and still show.
+QT_QUIET = "default.warning=false"
+WINDOW_PROBE_TIMEOUT_S = 20.0
+_WINDOW_PROBE = ("import cv2, numpy as np\n"
+                 "cv2.imshow('vidseg-probe', np.zeros((8, 8, 3), np.uint8))\n"
+                 "cv2.waitKey(1)\n"
+                 "cv2.destroyAllWindows()\n"
+                 "print('ok')\n")
 
 
 class SelfTestError(VidsegError, RuntimeError):
@@ -152,6 +162,7 @@ def decord_self_test() -> tuple[bool, str]:
 _lock = threading.Lock()
 _decord_result: tuple[bool, str] | None = None
 _warned = False
+_window_results: dict[tuple[str, str], str | None] = {}
 
 
 def decord_status() -> tuple[bool, str]:
@@ -165,10 +176,11 @@ def decord_status() -> tuple[bool, str]:
 
 
 def reset() -> None:
-    """Forget the cached self-test result (tests; after installing another decord)."""
+    """Forget the cached self-test results (tests; after installing another decord)."""
     global _decord_result, _warned
     with _lock:
         _decord_result, _warned = None, False
+        _window_results.clear()
 
 
 def _pyav(reason: str) -> Decision:
@@ -222,24 +234,55 @@ def video_reader(requested: str = "auto", warn: bool = True) -> Decision:
     return _pyav_instead_of_decord(reason)
 
 
-def live_window() -> Decision:
-    """Can `cv2.imshow` work here: an OpenCV build with a GUI backend and a display."""
-    try:
-        from vidseg.io.sinks import LiveWindow
+def opencv_gui_backend() -> str:
+    """OpenCV's GUI backend as its build information names it ("NONE" in a headless build)."""
+    import cv2
 
-        backend = LiveWindow.gui_backend()
+    for line in cv2.getBuildInformation().splitlines():
+        if line.strip().startswith("GUI:"):
+            return line.split(":", 1)[1].strip()
+    return "UNKNOWN"
+
+
+def _window_probe() -> str | None:
+    """Open and close a tiny window in a child process: None if that worked, else why not."""
+    env = dict(os.environ, QT_LOGGING_RULES=os.environ.get("QT_LOGGING_RULES", QT_QUIET))
+    try:
+        proc = subprocess.run([sys.executable, "-c", _WINDOW_PROBE], capture_output=True,
+                              text=True, env=env, timeout=WINDOW_PROBE_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        return f"a test window did not open within {WINDOW_PROBE_TIMEOUT_S:.0f} s"
+    if proc.returncode == 0 and proc.stdout.strip() == "ok":
+        return None
+    lines = [ln.strip() for ln in proc.stderr.splitlines() if ln.strip()]
+    return f"a test window failed to open ({lines[0] if lines else f'exit {proc.returncode}'})"
+
+
+def live_window() -> Decision:
+    """Can `cv2.imshow` work here: a GUI build, a display, and a test window that opens.
+
+    The test window opens in a child process, once per process and display, because OpenCV's
+    Qt backend aborts the whole process (no exception) when the display cannot be reached.
+    """
+    try:
+        backend = opencv_gui_backend()
     except Exception as exc:  # noqa: BLE001 - a broken cv2 import is a reason, not a crash
         return Decision("unavailable", f"OpenCV does not import ({_first_line(exc)})")
     if backend == "NONE":
-        return Decision("unavailable", "OpenCV is built without GUI support (a headless build): "
-                                       "`stream --show` cannot open a window")
-    if sys.platform.startswith("linux"):
-        display = os.environ.get("WAYLAND_DISPLAY") or os.environ.get("DISPLAY")
-        if not display:
-            return Decision("unavailable", "no display: DISPLAY and WAYLAND_DISPLAY are unset "
-                                           f"(OpenCV GUI {backend} present)")
-        return Decision("available", f"OpenCV GUI {backend}, display {display}")
-    return Decision("available", f"OpenCV GUI {backend}")
+        return Decision("unavailable", "OpenCV is built without GUI support (a headless build)")
+    display = os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
+    if sys.platform.startswith("linux") and not display:
+        return Decision("unavailable", "no display: DISPLAY and WAYLAND_DISPLAY are unset "
+                                       f"(OpenCV GUI {backend} present)")
+    key = (backend, display or "")
+    with _lock:
+        if key not in _window_results:
+            _window_results[key] = _window_probe()
+        problem = _window_results[key]
+    where = f"OpenCV GUI {backend}" + (f", display {display}" if display else "")
+    if problem is not None:
+        return Decision("unavailable", f"{where}: {problem}")
+    return Decision("available", f"{where}, a test window opened")
 
 
 def cuda_device() -> Decision:

@@ -16,11 +16,10 @@ import logging
 from collections.abc import Iterator
 from pathlib import Path
 
-import cv2
-import numpy as np
-
 from vidseg.data.transforms import resize_short_side
-from vidseg.io.camera import CameraSource
+from vidseg.io.camera import DEFAULT_TIMEOUT_S, CameraSource
+from vidseg.io.images import UnreadableImageError, read_rgb
+from vidseg.io.orientation import UprightConverter, decord_refusal
 from vidseg.io.source_base import Frame, FrameSource, SourceError, _expected_count
 
 log = logging.getLogger(__name__)
@@ -30,7 +29,7 @@ URL_PREFIXES = ("rtsp://", "rtsps://", "http://", "https://", "rtmp://", "udp://
 
 
 class _DecordMisreads(Exception):
-    """decord opens this file but returns frames that are not (H, W, 3)."""
+    """decord opens this file but would return wrong frames (not (H, W, 3), or not upright)."""
 
 
 class VideoFileSource(FrameSource):
@@ -40,6 +39,11 @@ class VideoFileSource(FrameSource):
     (only if decord passes its self-test on this machine, see ``vidseg.io.selftest``) or "auto"
     (``$VIDSEG_VIDEO_READER`` if set, else decord if it passes, else PyAV). ``backend`` ends up
     as the reader used; ``reader_decision`` says why.
+
+    Frames are upright: the display matrix (a phone's rotation, a mirror) is applied as a player
+    does (``vidseg.io.orientation``), so a 90-degree file yields ``(W, H, 3)`` frames. decord's
+    handling of the matrix differs between versions (3.4.0 rotates but does not mirror), so a
+    file with a display matrix is read with PyAV.
 
     Raises:
         SourceError: at construction, if the file is missing or holds no decodable video stream,
@@ -101,6 +105,10 @@ class VideoFileSource(FrameSource):
         self._total = len(self._reader)
         if self._total == 0:
             raise SourceError(f"{self.path}: contains no decodable frames")
+        refusal = decord_refusal(self.path)
+        if refusal is not None:
+            self._reader = None
+            raise _DecordMisreads(refusal)
         # decord 3.4.0 misreads some frame widths on some CPUs; the self-test cannot cover all
         shape = tuple(self._reader[0].shape)
         if len(shape) != 3 or shape[2] != 3:
@@ -124,12 +132,13 @@ class VideoFileSource(FrameSource):
 
     def _produce_pyav(self) -> Iterator[Frame]:
         stream = self._container.streams.video[0]
+        upright = UprightConverter(str(self.path))
         n_out = 0
         for i, frame in enumerate(self._decode_pyav(stream)):
             if i % self.stride:
                 continue
             ts = float(frame.time) if frame.time is not None else i / (self.fps or 1.0)
-            yield i, ts, resize_short_side(frame.to_ndarray(format="rgb24"), self.short_side, None)
+            yield i, ts, resize_short_side(upright(frame, stream), self.short_side, None)
             n_out += 1
             if self.max_frames is not None and n_out >= self.max_frames:
                 return
@@ -166,26 +175,13 @@ class VideoFileSource(FrameSource):
         self._reader = None
 
 
-def _to_rgb(img: np.ndarray) -> np.ndarray:
-    """cv2.imread(IMREAD_UNCHANGED) output (gray, BGR, BGRA; 8 or 16 bit) -> RGB uint8."""
-    if img.dtype == np.uint16:
-        img = (img >> 8).astype(np.uint8)
-    elif img.dtype != np.uint8:
-        raise ValueError(f"unsupported image dtype {img.dtype}, expected uint8 or uint16")
-    if img.ndim == 2:
-        return cv2.cvtColor(img, cv2.COLOR_GRAY2RGB)
-    if img.shape[2] == 4:
-        return cv2.cvtColor(img, cv2.COLOR_BGRA2RGB)
-    if img.shape[2] == 3:
-        return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
-    raise ValueError(f"unsupported channel count {img.shape[2]}, expected 1, 3 or 4")
-
-
 class FrameDirSource(FrameSource):
     """A folder of images (.jpg/.jpeg/.png/.bmp) in sorted file-name order.
 
-    Grayscale and RGBA images are converted to RGB. An unreadable image is skipped, counted in
-    ``skipped`` and listed in ``skipped_paths``. Timestamps are ``index / fps``.
+    Images are read upright (EXIF orientation applied, ``vidseg.io.images.read_rgb``);
+    grayscale and RGBA images are converted to RGB. An unreadable image (undecodable, empty, a
+    truncated JPEG) is skipped with a warning naming it, counted in ``skipped`` and listed in
+    ``skipped_paths``. Timestamps are ``index / fps``.
 
     Attributes:
         paths: the image files, sorted (before stride / max_frames).
@@ -215,20 +211,18 @@ class FrameDirSource(FrameSource):
             selected = selected[: self.max_frames]
         for i in selected:
             p = self.paths[i]
-            img = cv2.imread(str(p), cv2.IMREAD_UNCHANGED)
             try:
-                if img is None:
-                    raise ValueError("cv2 could not decode it")
-                rgb = _to_rgb(img)
-            except ValueError as exc:
+                rgb = read_rgb(p)
+            except UnreadableImageError as exc:
                 self.skipped += 1
                 self.skipped_paths.append(p)
-                log.warning("%s: skipped unreadable image (%s)", p, exc)
+                log.warning("skipped: %s", exc)
                 continue
             yield i, i / self.fps, resize_short_side(rgb, self.short_side, None)
 
 
-def open_source(spec: str | int, **opts) -> FrameSource:
+def open_source(spec: str | int, timeout_s: float | None = DEFAULT_TIMEOUT_S,
+                **opts) -> FrameSource:
     """Open a source from a command-line string.
 
     An integer-like string is a camera index, an rtsp/http(s)/rtmp URL or a /dev/video* path is a
@@ -236,6 +230,8 @@ def open_source(spec: str | int, **opts) -> FrameSource:
 
     Args:
         spec: device index, URL, folder or file path.
+        timeout_s: connect and read timeout of URLs and device paths, in seconds (None: OpenCV's
+            30 s); files, folders and device indices do not use it.
         **opts: keyword options of the chosen class (stride, max_frames, short_side, ...).
 
     Raises:
@@ -247,7 +243,7 @@ def open_source(spec: str | int, **opts) -> FrameSource:
     if text.lstrip("-").isdigit():
         return CameraSource(int(text), **opts)
     if text.lower().startswith(URL_PREFIXES) or text.startswith("/dev/video"):
-        return CameraSource(text, **opts)
+        return CameraSource(text, timeout_s=timeout_s, **opts)
     if Path(text).is_dir():
         return FrameDirSource(text, **opts)
     return VideoFileSource(text, **opts)
