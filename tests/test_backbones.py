@@ -194,3 +194,35 @@ def test_real_efficientnet_lite0_weights_load_completely():
     assert int(model_sd["bn1.num_batches_tracked"]) == int(file_sd["_bn0.num_batches_tracked"])
     feats = Backbone("efficientnet_lite0", pretrained=str(path), output_stride=8).eval()(torch.randn(1, 3, 64, 64))
     assert all(torch.isfinite(f).all() for f in feats)
+
+
+@pytest.mark.parametrize("name", ["resnet18", "swin"])
+def test_pretrained_download_failure_is_one_line(name, monkeypatch):
+    """Offline with pretrained=true: one line naming the backbone and what to set instead."""
+    import timm
+
+    import vidseg.models.backbones as backbones
+    from vidseg.errors import VidsegError
+
+    hub_text = ("We couldn't connect to 'https://huggingface.co' to load the files, and couldn't "
+                "find them in the cached files.\nCheck your internet connection or see ...")
+    real = timm.create_model
+
+    def offline(*args, **kwargs):
+        if kwargs.get("pretrained"):
+            raise OSError(hub_text)
+        return real(*args, **kwargs)
+
+    def offline_swin(*args, **kwargs):
+        raise OSError(hub_text)
+
+    monkeypatch.setattr(timm, "create_model", offline)
+    monkeypatch.setattr(backbones, "load_timm_pretrained", offline_swin)
+    with pytest.raises(backbones.PretrainedWeightsError) as info:
+        Backbone(name, pretrained=True, output_stride=32,
+                 model_kwargs=TINY_SWIN if name == "swin" else None)
+    message = str(info.value)
+    assert isinstance(info.value, VidsegError) and "\n" not in message
+    assert message.startswith(f"backbone '{name}': cannot get timm's pretrained weights (OSError: "
+                              "We couldn't connect")
+    assert "model.backbone.pretrained=false" in message and ".safetensors" in message

@@ -7,9 +7,12 @@ import os
 
 import cv2
 import numpy as np
-from test_vspw import SPLITS, VIDEOS, make_vspw_root
+import pytest
+from test_orientation import jpeg_bytes
+from test_vspw import SPLITS, VIDEOS, H, W, make_vspw_root
 
-from vidseg.data.check import check_vspw, jpeg_size
+from vidseg.data.check import check_vspw, jpeg_orientation, jpeg_size
+from vidseg.data.check_layouts import check_layout
 
 SMALL = {"train": {"videos": 2, "frames": 7}, "val": {"videos": 1, "frames": 3},
          "test": {"videos": 1, "frames": 2}}
@@ -108,3 +111,40 @@ def test_jpeg_header_size_matches_decoder(tmp_path):
 def test_fixture_matches_constants():
     # guards the SMALL table against edits of the shared fixture
     assert sum(len(VIDEOS[n]) for n in SPLITS["train"]) == SMALL["train"]["frames"]
+
+
+@pytest.mark.parametrize("decode", [False, True], ids=["header", "decoded"])
+def test_exif_turned_jpegs_are_checked_at_their_upright_size(tmp_path, decode):
+    """Masks are drawn on the upright frame: a JPEG stored W x H with a 90-degree EXIF turn
+    (orientations 5..8) fits an H x W mask; stored sideways without a turn (1..4), it does not."""
+    sideways = np.random.default_rng(0).integers(0, 255, (W, H, 3), dtype=np.uint8)
+    root = make_vspw_root(tmp_path / "v")
+    origin = os.path.join(root, "data", "1_vid-a_b", "origin")
+    frames_root = tmp_path / "frames"
+    (frames_root / "clip" / "images").mkdir(parents=True)
+    (frames_root / "clip" / "masks").mkdir()
+    mask = cv2.imread(os.path.join(root, "data", "1_vid-a_b", "mask", "00000377.png"),
+                      cv2.IMREAD_UNCHANGED)
+    for o in range(1, 9):
+        data = jpeg_bytes(sideways, o)
+        assert jpeg_orientation(data) == o and jpeg_size(data) == (W, H)
+        (frames_root / "clip" / "images" / f"f{o}.jpg").write_bytes(data)
+        cv2.imwrite(str(frames_root / "clip" / "masks" / f"f{o}.png"), mask)
+    stems = VIDEOS["1_vid-a_b"]
+    for o, stem in zip((6, 8, 5, 3), stems):  # three turned frames, one only upside down
+        with open(os.path.join(origin, stem + ".jpg"), "wb") as f:
+            f.write(jpeg_bytes(sideways, o))
+    report = check_vspw(root, expected=SMALL, decode_frames=decode)
+    assert [p.path for p in report.errors] == [
+        os.path.join(root, "data", "1_vid-a_b", "mask", stems[3] + ".png")]
+    assert f"frame is {H}x{W} (WxH)" in report.errors[0].message
+    report = check_layout(frames_root, "frames", decode_frames=decode)
+    flagged = sorted(os.path.basename(p.path) for p in report.errors)
+    assert flagged == ["f1.png", "f2.png", "f3.png", "f4.png"], report.format()
+
+
+def test_jpeg_orientation_without_exif_or_with_a_broken_one():
+    plain = cv2.imencode(".jpg", np.zeros((8, 8, 3), np.uint8))[1].tobytes()
+    assert jpeg_orientation(plain) == 1 and jpeg_orientation(b"\x89PNG\r\n") == 1
+    turned = jpeg_bytes(np.zeros((8, 8, 3), np.uint8), 6)
+    assert jpeg_orientation(turned[:30]) == 1  # cut inside the EXIF segment

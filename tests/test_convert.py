@@ -68,13 +68,23 @@ def test_missing_layer_names_the_vidseg_key(authors, tmp_path, capsys):
     assert "cwi_attention" in one_line_error(capsys)
 
 
-@pytest.mark.parametrize("content", [b"", b"not a checkpoint at all", b"PK\x03\x04truncated"])
-def test_not_a_checkpoint_is_one_line(authors, tmp_path, capsys, content):
-    _, cfg, _ = authors
+@pytest.mark.parametrize("content, cause", [
+    (None, "not found"), (b"", "empty (0 bytes)"), (b"not a checkpoint at all" * 9,
+                                                     "not a torch.save file"),
+    (b"PK\x03\x04truncated", "truncated or corrupt"), ("half", "truncated or corrupt")])
+def test_not_a_checkpoint_is_one_line(authors, tmp_path, capsys, content, cause):
+    """The same checks as every other checkpoint reader (`load_checkpoint`), one line each."""
+    src, cfg, _ = authors
     bad = tmp_path / "bad.pth"
-    bad.write_bytes(content)
+    if content == "half":
+        whole = src.read_bytes()
+        bad.write_bytes(whole[: len(whole) // 2])
+    elif content is not None:
+        bad.write_bytes(content)
     assert run_cli("convert", "sssegmentation", bad, tmp_path / "x.pth", "--config", cfg) == 2
-    assert "bad.pth" in one_line_error(capsys)
+    err = one_line_error(capsys)
+    assert err.startswith("vidseg convert: error: ") and "bad.pth" in err and cause in err
+    assert len(err) < 300 and not (tmp_path / "x.pth").exists()
 
 
 class _RunsCode:
@@ -91,7 +101,8 @@ def test_a_pickle_with_code_is_refused_and_never_runs(authors, tmp_path, capsys,
     with open(evil, "wb") as f:
         pickle.dump({"model": _RunsCode()}, f)
     assert run_cli("convert", "sssegmentation", evil, tmp_path / "x.pth", "--config", cfg) == 2
-    assert "evil.pth" in one_line_error(capsys)
+    err = one_line_error(capsys)
+    assert "evil.pth" in err and "weights_only" in err and len(err) < 300
     assert not (tmp_path / "PWNED_BY_PICKLE").exists()
 
 

@@ -154,3 +154,91 @@ def test_score_cli_end_to_end(tmp_path, capsys):
     err = capsys.readouterr().err
     assert rc == 2 and err.count("\n") == 1 and "00000377.png: missing" in err
     assert "Traceback" not in err
+
+
+def _same(a, b) -> bool:
+    """Equal numbers and structures, NaN equal to NaN (mVC_16 of 10-frame videos)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+        return True
+    return a == b
+
+
+def _random_preds(tmp_path, videos=("1_aaa", "2_b_c-d")):
+    pred = tmp_path / "pred"
+    rng = np.random.default_rng(5)
+    for v in videos:
+        (pred / v).mkdir(parents=True)
+        for t in range(N):
+            p = np.where(rng.random((H, W)) < 0.3, 1, 0).astype(np.uint8)
+            p[: H // 2, : W // 4] = 2
+            cv2.imwrite(str(pred / v / f"{377 + t:08d}.png"), p)
+    return pred
+
+
+def _as_layout(pred, out, fmt, dst):
+    """The same predictions under the stems of the converted layout, frame by frame."""
+    from vidseg.data.layouts import load_videos, split_names
+
+    videos, _ = load_videos(str(out), fmt, split_names(str(out), fmt, "val"))
+    for video in videos:
+        (dst / video.name).mkdir(parents=True)
+        for t, stem in enumerate(video.stems):
+            (dst / video.name / f"{stem}.png").write_bytes(
+                (pred / video.name / f"{377 + t:08d}.png").read_bytes())
+    return dst
+
+
+@pytest.mark.parametrize("fmt", ["frames", "video"])
+def test_converted_layouts_score_as_the_vspw_original(tmp_path, fmt, capsys):
+    from vidseg.data.convert_layout import convert_vspw
+
+    root = make_root(tmp_path)
+    pred = _random_preds(tmp_path)
+    vspw = score_prediction_dir(root, pred, tc_videos=1)
+    out = tmp_path / fmt
+    convert_vspw(root, out, fmt, splits=("val",))
+    layout_pred = _as_layout(pred, out, fmt, tmp_path / f"pred_{fmt}")
+    got = score_prediction_dir(out, layout_pred, tc_videos=1)  # the layout is judged: auto
+    assert vspw["format"] == "vspw" and got["format"] == fmt
+    assert [c["name"] for c in got["per_class"]] == ["wall", "floor", "sky", "tree"]  # classes.txt
+    for key in ("miou", "miou_all_classes", "pixel_acc", "mean_class_acc", "mvc8", "mvc16",
+                "mvc_windows", "per_class", "frames", "videos", "tc_pairs"):
+        assert _same(got[key], vspw[key]), key
+    assert 0 < got["miou"] < 1 and got["tc_pairs"] == N - 1
+    if fmt == "frames":  # the same JPEG bytes: the flow and TC are the same too
+        assert _same(got["per_video"], vspw["per_video"]) and got["tc"] == vspw["tc"]
+    else:  # frames decoded from H.264 (crf 12) move the DIS flow a little
+        assert got["tc"] == pytest.approx(vspw["tc"], abs=0.02)
+    # the command line: --format names the layout; another layout is refused in one line
+    assert main(["score", "--data", str(out), "--pred", str(layout_pred), "--format", fmt,
+                 "--no-tc", "--quiet", "--out", str(tmp_path / "m.json")]) == 0
+    assert json.loads((tmp_path / "m.json").read_text())["miou"] == pytest.approx(vspw["miou"])
+    capsys.readouterr()
+    other = "video" if fmt == "frames" else "frames"
+    assert main(["score", "--data", str(out), "--pred", str(layout_pred), "--format", other,
+                 "--no-tc", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err and str(out) in err
+
+
+def test_train_id_masks_score_as_vspw_masks(tmp_path):
+    from vidseg.data.convert_layout import convert_vspw
+    from vidseg.data.image_files import to_train_ids
+
+    root = make_root(tmp_path)
+    pred = _random_preds(tmp_path)
+    vspw = score_prediction_dir(root, pred, tc=False)
+    out = tmp_path / "frames"
+    convert_vspw(root, out, "frames", splits=("val",))
+    for mask in out.glob("*/masks/*.png"):
+        cv2.imwrite(str(mask), to_train_ids(cv2.imread(str(mask), cv2.IMREAD_UNCHANGED)))
+    layout_pred = _as_layout(pred, out, "frames", tmp_path / "pred_frames")
+    got = score_prediction_dir(out, layout_pred, tc=False, label_format="train_ids")
+    for key in ("miou", "pixel_acc", "mvc8", "per_class"):
+        assert _same(got[key], vspw[key]), key
+    # read as VSPW values, train id 0 would be "others" (ignored): the option matters
+    assert score_prediction_dir(out, layout_pred, tc=False)["miou"] != got["miou"]

@@ -190,3 +190,64 @@ def test_upsample_argmax_equals_full_resize(spread):
     for size in [(48, 64), (37, 101), (5, 7)]:
         full = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)[0].argmax(0)
         assert torch.equal(upsample_argmax(logits, size), full)
+
+
+def test_size_change_resizes_every_output_to_the_first_frame(tmp_path, caplog):
+    """`vidseg stream` and `Segmenter.stream` share StreamOutputs: one size per run, one warning."""
+    import vidseg
+
+    frames_dir = tmp_path / "frames"
+    frames_dir.mkdir()
+    for k in range(5):
+        h, w = (48, 64) if k < 3 else (40, 60)
+        cv2.imwrite(str(frames_dir / f"f{k}.png"), moving_square(k, h, w)[..., ::-1])
+    for run in ("cli", "api"):
+        out = tmp_path / run
+        caplog.clear()
+        if run == "cli":
+            assert stream(frames_dir, "--out", out, "--labels", "--color") == 0
+        else:
+            with pytest.warns(UserWarning, match="UNTRAINED"):
+                seg = vidseg.Segmenter(TINY)
+            results = list(seg.stream(str(frames_dir), out=out, save_labels=True,
+                                      save_color=True))
+            assert [r.labels.shape for r in results] == [(48, 64)] * 3 + [(40, 60)] * 2
+        for kind in ("labels", "color"):
+            pngs = sorted((out / kind / "frames").glob("*.png"))
+            assert [p.stem for p in pngs] == [f"f{k}" for k in range(5)]
+            assert all(cv2.imread(str(p)).shape[:2] == (48, 64) for p in pngs)
+        assert count_frames(out / "frames_overlay.mp4") == (5, (48, 64))
+        resized = [r for r in caplog.records if "resized to the first size" in r.getMessage()]
+        assert len(resized) == 1 and "frame f3 is (40, 60)" in resized[0].getMessage()
+
+
+def test_legend_names_come_from_the_configs_dataset(tmp_path, monkeypatch):
+    """Legends (overlay, window, --serve page) name the classes of data.root in data.format."""
+    from vidseg.config import load_config
+    from vidseg.data.convert_layout import convert_vspw
+    from vidseg.data.synthetic import make_synthetic_vspw
+    from vidseg.engine.stream_outputs import StreamOutputs, class_names_for
+    from vidseg.io.sources import FrameDirSource
+
+    monkeypatch.delenv("VSPW_ROOT", raising=False)
+    synth = tmp_path / "synth"
+    make_synthetic_vspw(synth, num_train=1, num_val=1, num_test=0, frames=2, height=32, width=48,
+                        write_mp4=False, workers=1)
+    assert class_names_for(load_config(TINY)) is None  # no dataset: the legend says "class <id>"
+    names = class_names_for(load_config(TINY, [f"data.root={synth}"]))
+    # the synthetic generator's class list: its drawn classes by name, the rest "unused_<raw id>"
+    assert len(names) == 124 and names[0] == "sky" and names[123] == "person"
+    assert names[8] == "unused_009"
+    monkeypatch.setenv("VSPW_ROOT", str(synth))
+    assert class_names_for(load_config(TINY)) == names  # empty data.root = $VSPW_ROOT
+    monkeypatch.delenv("VSPW_ROOT")
+    frames_root = tmp_path / "frames_layout"
+    convert_vspw(synth, frames_root, "frames")
+    cfg = load_config(TINY, [f"data.root={frames_root}", "data.format=frames"])
+    assert class_names_for(cfg) == names  # from its classes.txt
+    video = next(p for p in frames_root.iterdir() if p.is_dir())
+    with FrameDirSource(video / "images") as source:
+        with StreamOutputs.for_source(tmp_path / "out", source, cfg) as outputs:
+            assert outputs.overlay.class_names == names
+    (frames_root / "classes.txt").write_text("a\nb\n")
+    assert class_names_for(cfg) is None  # not the model's 124 classes: no names rather than wrong

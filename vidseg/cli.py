@@ -186,15 +186,17 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # "data check", as the parser names it in its own errors
+    command = " ".join(filter(None, (args.command, getattr(args, "data_command", None))))
     try:
         return int(args.func(args) or 0)
     except VidsegError as exc:
         if args.debug:
             traceback.print_exc()
-        print(f"vidseg {args.command}: error: {exc.one_line()}", file=sys.stderr)
+        print(f"vidseg {command}: error: {exc.one_line()}", file=sys.stderr)
         return exc.code
     except KeyboardInterrupt:
-        print(f"vidseg {args.command}: interrupted", file=sys.stderr)
+        print(f"vidseg {command}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
 
 

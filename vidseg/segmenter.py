@@ -225,8 +225,12 @@ class Segmenter:
             SinkError: `out` is not writable.
         """
         from vidseg.engine.predict import segment_frame
-        from vidseg.engine.stream import class_names_for
-        from vidseg.engine.stream_outputs import StreamOutputs, frame_stem, render_overlay
+        from vidseg.engine.stream_outputs import (
+            StreamOutputs,
+            class_names_for,
+            frame_stem,
+            render_overlay,
+        )
         from vidseg.engine.tta import TTASettings
         from vidseg.io.sources import open_source
 

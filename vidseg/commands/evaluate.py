@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from vidseg.cli import CliError, int_arg
+from vidseg.errors import EXIT_PARTIAL, VidsegError
 
 
 def run(args: argparse.Namespace) -> int:
@@ -26,8 +27,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace, device: str, is_main: bool) -> int:
-    from vidseg.cli import check_output_dir
+    from vidseg.cli import check_output_dir, check_output_file
     from vidseg.config import load_config
+    from vidseg.data.layouts import split_names
+    from vidseg.engine.data import resolve_data_root
     from vidseg.engine.evaluate import evaluate
     from vidseg.engine.inference import load_inference_model
     from vidseg.metrics.report import format_table
@@ -37,18 +40,33 @@ def _evaluate(args: argparse.Namespace, device: str, is_main: bool) -> int:
         overrides.append(f"eval.tc_videos={args.tc_videos}")
     if args.no_tc:
         overrides.append("eval.tc=false")
-    # a bad config or output folder fails before the checkpoint is read or the model is built
+    if args.checkpoint is not None and args.random_init:
+        raise CliError("--checkpoint and --random-init exclude each other")
+    # a bad config, output folder, data root or split fails before the checkpoint is read or
+    # the model is built
     cfg = load_config(args.config, overrides)
-    out_dir = check_output_dir(args.out or Path(cfg.work_dir) / f"eval_{args.split or cfg.eval.split}",
-                               "--out")
+    split = args.split or cfg.eval.split
+    out_dir = check_output_dir(args.out or Path(cfg.work_dir) / f"eval_{split}", "--out")
+    check_output_file(out_dir / "metrics.json", "--out")
+    try:
+        root = resolve_data_root(args.data or cfg.data.root, split, cfg.data.format)
+        if not split_names(root, cfg.data.format, split):
+            raise CliError(f"{root}: split {split} lists no videos; nothing to evaluate")
+    except (ValueError, FileNotFoundError) as exc:
+        raise CliError(str(exc)) from None
     cfg, model = load_inference_model(args.config, args.checkpoint, overrides,
                                       random_init=args.random_init, device=device)
     try:
         result = evaluate(model, cfg, split=args.split, max_videos=args.max_videos, out_dir=out_dir,
                           root=args.data, save_pred=not args.no_pred, save_color=args.color or cfg.eval.save_color,
                           no_history=args.no_history)
+    except VidsegError:
+        raise
     except (ValueError, FileNotFoundError) as exc:
         raise CliError(str(exc)) from None
+    except OSError as exc:  # e.g. a full disk: the predictions written so far stay
+        raise CliError(f"cannot write {exc.filename or out_dir}: {exc.strerror or exc}",
+                       EXIT_PARTIAL) from None
     if not is_main:
         return 0
     print(format_table(result, per_class=args.per_class))

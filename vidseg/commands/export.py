@@ -15,6 +15,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.checkpoint is None and not args.random_init:
         raise CliError("no checkpoint given: pass --checkpoint CKPT, or --random-init for a smoke test")
+    if args.checkpoint is not None and args.random_init:
+        raise CliError("--checkpoint and --random-init exclude each other")
     check_output_file(args.onnx, "--onnx")
     if args.json:
         check_output_file(args.json, "--json")

@@ -6,8 +6,11 @@ import argparse
 
 
 def run(args: argparse.Namespace) -> int:
+    from vidseg.cli import check_output_file
     from vidseg.engine.plot import plot_curves
 
+    if args.out:
+        check_output_file(args.out, "--out")
     print(plot_curves(args.run_dir, args.out).describe())
     return 0
 

@@ -1,4 +1,5 @@
-"""`vidseg score`: score a folder of VSPW-format prediction PNGs produced by any method."""
+"""`vidseg score`: score a folder of VSPW-format prediction PNGs produced by any method, against
+a dataset in any layout (VSPW, video files + mask folders, image sequences; docs/DATA.md)."""
 
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ def run(args: argparse.Namespace) -> int:
             args.data, args.pred, split=args.split, tc_videos=args.tc_videos,
             allow_missing=args.allow_missing, flow=args.flow, num_workers=args.workers,
             tc=not args.no_tc, include_last_window=args.include_last_window,
-            raft_weights=args.raft_weights, progress=not args.quiet)
+            raft_weights=args.raft_weights, progress=not args.quiet, data_format=args.format,
+            label_format=args.labels)
     except (ValueError, FileNotFoundError, OSError) as exc:
         raise CliError(str(exc).replace("\n", " ")) from None
     print(format_table(result, per_class=args.per_class))
@@ -38,15 +40,29 @@ def run(args: argparse.Namespace) -> int:
 
 def register(sub) -> None:
     from vidseg.cli import int_arg, max_threads
+    from vidseg.data.image_files import LABEL_FORMATS
+    from vidseg.data.layouts import FORMATS
 
     p = sub.add_parser(
         "score", help="score VSPW-format prediction PNGs: mIoU, accuracies, mVC_8/16, TC",
         description="Score a folder <PRED>/<video>/<stem>.png of train-id predictions (0..123, "
-                    "single-channel or palette PNGs at mask size) against a VSPW split. Metrics "
-                    "follow the official VSPW scripts; see docs/METRICS.md for every deviation.")
-    p.add_argument("--data", required=True, metavar="ROOT", help="VSPW root (with val.txt, data/)")
+                    "single-channel or palette PNGs at mask size) against a split of a dataset "
+                    "in any layout (docs/DATA.md); <stem> is the frame's name in the layout "
+                    "(VSPW, frames: the image's, video: the mask's), as `vidseg eval` writes "
+                    "them. Metrics follow the official VSPW scripts; see "
+                    "docs/METRICS.md for every deviation.")
+    p.add_argument("--data", required=True, metavar="ROOT",
+                   help="dataset root: VSPW (val.txt, data/), video (videos/, masks/) or frames "
+                        "(<video>/images/, <video>/masks/)")
+    p.add_argument("--format", choices=("auto",) + FORMATS, default="auto",
+                   help="layout of ROOT (data.format); default: judged from its folders")
+    p.add_argument("--labels", choices=LABEL_FORMATS, default="vspw",
+                   help="mask values (data.labels): vspw (0 and 255 ignored, k = class k-1; "
+                        "default) or train_ids (255 ignored)")
     p.add_argument("--pred", required=True, metavar="DIR", help="prediction folder")
-    p.add_argument("--split", default="val", help="split file name without .txt (default: val)")
+    p.add_argument("--split", default="val",
+                   help="split file name without .txt (default: val); a video or frames root "
+                        "without split files scores every video")
     p.add_argument("--out", metavar="FILE", help="metrics JSON (default: <DIR>/metrics.json)")
     p.add_argument("--tc-videos", type=int_arg(0, note="0 = no TC"), metavar="N",
                    help="TC on the first N videos of the split file only (100 = the official "

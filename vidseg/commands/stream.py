@@ -59,26 +59,6 @@ def _progress(source, quiet: bool):
     return live, lambda: sys.stderr.write("\n")
 
 
-def _open_sinks(args, video_name: str, fps: float, cfg):
-    from vidseg.engine.stream import class_names_for, output_paths
-    from vidseg.io.sinks import (
-        ColorPngWriter,
-        LabelPngWriter,
-        OverlayVideoWriter,
-        ensure_writable_dir,
-    )
-
-    ensure_writable_dir(args.out)
-    paths = output_paths(args.out, video_name)
-    overlay = None if args.no_overlay else OverlayVideoWriter(
-        paths["overlay"], fps=fps, alpha=cfg.stream.alpha, legend=cfg.stream.legend,
-        class_names=class_names_for(cfg),
-        threaded=True, queue_size=cfg.stream.queue_size)
-    labels = LabelPngWriter(paths["labels"]) if args.labels else None
-    color = ColorPngWriter(paths["color"], alpha=cfg.stream.alpha) if args.color else None
-    return overlay, labels, color, paths
-
-
 def _write_json(path: str, summary) -> bool:
     """Write the summary to `path`; if that fails (it may be on the full disk), print it on stderr.
 
@@ -132,12 +112,8 @@ def _open_live_view(address: str, source: str):
 
 def run(args: argparse.Namespace) -> int:
     from vidseg.cli import CliError
-    from vidseg.engine.stream import (
-        StreamRunner,
-        class_names_for,
-        model_short_side,
-        source_video_name,
-    )
+    from vidseg.engine.stream import StreamRunner, model_short_side
+    from vidseg.engine.stream_outputs import StreamOutputs, class_names_for
     from vidseg.io.sinks import SinkError
     from vidseg.io.sources import SourceError, open_source
 
@@ -187,24 +163,23 @@ def run(args: argparse.Namespace) -> int:
             every = [t * m for t in cfg.eval.scales for m in (scales or model.scales)]
             check_input_size((short_side, short_side), network_stride(model), every,
                              what=f"model input short side {short_side}")
-        video_name = source_video_name(source)
+        names = class_names_for(cfg)
         if live is not None:
-            live.class_names, live.alpha = class_names_for(cfg), cfg.stream.alpha
-        fps = (source.fps or 25.0) / source.stride
+            live.class_names, live.alpha = names, cfg.stream.alpha
         try:
-            overlay, labels, color, paths = _open_sinks(args, video_name, fps, cfg)
+            outputs = StreamOutputs.for_source(args.out, source, cfg, names,
+                                               overlay=not args.no_overlay, labels=args.labels,
+                                               color=args.color)
         except (SinkError, OSError) as exc:
             raise CliError(f"{args.source}: {exc}", EXIT_BAD_INPUT) from None
         on_frame, done = _progress(source, args.quiet)
         try:
-            runner = StreamRunner(model, cfg, overlay, labels, color, show=show, scales=scales,
+            runner = StreamRunner(model, cfg, show=show, scales=scales,
                                   no_history=args.no_history, device=args.device,
-                                  short_side=short_side,
-                                  video_name=video_name, on_frame=on_frame, live_view=live)
+                                  short_side=short_side, on_frame=on_frame, live_view=live,
+                                  outputs=outputs)
         except ValueError as exc:
-            for w in (overlay, labels, color):
-                if w is not None:
-                    w.close()
+            outputs.close()
             raise CliError(str(exc), EXIT_BAD_INPUT) from None
         try:
             summary = runner.run(source)
@@ -223,11 +198,12 @@ def run(args: argparse.Namespace) -> int:
     if summary.frames_written and not any(summary.frames_written.values()):
         cause = summary.error or "no output holds a frame"
         raise CliError(f"{args.source}: nothing written: {cause}", EXIT_BAD_INPUT)
-    if overlay is not None and overlay.frames_kept:
-        print(f"overlay video: {paths['overlay']} ({overlay.frames_kept} frames)")
-    if labels is not None:
+    paths, video_name = outputs.paths, outputs.video_name
+    if outputs.overlay is not None and outputs.overlay.frames_kept:
+        print(f"overlay video: {paths['overlay']} ({outputs.overlay.frames_kept} frames)")
+    if outputs.labels is not None:
         print(f"label PNGs: {paths['labels'] / video_name}")
-    if color is not None:
+    if outputs.color is not None:
         print(f"colour PNGs: {paths['color'] / video_name}")
     if summary.stopped_early:
         print(f"vidseg stream: partial: {summary.error}", file=sys.stderr)

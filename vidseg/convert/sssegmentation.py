@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from vidseg.engine.checkpoint import CheckpointError
+from vidseg.engine.checkpoint import CheckpointError, load_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -86,17 +86,11 @@ def read_authors_checkpoint(path: str | Path) -> dict:
     """The state dict of an sssegmentation checkpoint (`{'model': ...}` or bare), safely loaded.
 
     Raises:
-        CheckpointError: missing / unreadable file, or a file that holds no authors' state dict.
+        CheckpointError: one line: a missing, empty, truncated or foreign file, a pickle that
+            would run code (`load_checkpoint`'s checks), or one that holds no authors' state dict.
     """
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} not found")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # truncated zip, pickle with code, not a torch file at all
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise CheckpointError(f"cannot read {path} as a checkpoint: {type(exc).__name__}: "
-                              f"{first[:200]}") from None
+    obj = load_checkpoint(path)
     state = obj.get("model", obj) if isinstance(obj, dict) else None
     if not isinstance(state, dict) or not state or not all(torch.is_tensor(v) for v in state.values()):
         raise CheckpointError(f"{path}: not an sssegmentation checkpoint (expected a state dict or "

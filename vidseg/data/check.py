@@ -7,7 +7,8 @@ which reports through the same `CheckReport`.
 Checks split files, video folders, frame/mask pairing, empty or undecodable images, mask values
 outside {0..124, 255}, RGB masks and frame/mask size mismatches, and compares counts with the
 expected ones. Each mask is decoded once; JPEG frames are validated from their headers (size,
-markers) unless `decode_frames=True`, so a full VSPW check is I/O-bound. Videos are checked in a
+turned upright by an EXIF orientation as the readers turn the frame; markers) unless
+`decode_frames=True`, so a full VSPW check is I/O-bound. Videos are checked in a
 thread pool (OpenCV releases the GIL while decoding).
 """
 
@@ -116,14 +117,13 @@ class CheckReport:
         return "\n".join(lines)
 
 
-def jpeg_size(data: bytes) -> tuple[int, int] | None:
-    """(H, W) from a JPEG's SOF marker, or None if the header is not a valid JPEG."""
-    if data[:2] != b"\xff\xd8":
-        return None
+def _jpeg_segments(data: bytes):
+    """`(marker, payload start, payload end)` of each header segment of a JPEG, up to its first
+    scan (the segment lengths are walked; fill bytes and stand-alone markers are skipped)."""
     i = 2
-    while i + 9 < len(data):
+    while i + 3 < len(data):
         if data[i] != 0xFF:
-            return None
+            return
         marker = data[i + 1]
         if marker == 0xFF:  # fill byte
             i += 1
@@ -132,15 +132,61 @@ def jpeg_size(data: bytes) -> tuple[int, int] | None:
             i += 2
             continue
         (length,) = struct.unpack(">H", data[i + 2:i + 4])
-        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
-            h, w = struct.unpack(">HH", data[i + 5:i + 9])
-            return h, w
+        yield marker, i + 4, min(i + 2 + length, len(data))
+        if marker == 0xDA:
+            return
         i += 2 + length
+
+
+def jpeg_size(data: bytes) -> tuple[int, int] | None:
+    """(H, W) as stored, from a JPEG's SOF marker, or None if the header is not a valid JPEG."""
+    if data[:2] != b"\xff\xd8":
+        return None
+    for marker, start, _ in _jpeg_segments(data):
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            if start + 5 > len(data):
+                return None
+            h, w = struct.unpack(">HH", data[start + 1:start + 5])
+            return h, w
     return None
 
 
+def jpeg_orientation(data: bytes) -> int:
+    """The EXIF orientation (1..8) of a JPEG from its APP1 segment; 1 when absent or unreadable.
+
+    5..8 turn the picture by 90 degrees, so a reader that applies the tag (OpenCV's
+    `IMREAD_COLOR`, hence `vidseg.io.images.read_rgb`) gives a frame with H and W swapped.
+    """
+    if data[:2] != b"\xff\xd8":
+        return 1
+    for marker, start, end in _jpeg_segments(data):
+        if marker != 0xE1 or data[start:start + 6] != b"Exif\x00\x00":
+            continue
+        tiff = data[start + 6:end]
+        order = {b"II": "<", b"MM": ">"}.get(tiff[:2])
+        if order is None or len(tiff) < 8:
+            return 1
+        (ifd,) = struct.unpack(order + "I", tiff[4:8])
+        count = struct.unpack(order + "H", tiff[ifd:ifd + 2])[0] if ifd + 2 <= len(tiff) else 0
+        for k in range(count):
+            entry = tiff[ifd + 2 + 12 * k:ifd + 14 + 12 * k]
+            if len(entry) < 12:
+                return 1
+            tag, kind = struct.unpack(order + "HH", entry[:4])
+            if tag == 0x0112 and kind == 3:  # Orientation, a SHORT in the value field's start
+                (value,) = struct.unpack(order + "H", entry[8:10])
+                return value if 1 <= value <= 8 else 1
+        return 1
+    return 1
+
+
 def frame_size(path: str, decode: bool) -> tuple[tuple[int, int] | None, str | None, str | None]:
-    """Return (size, error, warning) for one frame file."""
+    """Return (size, error, warning) for one frame file.
+
+    The size is the upright `(H, W)` the readers give (`vidseg.io.images.read_rgb` applies the
+    EXIF orientation), since masks are drawn on the upright frame; from a JPEG's header it is
+    the stored size, swapped for the orientations 5..8.
+    """
     with open(path, "rb") as f:
         data = f.read()
     if not data:
@@ -149,6 +195,8 @@ def frame_size(path: str, decode: bool) -> tuple[tuple[int, int] | None, str | N
         size = jpeg_size(data)
         if size is None:
             return None, "not a readable JPEG (bad header)", None
+        if jpeg_orientation(data) >= 5:
+            size = size[::-1]
         # encoders may pad after the end-of-image marker, so look near the end only
         warning = None if b"\xff\xd9" in data[-64:] else "no JPEG end marker: possibly truncated"
         return size, None, warning

@@ -19,6 +19,7 @@ from torch.utils.data import Dataset
 from vidseg.data.image_files import (
     IGNORE_INDEX,
     LABEL_FORMATS,
+    MaskError,
     UnreadableImageError,
     read_frame,
     read_mask,
@@ -35,10 +36,6 @@ _SEARCH_BATCH = 8
 
 class DataLayoutError(VidsegError, ValueError):
     """A video whose frames and masks do not pair up (count, names, missing folder)."""
-
-
-class MaskError(VidsegError, ValueError):
-    """A mask that cannot be used: unreadable, wrong size, values outside the label range."""
 
 
 @dataclass

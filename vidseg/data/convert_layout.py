@@ -103,6 +103,10 @@ def convert_vspw(src: str | os.PathLike, out_dir: str | os.PathLike, fmt: str,
     todo = {s: read_split(src, s) for s in splits if os.path.isfile(os.path.join(src, f"{s}.txt"))}
     if not any(todo.values()):
         raise ValueError(f"{src}: no video in the splits {', '.join(splits)} to convert")
+    # every video's frames and masks are paired before anything is written, so a bad video
+    # leaves no half-written output behind
+    videos = {name: VSPWVideo.from_root(src, name, with_masks=True)
+              for names in todo.values() for name in names}
     _prepare_out_dir(out_dir)
     with open(os.path.join(out_dir, CLASSES_FILE), "w", encoding="utf-8") as f:
         f.writelines(name + "\n" for name in classes)
@@ -115,7 +119,7 @@ def convert_vspw(src: str | os.PathLike, out_dir: str | os.PathLike, fmt: str,
             f.writelines(name + "\n" for name in names)
         frames = 0
         for name in names:
-            video = VSPWVideo.from_root(src, name, with_masks=True)
+            video = videos[name]
             frames += len(video)
             if name not in done:  # a video listed in two splits is written once
                 (_write_video if fmt == "video" else _write_frames)(out_dir, video)

@@ -45,6 +45,10 @@ class UnreadableImageError(VidsegError, OSError):
     """An image file that is empty or cannot be decoded."""
 
 
+class MaskError(VidsegError, ValueError):
+    """A mask that cannot be used: unreadable, wrong size, values outside the label range."""
+
+
 def _check_format(label_format: str) -> None:
     if label_format not in LABEL_FORMATS:
         raise ValueError(f"label_format={label_format!r}; expected one of "
@@ -85,7 +89,7 @@ def to_train_ids(raw: np.ndarray, path: str | os.PathLike | None = None,
         `(H, W)` uint8 train ids 0..123, 255 = ignore.
 
     Raises:
-        ValueError: naming `path` and the values outside the format's range.
+        MaskError: naming `path` and the values outside the format's range.
     """
     _check_format(label_format)
     lut = _LUT[label_format]
@@ -100,8 +104,8 @@ def to_train_ids(raw: np.ndarray, path: str | os.PathLike | None = None,
         where = f"mask {path}" if path is not None else "mask"
         kind = "raw values" if label_format == "vspw" else "values"
         name = "VSPW" if label_format == "vspw" else "train-id"
-        raise ValueError(f"{where}: {kind} {bad[:10].tolist()} outside the {name} range "
-                         f"{valid_values(label_format)}")
+        raise MaskError(f"{where}: {kind} {bad[:10].tolist()} outside the {name} range "
+                        f"{valid_values(label_format)}")
     return lut[raw.astype(np.uint8)]
 
 
@@ -109,10 +113,15 @@ def to_vspw_raw(mask: np.ndarray, path: str | os.PathLike | None = None,
                 label_format: str = "vspw") -> np.ndarray:
     """A mask in the VSPW raw convention (what the scorer reads), from either label format.
 
-    "vspw" masks are returned as they are; "train_ids" masks are checked, then id k -> raw k + 1
-    and 255 -> 255, a bijection, so mIoU and the raw-equality mVC are unchanged.
+    "vspw" masks are checked and returned as they are; "train_ids" masks are checked, then
+    id k -> raw k + 1 and 255 -> 255, a bijection, so mIoU and the raw-equality mVC are unchanged.
+    Checked here, where the mask's file is known, so that a bad value is reported with its path.
+
+    Raises:
+        MaskError: naming `path` and the values outside the format's range.
     """
     if label_format == "vspw":
+        to_train_ids(mask, path, label_format)
         return np.asarray(mask)
     ids = to_train_ids(mask, path, label_format)
     return cv2.LUT(ids, _RAW_FROM_TRAIN_ID).reshape(ids.shape)
@@ -133,7 +142,7 @@ def read_mask(path: str | os.PathLike) -> np.ndarray:
     """Read a raw single-channel label PNG as uint8 `(H, W)` (values not remapped).
 
     Palette PNGs are read as their index array (not the colours). An RGB mask, a 16-bit mask or
-    an undecodable file raises ValueError / UnreadableImageError naming the file.
+    an undecodable file raises MaskError / UnreadableImageError naming the file.
     """
     path = os.fspath(path)
     if os.path.getsize(path) == 0:
@@ -147,9 +156,9 @@ def read_mask(path: str | os.PathLike) -> np.ndarray:
 
         with Image.open(path) as im:
             if im.mode not in ("P", "L"):
-                raise ValueError(f"mask {path} is a {im.mode} image with {mask.shape[2]} channels; "
-                                 f"expected a single-channel (or palette) label PNG")
+                raise MaskError(f"mask {path} is a {im.mode} image with {mask.shape[2]} channels; "
+                                f"expected a single-channel (or palette) label PNG")
             mask = np.array(im)
     if mask.dtype != np.uint8:
-        raise ValueError(f"mask {path} has dtype {mask.dtype}; expected 8-bit labels")
+        raise MaskError(f"mask {path} has dtype {mask.dtype}; expected 8-bit labels")
     return mask

@@ -41,7 +41,8 @@ def resolve_data_root(root: str, split: str, fmt: str = "vspw") -> str:
     path = Path(root).expanduser()
     hint = f"; run `vidseg data check {path}` to see what a {fmt} root needs (docs/DATA.md)"
     if not path.is_dir():
-        raise FileNotFoundError(f"{source}={root}: folder does not exist{hint}")
+        what = "is a file, not a folder" if path.exists() else "folder does not exist"
+        raise FileNotFoundError(f"{source}={root}: {what}{hint}")
     needed = {"vspw": (f"{split}.txt", "data"), "video": ("videos",), "frames": ()}[fmt]
     missing = [name for name in needed if not (path / name).exists()]
     if missing:

@@ -1,7 +1,7 @@
 """Run logging: `train.log` (text), `scalars.jsonl`, optional TensorBoard, a tqdm bar with ETA.
 
-Only rank 0 writes; other ranks get a logger whose methods do nothing but pass text to the
-`vidseg` Python logger at warning level. TensorBoard events go to `<run dir>/tb` when
+Only rank 0 writes or prints; on other ranks every method does nothing, so a message shows
+once, not once per process. TensorBoard events go to `<run dir>/tb` when
 `tensorboard` is installed (the `vidseg[tb]` extra); the first log line says how to open them.
 """
 
@@ -121,8 +121,10 @@ class RunLogger:
                 self._bar.write(message, file=sys.stderr)
 
     def warning(self, message: str) -> None:
+        if not self.enabled:
+            return
         self.log.warning(message)
-        if self.enabled and self._bar is not None:
+        if self._bar is not None:
             self._bar.write(f"warning: {message}", file=sys.stderr)
 
     def step(self, n: int = 1, postfix: dict | None = None) -> None:

@@ -164,11 +164,13 @@ def smooth(values: list[float], span: int) -> list[float]:
     return out
 
 
-def _draw_lines(ax, series: Series, markers: bool) -> None:
+def _draw_lines(ax, series: Series, smoothed: bool, markers: bool) -> None:
+    """One line per series; with `smoothed` (noisy losses, not the exact lr schedule) a long
+    series is drawn faint and raw under its smoothed line."""
     for i, (label, (its, vals)) in enumerate(series.items()):
         colour = f"C{i % 10}"
         span = len(vals) // 15  # about 15 smoothing windows across the run
-        if span >= 2:
+        if smoothed and span >= 2:
             ax.plot(its, vals, color=colour, alpha=0.25, linewidth=0.8)
             ax.plot(its, smooth(vals, span), color=colour, linewidth=1.6, label=label)
         else:
@@ -183,12 +185,13 @@ def _wants_log(series: Series) -> bool:
     return bool(vals) and min(vals) > 0 and max(vals) / min(vals) > 10.0
 
 
-def _panel(ax, key: str, series: Series, empty_note: str) -> None:
-    from matplotlib.ticker import MaxNLocator
+def _panel(ax, key: str, series: Series, empty_note: str, last_iter: int) -> None:
+    from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
     ax.set_title(PANEL_TITLES[key], fontsize=11)
     ax.set_xlabel("iteration")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlim(0, max(last_iter, 1) * 1.02)  # the same x range in every panel, so they line up
     ax.grid(True, alpha=0.3)
     if not series:
         ax.text(0.5, 0.5, empty_note, transform=ax.transAxes, ha="center", va="center",
@@ -199,14 +202,18 @@ def _panel(ax, key: str, series: Series, empty_note: str) -> None:
         ax.set_ylabel("loss (mean over the log interval)")
         if _wants_log(series):
             ax.set_yscale("log")
-        _draw_lines(ax, series, markers=False)
+            # labels at 1, 2, 5 x 10^k: the default labels only the powers of ten
+            ax.yaxis.set_major_locator(LogLocator(base=10.0, subs=(1.0, 2.0, 5.0)))
+            ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+            ax.yaxis.set_minor_formatter(NullFormatter())
+        _draw_lines(ax, series, smoothed=True, markers=False)
     elif key == "lr":
         ax.set_ylabel("learning rate")
         ax.ticklabel_format(axis="y", style="sci", scilimits=(-2, 3))
-        _draw_lines(ax, series, markers=False)
+        _draw_lines(ax, series, smoothed=False, markers=False)
     else:
         ax.set_ylabel("score (%)")
-        _draw_lines(ax, series, markers=True)
+        _draw_lines(ax, series, smoothed=False, markers=True)
     ax.legend(fontsize=8, loc="best", framealpha=0.8)
 
 
@@ -262,10 +269,11 @@ def plot_curves(run_dir: str | os.PathLike, out: str | os.PathLike | None = None
     # the folder's own name only: a full path would put this machine's layout into the picture
     fig.suptitle(f"{run.resolve().name}: {len(rows)} rows of {SCALARS_FILE}, up to iteration "
                  f"{last_iter}", fontsize=12)
-    _panel(axes[0], "loss", panels["loss"], "no training rows")
-    _panel(axes[1], "lr", panels["lr"], "no learning-rate values")
+    _panel(axes[0], "loss", panels["loss"], "no training rows", last_iter)
+    _panel(axes[1], "lr", panels["lr"], "no learning-rate values", last_iter)
     _panel(axes[2], "val", panels["val"],
-           "no validation rows\n(train.validate: true and train.val_interval\nlog mIoU / mVC / TC)")
+           "no validation rows\n(train.validate: true and train.val_interval\nlog mIoU / mVC / TC)",
+           last_iter)
     try:
         out_path.parent.mkdir(parents=True, exist_ok=True)
         tmp = out_path.with_name(f".{out_path.name}.tmp")

@@ -22,13 +22,12 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 
 from vidseg.engine.predict import segment_frame
+from vidseg.engine.stream_outputs import StreamOutputs, class_names_for, frame_stem
 from vidseg.engine.tta import TTASettings
 from vidseg.io.sinks import Interrupted, LiveWindow, SinkWriteError, close_on_signal
 
@@ -125,17 +124,6 @@ def set_inference_scales(model, scales: Sequence[float] | None) -> None:
     model.scales = scales
 
 
-@torch.no_grad()
-def class_names_for(cfg) -> list[str] | None:
-    """Class names for legends: from the dataset the config points to, when it is readable."""
-    from vidseg.data.vspw import load_class_names
-
-    try:
-        return load_class_names(cfg.data.root) if cfg.data.root else None
-    except (OSError, ValueError):
-        return None
-
-
 def default_threads() -> int:
     """torch intra-op threads for streaming: one core is left to the decode and encode threads.
 
@@ -163,6 +151,9 @@ class StreamRunner:
         overlay: an `OverlayVideoWriter` (ideally threaded) or None.
         label_writer: a `LabelPngWriter` (VSPW train-id PNGs) or None.
         color_writer: a `ColorPngWriter` or None.
+        outputs: instead of the three writers, the `StreamOutputs` `vidseg stream` opens
+            (`StreamOutputs.for_source`); single writers are wrapped in one, so every frame
+            reaches the files the same way (`StreamOutputs.write`).
         show: open a live window when a display exists (q / Esc stops the run).
         live_view: another live view with the window's interface (`show(rgb, labels, fps) ->
             keep_going`, `stop_reason`, `close()`), e.g. `io.serve.LiveServer` (`--serve`).
@@ -173,29 +164,31 @@ class StreamRunner:
             (its own map fills the history slots), so no information flows between frames.
         device: torch device of the model.
         short_side: model input short side; None = `model_short_side(cfg)`.
-        video_name: folder name of the PNG outputs.
+        video_name: folder name of the PNG outputs of single writers (`outputs` has its own).
         on_frame: called after every frame as `on_frame(frames_done, fps_end_to_end)`.
+    Raises:
+        ValueError: bad `scales`, or both `outputs` and single writers.
     """
 
     def __init__(self, model, cfg, overlay=None, label_writer=None, color_writer=None,
                  show: bool = False, scales: Sequence[float] | None = None, no_history: bool = False,
                  device: str | torch.device = "cpu", short_side: int | None = None,
                  video_name: str = "stream", on_frame: Callable[[int, float], None] | None = None,
-                 live_view=None):
+                 live_view=None, outputs: StreamOutputs | None = None):
+        writers = (overlay, label_writer, color_writer)
+        if outputs is not None and any(w is not None for w in writers):
+            raise ValueError("StreamRunner: pass the writers or outputs=, not both")
         set_inference_scales(model, scales)
         self.model = model
         self.cfg = cfg
-        self.overlay = overlay
-        self.label_writer = label_writer
-        self.color_writer = color_writer
-        window = LiveWindow(title=f"vidseg {video_name}", alpha=cfg.stream.alpha,
+        self.outputs = StreamOutputs(video_name, *writers) if outputs is None else outputs
+        window = LiveWindow(title=f"vidseg {self.outputs.video_name}", alpha=cfg.stream.alpha,
                             class_names=class_names_for(cfg), legend=cfg.stream.legend) if show else None
         self.views = [v for v in (window, live_view) if v is not None]
         self.stop_reason: str | None = None
         self.no_history = no_history
         self.device = torch.device(device)
         self.short_side = short_side or model_short_side(cfg)
-        self.video_name = video_name
         self.on_frame = on_frame
         self.shot_cut = cfg.stream.shot_cut_threshold if cfg.stream.reset_on_shot_cut else None
         self.tta = TTASettings.from_config(cfg.eval)
@@ -213,21 +206,9 @@ class StreamRunner:
                              self.cfg.data.std, self.device, no_history=self.no_history,
                              shot_cut_threshold=self.shot_cut, tta=self.tta)
 
-    def _stem(self, source, index: int) -> str:
-        paths = getattr(source, "paths", None)
-        return paths[index].stem if paths is not None else f"{index:06d}"
-
     def _write(self, source, index: int, rgb: np.ndarray, labels: np.ndarray, fps: float) -> bool:
-        """Hand one result to every sink; False when a live view asked to stop."""
-        if self.overlay is not None:
-            self.overlay.write(rgb, labels, fps)
-        stem = None
-        if self.label_writer is not None:
-            stem = self._stem(source, index)
-            self.label_writer.write(self.video_name, stem, labels)
-        if self.color_writer is not None:
-            stem = stem or self._stem(source, index)
-            self.color_writer.write(self.video_name, stem, labels, rgb)
+        """Hand one result to the files and the live views; False when a view asked to stop."""
+        self.outputs.write(frame_stem(source, index), rgb, labels, fps)
         for view in self.views:
             if not view.show(rgb, labels, fps):
                 self.stop_reason = view.stop_reason
@@ -245,10 +226,7 @@ class StreamRunner:
         summary = StreamSummary()
         t_decode = t_model = t_write = 0.0
         state = None
-        first_size = None
-        resized_warned = False
-        closables = [c for c in (source, self.overlay, self.label_writer, self.color_writer,
-                                 *self.views) if c is not None]
+        closables = [source, self.outputs, *self.views]
         t_start = time.perf_counter()
         # The outer block sees write errors from the loop and from closing (the last fragment).
         with _stop_on_write_error(summary), close_on_signal(*closables):
@@ -263,18 +241,6 @@ class StreamRunner:
                     index, _, rgb = item
                     labels, state = self.predict(rgb, state)
                     t2 = time.perf_counter()
-                    if first_size is None:
-                        first_size = rgb.shape[:2]
-                    elif rgb.shape[:2] != first_size:
-                        # One mp4 has one frame size: bring later frames to the first one's.
-                        if not resized_warned:
-                            log.warning("%s: frame %d is %s, the stream started at %s; outputs are "
-                                        "resized to the first size", source.name, index,
-                                        rgb.shape[:2], first_size)
-                            resized_warned = True
-                        size = (first_size[1], first_size[0])
-                        rgb = cv2.resize(rgb, size, interpolation=cv2.INTER_LINEAR)
-                        labels = cv2.resize(labels, size, interpolation=cv2.INTER_NEAREST)
                     summary.frames += 1
                     fps = summary.frames / max(t2 - t_start, 1e-9)
                     keep_going = self._write(source, index, rgb, labels, fps)
@@ -305,11 +271,8 @@ class StreamRunner:
         summary.fps_model = summary.frames / t_model if t_model > 0 else 0.0
         summary.fps_end_to_end = summary.frames / wall if wall > 0 else 0.0
         summary.peak_rss_mb = peak_rss_mb()
-        # What is on disk: the mp4 writer counts the frames of its complete fragments.
-        summary.frames_written = {
-            name: getattr(w, "frames_kept", w.frames_written)
-            for name, w in (("overlay", self.overlay), ("labels", self.label_writer),
-                            ("color", self.color_writer)) if w is not None}
+        # what is on disk: the mp4 writer counts the frames of its complete fragments
+        summary.frames_written = self.outputs.frames_written()
         if state is not None:
             summary.state_bytes = int(state.nbytes())
             summary.resets = int(state.resets)
@@ -327,23 +290,5 @@ def _stop_on_write_error(summary: StreamSummary):
         summary.error = f"{summary.error}; then {cause}" if summary.error else cause
 
 
-def output_paths(out_dir: str | Path, video_name: str) -> dict:
-    """Where a run writes: overlay mp4, label PNG root, colour PNG root."""
-    out = Path(out_dir)
-    return {"overlay": out / f"{video_name}_overlay.mp4", "labels": out / "labels",
-            "color": out / "color"}
-
-
-def source_video_name(source) -> str:
-    """A file-system-safe name for the source: file / folder stem, `camera<N>` or `stream`."""
-    device = getattr(source, "device", None)
-    if isinstance(device, int):
-        return f"camera{device}"
-    if device is not None:
-        return "stream"
-    stem = Path(source.name.rstrip("/")).stem
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in stem) or "stream"
-
-
-__all__ = ["StreamRunner", "StreamSummary", "class_names_for", "default_threads", "model_short_side", "output_paths",
-           "peak_rss_mb", "set_inference_scales", "source_video_name"]
+__all__ = ["StreamRunner", "StreamSummary", "default_threads", "model_short_side", "peak_rss_mb",
+           "set_inference_scales"]

@@ -417,11 +417,13 @@ def _train(cfg, info, resume, work_dir, model_factory, dataset, config_to_dict, 
             if tc.validate and ((tc.val_interval and done % tc.val_interval == 0) or done == tc.iters):
                 try:  # every rank: the evaluator splits the videos across ranks and merges the scores
                     metrics = _validate(raw, cfg, work_dir, done)
-                except Exception:
+                except Exception as exc:
                     # keep the trained iterations: checkpoint first, then report the evaluator's error
                     if not info.distributed:  # (a rank-0-only save would wait for the other ranks)
                         log.warning(f"validation failed at iteration {done}; checkpoint written first")
                         save(done, False)
+                        if isinstance(exc, VidsegError):  # e.g. a bad val mask: stopped, work kept
+                            exc.code = EXIT_PARTIAL
                     log.close()
                     raise
                 metrics = du.broadcast_object(metrics)

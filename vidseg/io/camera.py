@@ -9,7 +9,12 @@ slices, so Ctrl-C interrupts it at once.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import re
+import sys
+import tempfile
 import threading
 import time
 
@@ -28,6 +33,40 @@ DEFAULT_TIMEOUT_S = 5.0
 _CLOSE_GRACE_S = 0.5
 # A failed open that took this fraction of the timeout or more was cut by the timeout.
 _TIMED_OUT_FRACTION = 0.9
+# An FFmpeg log line, "[tcp @ 0x55f8...] Connection to tcp://host:9 failed: Connection refused"
+_FFMPEG_LINE = re.compile(r"^\[[^\]@]+ @ 0x[0-9a-fA-F]+\] (.+)$")
+
+
+@contextlib.contextmanager
+def _native_stderr_captured():
+    """Collect what native code writes to file descriptor 2 while the block runs.
+
+    OpenCV and its FFmpeg report a failed open as several log lines of their own on stderr,
+    before and around vidseg's one-line error; the caller keeps the cause and drops the rest.
+    Yields a list that holds the captured lines once the block has ended.
+    """
+    lines: list[str] = []
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no file descriptor 2 to borrow: capture nothing
+        yield lines
+        return
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield lines
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            lines.extend(tmp.read().decode(errors="replace").splitlines())
+
+
+def _ffmpeg_cause(lines: list[str]) -> str | None:
+    """The last FFmpeg log message among `lines` (e.g. "... failed: Connection refused")."""
+    causes = [m.group(1).strip() for m in map(_FFMPEG_LINE.match, lines) if m]
+    return causes[-1] if causes else None
 
 
 class CameraSource(FrameSource):
@@ -66,8 +105,12 @@ class CameraSource(FrameSource):
         self._done = False
         self._cond = threading.Condition()
         start = time.monotonic()
-        self._cap = self._open_interruptibly()
-        if self._cap is None:
+        with _native_stderr_captured() as native:
+            self._cap = self._open_interruptibly()
+        if self._cap is not None:
+            sys.stderr.write("".join(line + "\n" for line in native))  # not ours to drop
+        else:
+            log.debug("%s: OpenCV / FFmpeg said: %s", label, " | ".join(native))
             if isinstance(device, int):
                 raise SourceError(f"{label}: could not open device index "
                                   "(cv2.VideoCapture.isOpened() is False)")
@@ -75,8 +118,9 @@ class CameraSource(FrameSource):
             if self.timeout_s is not None and waited >= _TIMED_OUT_FRACTION * self.timeout_s:
                 raise SourceError(f"{label}: could not open stream URL: timed out, no answer "
                                   f"within {self.timeout_s:g} s")
-            raise SourceError(f"{label}: could not open stream URL (refused, not found or not a "
-                              "video stream: cv2.VideoCapture.isOpened() is False)")
+            cause = _ffmpeg_cause(native) or ("refused, not found or not a video stream: "
+                                              "cv2.VideoCapture.isOpened() is False")
+            raise SourceError(f"{label}: could not open stream URL ({cause})")
         fps = self._cap.get(cv2.CAP_PROP_FPS)
         self.fps = float(fps) if fps and fps > 0 else None
 

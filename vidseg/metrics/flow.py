@@ -65,14 +65,20 @@ class RaftFlow:
         import torch
         from torchvision.models.optical_flow import raft_large
 
+        from vidseg.engine.checkpoint import load_checkpoint
+
         if not weights or not os.path.isfile(weights):
             raise FileNotFoundError(f"RAFT weights file {weights!r} not found; pass a local "
                                     f"torchvision raft_large state dict (e.g. Raft_Large_Weights."
                                     f"C_T_V1, the official raft-things) or use the DIS flow")
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        state = torch.load(weights, map_location="cpu", weights_only=True)
+        # one-line CheckpointError for an empty, truncated or code-carrying file
+        state = load_checkpoint(weights)
         if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
             state = state["state_dict"]
+        if not isinstance(state, dict):
+            raise ValueError(f"{weights}: holds a {type(state).__name__}, not a torchvision "
+                             "raft_large state dict")
         state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
         model = raft_large(weights=None, progress=False)
         missing, unexpected = model.load_state_dict(state, strict=False)

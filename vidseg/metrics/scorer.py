@@ -1,8 +1,10 @@
-"""Score a split: mIoU family, mVC_C and TC from one pass over each video's files.
+"""Score a folder of prediction PNGs: mIoU family, mVC_C and TC from one pass over each video.
 
-`SplitScorer` is the in-memory accumulator (used by `vidseg eval` on live predictions);
-`score_prediction_dir` scores a folder of VSPW-format prediction PNGs produced by any method
-(`vidseg score`), optionally across several processes with an exact, order-preserving merge.
+`score_prediction_dir` (`vidseg score`) scores VSPW-format prediction PNGs produced by any
+method against a dataset in any layout (`vidseg.data.layouts`: VSPW, video files + mask
+folders, image sequences) with a `SplitScorer` (`vidseg.metrics.split_scorer`, also the
+accumulator of `vidseg eval`), optionally across several processes with an exact,
+order-preserving merge.
 """
 
 from __future__ import annotations
@@ -12,154 +14,13 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from vidseg.metrics.consistency import TemporalConsistency, VideoConsistency
-from vidseg.metrics.segmentation import ConfusionMatrix
+from vidseg.metrics.split_scorer import MAX_LISTED, SplitScorer
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PNG_COLOUR_TYPES = {0: "grayscale", 2: "RGB", 3: "palette", 4: "grayscale+alpha", 6: "RGBA"}
-MAX_LISTED = 5
 
-
-class SplitScorer:
-    """Accumulates every metric of a split, one frame at a time, one video after another.
-
-    Args:
-        num_classes: K (124 for VSPW); predictions must be 0..K-1.
-        class_names: K names in train-id order (for `per_class`).
-        windows: mVC window lengths; result keys are `mvc<C>`.
-        tc: compute TC at all.
-        tc_videos: recorded in the result (which videos enter TC is decided per video through
-            `start_video(..., in_tc)`); None = all videos.
-        flow: TC flow backend, "dis", "raft" or a callable (see `metrics/flow.py`).
-        include_last_window: mVC also counts the window ending at each video's last frame.
-        raft_weights: local RAFT weights file for `flow="raft"`.
-    """
-
-    def __init__(self, num_classes: int, class_names: Sequence[str], windows: Sequence[int] = (8, 16),
-                 tc: bool = True, tc_videos: int | None = None, flow: str | Callable = "dis",
-                 include_last_window: bool = False, raft_weights: str | None = None,
-                 device: str | None = None):
-        if len(class_names) != num_classes:
-            raise ValueError(f"{len(class_names)} class names for {num_classes} classes")
-        self.num_classes = int(num_classes)
-        self.class_names = list(class_names)
-        self.tc_videos = tc_videos
-        self.include_last_window = bool(include_last_window)
-        self.cm = ConfusionMatrix(num_classes)
-        self.vc = VideoConsistency(windows, include_last_window=include_last_window)
-        self.tc = TemporalConsistency(num_classes, flow=flow, raft_weights=raft_weights,
-                                      device=device) if tc else None
-        self.per_video: dict[str, dict] = {}
-        self.frames = 0
-        self.videos = 0
-        self.tc_video_count = 0
-        self.missing = 0
-        self.missing_examples: list[str] = []
-        self._video: str | None = None
-
-    def start_video(self, name: str, in_tc: bool = True) -> None:
-        self._video = name
-        self._in_tc = bool(in_tc) and self.tc is not None
-        self._video_cm = ConfusionMatrix(self.num_classes)
-        self._video_frames = 0
-        self.vc.start_video(name)
-        if self._in_tc:
-            self.tc.start_video(name)
-
-    def add_frame(self, gt_raw: np.ndarray | None, pred: np.ndarray | None,
-                  rgb: np.ndarray | None = None, name: str | None = None) -> None:
-        """Add the next frame of the current video.
-
-        Args:
-            gt_raw: (H, W) uint8 raw VSPW mask, or None for a frame without annotation.
-            pred: (H, W) uint8 train ids 0..K-1, or None when the prediction is missing (counted;
-                windows and flow pairs through this frame are not scored).
-            rgb: (H, W, 3) uint8 frame, needed for TC videos.
-            name: file name for error messages.
-        """
-        if self._video is None:
-            raise RuntimeError("add_frame() called before start_video()")
-        if pred is None:
-            self.missing += 1
-            if name and len(self.missing_examples) < MAX_LISTED:
-                self.missing_examples.append(name)
-            self.vc.skip()
-            if self._in_tc:
-                self.tc.skip()
-            return
-        if gt_raw is not None:
-            self._update_cm(gt_raw, pred, name)
-            self.vc.add(gt_raw, pred)
-            self._video_frames += 1
-        if self._in_tc:
-            if rgb is None:
-                raise ValueError(f"video {self._video}: TC needs the RGB frame ({name or 'frame'})")
-            self.tc.add(rgb, pred)
-
-    def _update_cm(self, gt_raw: np.ndarray, pred: np.ndarray, name: str | None) -> None:
-        from vidseg.data.vspw import to_train_ids
-
-        self._video_cm.update(to_train_ids(gt_raw, name), pred, name=name)
-
-    def end_video(self) -> dict:
-        """Close the video; returns its entry of `per_video`."""
-        vc = self.vc.end_video()
-        entry = {"miou": self._video_cm.compute()["miou"], "frames": self._video_frames}
-        entry.update({f"mvc{c}": v for c, v in vc.items()})
-        if self._in_tc:
-            entry["tc"] = self.tc.end_video()
-            self.tc_video_count += 1
-        self.cm.merge(self._video_cm)
-        self.per_video[self._video] = entry
-        self.frames += self._video_frames
-        self.videos += 1
-        self._video = None
-        return entry
-
-    def state(self) -> dict:
-        """Picklable partial result (merge with `merge_state` in video order)."""
-        return {"cm": self.cm.matrix, "tc_cm": self.tc.matrix.matrix if self.tc else None,
-                "tc_pairs": self.tc.pairs if self.tc else 0, "vc": self.vc.state(),
-                "per_video": self.per_video, "frames": self.frames, "videos": self.videos,
-                "tc_video_count": self.tc_video_count, "missing": self.missing,
-                "missing_examples": self.missing_examples}
-
-    def merge_state(self, state: dict) -> None:
-        self.cm.matrix += state["cm"]
-        if self.tc is not None and state["tc_cm"] is not None:
-            self.tc.matrix.matrix += state["tc_cm"]
-            self.tc.pairs += state["tc_pairs"]
-        self.vc.merge_state(state["vc"])
-        self.per_video.update(state["per_video"])
-        self.frames += state["frames"]
-        self.videos += state["videos"]
-        self.tc_video_count += state["tc_video_count"]
-        self.missing += state["missing"]
-        room = MAX_LISTED - len(self.missing_examples)
-        self.missing_examples += state["missing_examples"][:max(room, 0)]
-
-    def result(self) -> dict:
-        """All metrics as fractions in [0, 1] (NaN / None where undefined)."""
-        seg = self.cm.compute()
-        vc = self.vc.compute()
-        out = {k: seg[k] for k in ("pixel_acc", "mean_class_acc", "miou", "miou_all_classes")}
-        out.update({f"mvc{c}": v for c, v in vc.items()})
-        out["tc"] = self.tc.compute() if self.tc is not None and self.tc.pairs else None
-        out["tc_method"] = self.tc.method if self.tc is not None else None
-        out["tc_videos"] = self.tc_video_count
-        out["tc_pairs"] = self.tc.pairs if self.tc is not None else 0
-        out["mvc_windows"] = {f"mvc{c}": n for c, n in self.vc.num_windows().items()}
-        out["include_last_window"] = self.include_last_window
-        out["classes_present"] = seg["classes_present"]
-        out["per_class"] = [
-            {"id": k, "name": self.class_names[k], "iou": seg["iou"][k], "acc": seg["acc"][k],
-             "gt_pixels": seg["gt_pixels"][k]} for k in range(self.num_classes)]
-        out["per_video"] = self.per_video
-        out["frames"] = self.frames
-        out["videos"] = self.videos
-        out["missing_predictions"] = self.missing
-        out["missing_examples"] = self.missing_examples
-        return out
+__all__ = ["SplitScorer", "dataset_classes", "read_prediction", "resolve_format",
+           "score_prediction_dir"]
 
 
 def read_prediction(path: str) -> np.ndarray:
@@ -199,33 +60,51 @@ def _problems_error(problems: list[str], total: int, what: str) -> ValueError:
     return ValueError(f"{total} {what}{more}: {shown}")
 
 
-def _load_frame(pred_path: str, mask_path: str, frame_path: str, with_rgb: bool):
-    """Read one frame's files; returns (gt, pred or None, rgb or None, problem or None)."""
-    from vidseg.data.vspw import read_frame, read_mask
+def _load_frame(pred_path: str, mask_path: str | None, frame_path: str | None,
+                label_format: str):
+    """Read one frame's files: `(gt, pred, rgb, problem, missing)`.
+
+    `gt` is the mask in VSPW raw values (None for a frame without one), `rgb` the image when
+    `frame_path` is given (TC); `missing` marks an absent prediction, `problem` any bad one.
+    """
+    from vidseg.data.image_files import read_frame, read_mask, to_vspw_raw
 
     if not os.path.isfile(pred_path):
-        return None, None, None, f"{pred_path}: missing"
-    gt = read_mask(mask_path)
+        return None, None, None, f"{pred_path}: missing", True
+    gt = None if mask_path is None else to_vspw_raw(read_mask(mask_path), mask_path, label_format)
     try:
         pred = read_prediction(pred_path)
     except ValueError as exc:
-        return gt, None, None, str(exc)
-    rgb = read_frame(frame_path) if with_rgb else None
-    return gt, pred, rgb, None
+        return gt, None, None, str(exc), False
+    rgb = read_frame(frame_path) if frame_path is not None else None
+    return gt, pred, rgb, None, False
 
 
-def _score_video(scorer: SplitScorer, root: str, pred_dir: str, name: str, in_tc: bool,
-                 allow_missing: bool, io_threads: int = 2, prefetch: int = 3) -> None:
+def _decoded_frames(video, in_tc: bool):
+    """RGB frames of a video file in order for TC (decoded once), else an endless None."""
+    from vidseg.data.frame_access import iter_labelled_frames
+
+    if not in_tc or video.video_path is None:
+        while True:
+            yield None
+    for rgb, problem in iter_labelled_frames(video):
+        if rgb is None:
+            raise ValueError(f"{problem}; TC needs every frame (--no-tc scores without them)")
+        yield rgb
+
+
+def _score_video(scorer: SplitScorer, video, pred_dir: str, in_tc: bool, allow_missing: bool,
+                 label_format: str = "vspw", io_threads: int = 2, prefetch: int = 3) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
-    from vidseg.data.vspw import VSPWVideo
-
-    video = VSPWVideo.from_root(root, name, with_masks=True)
-    k = scorer.num_classes
+    name, k = video.name, scorer.num_classes
     problems: list[str] = []
     scorer.start_video(name, in_tc)
-    jobs = [(os.path.join(pred_dir, name, stem + ".png"), mask_path, frame_path, scorer._in_tc)
-            for stem, frame_path, mask_path in zip(video.stems, video.frame_paths, video.mask_paths)]
+    # TC reads image files with the masks; a video file is decoded in this thread, in order
+    images = video.frame_paths if scorer._in_tc and video.video_path is None else None
+    decoded = _decoded_frames(video, scorer._in_tc)
+    jobs = [(os.path.join(pred_dir, name, stem + ".png"), video.mask_paths[i],
+             images[i] if images else None, label_format) for i, stem in enumerate(video.stems)]
     # PNG/JPEG decoding releases the GIL: a couple of threads decode the next frames while this
     # one scores the current frame; the look-ahead is bounded so memory stays flat.
     if io_threads <= 0:
@@ -234,20 +113,21 @@ def _score_video(scorer: SplitScorer, root: str, pred_dir: str, name: str, in_tc
         pending = [pool.submit(_load_frame, *job) for job in jobs[:prefetch]]
         for i, job in enumerate(jobs):
             if prefetch:
-                gt, pred, rgb, problem = pending.pop(0).result()
+                gt, pred, rgb, problem, missing = pending.pop(0).result()
                 if i + prefetch < len(jobs):
                     pending.append(pool.submit(_load_frame, *jobs[i + prefetch]))
             else:
-                gt, pred, rgb, problem = _load_frame(*job)
+                gt, pred, rgb, problem, missing = _load_frame(*job)
+            rgb = next(decoded) if rgb is None else rgb
             pred_path, mask_path = job[0], job[1]
-            if problem is not None and gt is None:  # missing prediction
+            if missing:
                 if not allow_missing:
                     problems.append(problem)
                 scorer.add_frame(None, None, name=pred_path)
                 continue
             if problem is not None:
                 problems.append(problem)
-            elif pred.shape != gt.shape:
+            elif gt is not None and pred.shape != gt.shape:
                 problems.append(f"{pred_path}: size {pred.shape[1]}x{pred.shape[0]} (WxH) but mask "
                                 f"{mask_path} is {gt.shape[1]}x{gt.shape[0]}")
             elif int(pred.max()) >= k:
@@ -269,20 +149,17 @@ def _score_video(scorer: SplitScorer, root: str, pred_dir: str, name: str, in_tc
 
 
 def _worker(args: tuple) -> dict:
-    root, pred_dir, name, in_tc, allow_missing, io_threads, config = args
+    *job, config = args
     scorer = SplitScorer(**config)
-    _score_video(scorer, root, pred_dir, name, in_tc, allow_missing, io_threads)
+    _score_video(scorer, *job)
     return scorer.state()
 
 
-def _check_predictions_exist(root: str, pred_dir: str, videos: list[str]) -> None:
-    from vidseg.data.vspw import VSPWVideo
-
+def _check_predictions_exist(pred_dir: str, videos: list) -> None:
     problems: list[str] = []
     total = 0
-    for name in videos:
-        video = VSPWVideo.from_root(root, name, with_masks=True)
-        folder = os.path.join(pred_dir, name)
+    for video in videos:
+        folder = os.path.join(pred_dir, video.name)
         if not os.path.isdir(folder):
             total += len(video.stems)
             problems.append(f"{folder}/: prediction folder missing ({len(video.stems)} frames)")
@@ -297,19 +174,63 @@ def _check_predictions_exist(root: str, pred_dir: str, videos: list[str]) -> Non
                               f"(pass allow_missing / --allow-missing to score the rest)")
 
 
+def dataset_classes(root: str, fmt: str) -> list[str]:
+    """Class names of a dataset root in train-id order: VSPW's `label_num_dic_final.json`, the
+    other layouts' `classes.txt`, else the 124 train ids the label formats allow, `class_<id>`."""
+    from vidseg.data.image_files import NUM_RAW_CLASSES
+    from vidseg.data.layouts import CLASSES_FILE, class_names
+    from vidseg.data.vspw import load_class_names
+
+    if fmt == "vspw":
+        return load_class_names(root)
+    path = os.path.join(root, CLASSES_FILE)
+    if os.path.isfile(path):
+        with open(path, encoding="utf-8") as f:
+            names = [line.strip() for line in f if line.strip()]
+        if names:
+            return names
+    return class_names(root, fmt, NUM_RAW_CLASSES)
+
+
+def resolve_format(root: str, data_format: str = "auto") -> str:
+    """`data_format`, or for "auto" the layout `root` looks like (`layouts.detect_format`).
+
+    Raises:
+        FileNotFoundError: `root` is not a folder.
+        ValueError: an unknown format, or "auto" and no layout fits.
+    """
+    from vidseg.data.layouts import FORMATS, detect_format
+
+    if not os.path.isdir(root):
+        raise FileNotFoundError(f"data root {root} not found")
+    if data_format == "auto":
+        found = detect_format(root)
+        if found is None:
+            raise ValueError(f"{root}: not a dataset root of a known layout (vspw: data/, video: "
+                             "videos/, frames: <video>/images/; docs/DATA.md)")
+        return found
+    if data_format not in FORMATS:
+        raise ValueError(f"format={data_format!r}; expected auto or one of {', '.join(FORMATS)}")
+    return data_format
+
+
 def score_prediction_dir(data_root: str, pred_dir: str, split: str = "val",
                          tc_videos: int | None = None, allow_missing: bool = False,
                          flow: str | Callable = "dis", num_workers: int = 0, *, tc: bool = True,
                          windows: Sequence[int] = (8, 16), include_last_window: bool = False,
                          raft_weights: str | None = None, progress: bool = False,
-                         io_threads: int = 2) -> dict:
-    """Score `<pred_dir>/<video>/<stem>.png` against the VSPW split at `data_root`.
+                         io_threads: int = 2, data_format: str = "auto",
+                         label_format: str = "vspw") -> dict:
+    """Score `<pred_dir>/<video>/<stem>.png` against a split of the dataset at `data_root`.
 
     Args:
-        data_root: VSPW root (with `<split>.txt`, `label_num_dic_final.json`, `data/`).
-        pred_dir: folder of prediction PNGs, train ids 0..K-1 at mask size.
-        split: split file name without `.txt`.
-        tc_videos: TC on the first N videos of the split file (100 = the official protocol);
+        data_root: dataset root in any layout (`vidseg.data.layouts`): VSPW (`<split>.txt`,
+            `label_num_dic_final.json`, `data/`), video files + mask folders, image sequences.
+        pred_dir: folder of prediction PNGs, train ids 0..K-1 at mask size; `<stem>` is the
+            frame's stem as the layout names it (VSPW and frames: the image's, video: the mask's).
+        split: split name (`<split>.txt`; the video and frames layouts without split files
+            score every video).
+        tc_videos: TC on the first N videos of the split (100 = the official protocol);
             None = all videos.
         allow_missing: count missing predictions instead of failing.
         flow: TC flow backend ("dis", "raft" or a callable).
@@ -322,31 +243,36 @@ def score_prediction_dir(data_root: str, pred_dir: str, split: str = "val",
         progress: show a tqdm bar over videos.
         io_threads: threads decoding the next frames while the current one is scored
             (0: read in the scoring thread).
+        data_format: "auto" (judged from the folders), "vspw", "video" or "frames".
+        label_format: mask values of the video / frames layouts, "vspw" or "train_ids"
+            (`data.labels`); the metrics see VSPW raw values either way.
 
     Returns:
-        `SplitScorer.result()` plus `split`, `data_root`, `pred_dir`.
+        `SplitScorer.result()` plus `split`, `format`, `data_root`, `pred_dir`.
 
     Raises:
-        FileNotFoundError: the split / class list / a video folder is missing.
-        ValueError: missing, unreadable, mis-sized or out-of-range predictions (first few listed).
+        FileNotFoundError: the root / split / class list / a video folder is missing.
+        ValueError: missing, unreadable, mis-sized or out-of-range predictions (first few
+            listed), or videos whose frames and masks do not pair up (`DataLayoutError`).
     """
-    from vidseg.data.vspw import load_class_names, read_split
+    from vidseg.data.layouts import load_videos, split_names
 
     data_root, pred_dir = os.fspath(data_root), os.fspath(pred_dir)
+    fmt = resolve_format(data_root, data_format)
     if not os.path.isdir(pred_dir):
         raise FileNotFoundError(f"prediction folder {pred_dir} not found")
     if tc_videos is not None and tc_videos < 0:
         raise ValueError(f"tc_videos must be >= 0 or None, got {tc_videos}")
-    names = load_class_names(data_root)
-    videos = read_split(data_root, split)
+    names = dataset_classes(data_root, fmt)
+    videos, _ = load_videos(data_root, fmt, split_names(data_root, fmt, split), "refuse")
     if not allow_missing:
-        _check_predictions_exist(data_root, pred_dir, videos)
+        _check_predictions_exist(pred_dir, videos)
     n_tc = len(videos) if tc_videos is None else min(tc_videos, len(videos))
     config = dict(num_classes=len(names), class_names=names, windows=tuple(windows), tc=tc,
                   tc_videos=tc_videos, flow=flow, include_last_window=include_last_window,
                   raft_weights=raft_weights)
     scorer = SplitScorer(**config)
-    jobs = [(data_root, pred_dir, v, tc and i < n_tc, allow_missing, io_threads)
+    jobs = [(v, pred_dir, tc and i < n_tc, allow_missing, label_format, io_threads)
             for i, v in enumerate(videos)]
     bar = None
     if progress:
@@ -375,5 +301,5 @@ def score_prediction_dir(data_root: str, pred_dir: str, split: str = "val",
         if bar is not None:
             bar.close()
     result = scorer.result()
-    result.update({"split": split, "data_root": data_root, "pred_dir": pred_dir})
+    result.update({"split": split, "format": fmt, "data_root": data_root, "pred_dir": pred_dir})
     return result

@@ -19,6 +19,7 @@ import warnings
 import torch
 from torch import nn
 
+from vidseg.errors import VidsegError
 from vidseg.models.swin import (
     SwinTransformer,
     is_swin_name,
@@ -30,6 +31,10 @@ from vidseg.models.swin import (
 logger = logging.getLogger(__name__)
 
 OUTPUT_STRIDES = (8, 16, 32)
+
+
+class PretrainedWeightsError(VidsegError, RuntimeError):
+    """`pretrained=true` could not get timm's ImageNet weights (offline, no cached copy)."""
 
 
 def _check_name(name: str) -> None:
@@ -86,12 +91,14 @@ def _create_plain(name: str, kwargs: dict) -> nn.Module:
         raise
 
 
-def _download_error(name: str, e: Exception) -> RuntimeError:
-    return RuntimeError(
-        f"could not get timm's pretrained weights for backbone '{name}' ({type(e).__name__}: "
-        f"{str(e).splitlines()[0] if str(e) else ''}). pretrained=true downloads them and needs internet "
-        f"access (or a filled Hugging Face cache; unset HF_HUB_OFFLINE); otherwise set pretrained to "
-        f"false or to a local .pth/.safetensors file")
+def _download_error(name: str, e: Exception) -> PretrainedWeightsError:
+    # hub errors run to paragraphs: their first line, shortened, is enough to see the cause
+    cause = str(e).strip().splitlines()[0][:160] if str(e).strip() else "no detail"
+    return PretrainedWeightsError(
+        f"backbone '{name}': cannot get timm's pretrained weights ({type(e).__name__}: {cause}); "
+        "pretrained=true downloads them (internet, or a filled Hugging Face cache with "
+        "HF_HUB_OFFLINE unset): set model.backbone.pretrained=false, or to a local "
+        ".pth/.safetensors file")
 
 
 def _fixed_input_size(model: nn.Module) -> tuple[int, int] | None:
@@ -143,6 +150,8 @@ class Backbone(nn.Module):
         strides: actual strides of C2..C5 after dilation (e.g. [4, 8, 8, 8] for ResNet OS8).
         input_size: the fixed (H, W) input size, or None.
         load_report: `LoadReport` when weights came from a local file, else None.
+    Raises:
+        PretrainedWeightsError: `pretrained=True` and the weights cannot be downloaded.
     Shapes:
         `(B, 3, H, W) -> [C2 (B, c2, H/s2, W/s2), ..., C5 (B, c5, H/s5, W/s5)]` (sizes rounded up).
     """
