@@ -84,8 +84,8 @@ DIRECTIONS = {
 METRICS = ("miou", "mvc8", "mvc16", "tc", "miou_corrupted", "twin_confusion")
 # dataset, iterations and seeds of the full run and of the smoke run
 FULL = {"data": dict(num_train=32, num_val=8, num_test=0, frames=24, height=144, width=256),
-        "iters": 120, "seeds": 3, "out": "work_dirs/ablation", "overrides": {}}
-QUICK = {"data": dict(num_train=6, num_val=2, num_test=0, frames=12, height=96, width=160),
+        "iters": 100, "seeds": 3, "out": "work_dirs/ablation", "overrides": {}}
+QUICK = {"data": dict(num_train=6, num_val=2, num_test=0, frames=18, height=96, width=160),
          "iters": 6, "seeds": 2, "out": "work_dirs/ablation_quick",
          "overrides": {"data": {"short_side": 96, "crop_size": [64, 64], "batch_size": 4,
                                 "num_workers": 0}}}

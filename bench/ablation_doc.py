@@ -29,8 +29,8 @@ def variants_block(variants: dict) -> str:
 
     rows = ["| variant | what it is | overrides of the base |", "|---|---|---|"]
     for name, (text, overrides) in variants.items():
-        sets = " ".join(section_overrides(overrides)) or "(the base)"
-        rows.append(f"| `{name}` | {text} | `{sets}` |")
+        sets = " ".join(section_overrides(overrides))
+        rows.append(f"| `{name}` | {text} | {f'`{sets}`' if sets else 'none (the base)'} |")
     return "\n".join(rows)
 
 
@@ -59,11 +59,11 @@ def results_block(summary: dict, command: str, quick: bool) -> str:
 
 def replace_block(text: str, name: str, body: str) -> str:
     """Replace the body of block `name`; raises ValueError when its markers are missing."""
-    pattern = re.compile(rf"(<!-- ablation:{name}:start -->\n).*?(\n<!-- ablation:{name}:end -->)",
+    pattern = re.compile(rf"(<!-- ablation:{name}:start -->\n).*?(<!-- ablation:{name}:end -->)",
                          re.S)
     if not pattern.search(text):
         raise ValueError(f"docs/ABLATIONS.md has no <!-- ablation:{name}:start/end --> markers")
-    return pattern.sub(lambda m: m.group(1) + body + m.group(2), text, count=1)
+    return pattern.sub(lambda m: m.group(1) + body + "\n" + m.group(2), text, count=1)
 
 
 def write_results(path: Path, summary: dict, variants: dict, command: str, quick: bool) -> None:

@@ -177,11 +177,12 @@ def score(data: str | os.PathLike, pred: str | os.PathLike, *, split: str = "val
           tc: bool = True, tc_videos: int | None = None, flow: str = "dis",
           raft_weights: str | None = None, allow_missing: bool = False,
           include_last_window: bool = False, workers: int = 0, progress: bool = False,
+          data_format: str = "auto", labels: str = "vspw",
           out: str | os.PathLike | None = None) -> dict:
-    """Score VSPW-format prediction PNGs, as `vidseg score --data DATA --pred PRED` does.
+    """Score prediction PNGs, as `vidseg score --data DATA --pred PRED` does.
 
     Args:
-        data: VSPW root (with `<split>.txt`, `label_num_dic_final.json`, `data/`).
+        data: a labelled root in any layout of docs/DATA.md (VSPW, `video`, `frames`).
         pred: folder of predictions `<pred>/<video>/<stem>.png`, train ids at mask size.
         split: split file name without `.txt`.
         tc: compute TC (optical flow); `--no-tc` is `tc=False`.
@@ -192,6 +193,8 @@ def score(data: str | os.PathLike, pred: str | os.PathLike, *, split: str = "val
         include_last_window: mVC also counts the window ending at each video's last frame.
         workers: processes scoring videos in parallel (the numbers do not depend on it).
         progress: show a progress bar.
+        data_format: "auto" (detected), "vspw", "video" or "frames" (`--format`).
+        labels: mask values, "vspw" (0 and 255 ignored, k = class k-1) or "train_ids" (`--labels`).
         out: also write the metrics as strict JSON there (what `vidseg score` writes to
             `<pred>/metrics.json` or `--out`); None writes nothing.
     Returns:
@@ -213,7 +216,8 @@ def score(data: str | os.PathLike, pred: str | os.PathLike, *, split: str = "val
     result = score_prediction_dir(
         data, pred, split=split, tc_videos=tc_videos, allow_missing=allow_missing, flow=flow,
         num_workers=workers, tc=tc, include_last_window=include_last_window,
-        raft_weights=raft_weights, progress=progress)
+        raft_weights=raft_weights, progress=progress, data_format=data_format,
+        label_format=labels)
     if out is not None:
         write_metrics(result, out)
     return result

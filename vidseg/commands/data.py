@@ -21,10 +21,10 @@ FORMATS = ("vspw", "video", "frames")
 
 
 def run_synth(args: argparse.Namespace) -> int:
-    from vidseg.data.synthetic import make_synthetic_vspw
-    from vidseg.data.synthetic_hard import CORRUPTED_FILE, make_hard_synthetic_vspw
-
-    make = make_hard_synthetic_vspw if args.preset == "hard" else make_synthetic_vspw
+    if args.preset == "hard":
+        from vidseg.data.synthetic_hard import make_hard_synthetic_vspw as make
+    else:
+        from vidseg.data.synthetic import make_synthetic_vspw as make
     kwargs = {kw: getattr(args, flag) for flag, kw in _SYNTH_ARGS.items()
               if getattr(args, flag) is not None}
     kwargs["write_mp4"] = not args.no_mp4 and args.format == "vspw"
@@ -43,6 +43,8 @@ def run_synth(args: argparse.Namespace) -> int:
                 make(tmp, **kwargs)
                 convert_vspw(tmp, args.out, args.format)
                 if args.preset == "hard":  # frame indices, so it holds in every layout
+                    from vidseg.data.synthetic_hard import CORRUPTED_FILE
+
                     shutil.copyfile(os.path.join(tmp, CORRUPTED_FILE),
                                     os.path.join(args.out, CORRUPTED_FILE))
     except (ValueError, OSError) as exc:

@@ -82,6 +82,13 @@ def _write_json(path: str, summary) -> bool:
         return False
 
 
+def _remove_empty_folders(top: str) -> None:
+    """Remove `top` and the folders under it that hold no file (a refused run made them)."""
+    for folder, _, _ in sorted(os.walk(top), key=lambda entry: -len(entry[0])):
+        with contextlib.suppress(OSError):  # not empty: something was written there
+            os.rmdir(folder)
+
+
 def _window_or_notice() -> bool:
     """`--show`: True when a window can open here, else one line on stderr saying why not."""
     from vidseg.io.selftest import live_window
@@ -128,6 +135,8 @@ def run(args: argparse.Namespace) -> int:
 
     check_device(args.device)
     check_output_dir(args.out, "--out")
+    # a run refused at its first frame (size, --scales) leaves no empty output folders behind
+    new_out = not os.path.exists(args.out)
     if args.json:
         check_output_file(args.json, "--json")
     if args.timeout is not None and not 0 < args.timeout < float("inf"):
@@ -185,6 +194,10 @@ def run(args: argparse.Namespace) -> int:
             summary = runner.run(source)
         finally:
             done()
+    except BaseException:
+        if new_out:
+            _remove_empty_folders(args.out)
+        raise
     finally:
         source.close()
         if live is not None:
@@ -192,10 +205,13 @@ def run(args: argparse.Namespace) -> int:
 
     print(summary.table())
     json_written = _write_json(args.json, summary) if args.json else True
+    nothing = summary.frames_written and not any(summary.frames_written.values())
+    if new_out and (summary.frames == 0 or nothing):
+        _remove_empty_folders(args.out)
     if summary.frames == 0:
         cause = source.error or summary.error or "the source yielded no frames"
         raise CliError(f"{args.source}: nothing processed: {cause}", EXIT_BAD_INPUT)
-    if summary.frames_written and not any(summary.frames_written.values()):
+    if nothing:
         cause = summary.error or "no output holds a frame"
         raise CliError(f"{args.source}: nothing written: {cause}", EXIT_BAD_INPUT)
     paths, video_name = outputs.paths, outputs.video_name

