@@ -11,7 +11,7 @@ Every variant is the base config (`synthetic/demo`'s light EfficientNet-Lite0 at
 16 with ImageNet weights, plus `BASE`) with the overrides of its row, so variants differ only
 where they should. Runs live in `<out>/runs/<variant>/seed<k>/`; a run whose `result.json`
 exists is kept and skipped, an interrupted one resumes from its last checkpoint, so the command
-can be rerun until it completes. A finished run made with another config is refused.
+can be rerun until it completes. A finished run made with another config or dataset is refused.
 
 Usage:
   PYTHONPATH=. python bench/ablation.py --write-doc          # the full table (~2 h on 2 cores)
@@ -105,24 +105,30 @@ def variant_config(name: str, data_root: str | os.PathLike, seed: int, iters: in
 def ensure_dataset(root: Path, params: dict) -> Path:
     """Write the hard preset at `root` unless a dataset with the same parameters is there."""
     from vidseg.data.synthetic import MANIFEST
-    from vidseg.data.synthetic_hard import make_hard_synthetic_vspw
+    from vidseg.data.synthetic_hard import HARD_VERSION, make_hard_synthetic_vspw
 
     manifest = root / MANIFEST
     if manifest.is_file():
         found = json.loads(manifest.read_text())
-        if found.get("preset") == "hard" and found.get("seed") == 0 and all(
-                found["parameters"].get(k) == v for k, v in params.items()):
+        if found.get("preset") == "hard" and found.get("version") == HARD_VERSION and found.get(
+                "seed") == 0 and all(found["parameters"].get(k) == v for k, v in params.items()):
             return root
     make_hard_synthetic_vspw(root, **params, seed=0, write_mp4=False)
     return root
 
 
-def _config_hash(cfg) -> str:
+def _run_signature(cfg) -> str:
+    """Hash of what a run's numbers depend on: the config (but where its files live) and the
+    dataset's manifest (generator version and parameters)."""
     from vidseg.config import config_to_dict
+    from vidseg.data.synthetic import MANIFEST
 
     tree = config_to_dict(cfg)
     tree.pop("work_dir")
-    return hashlib.sha256(json.dumps(tree, sort_keys=True).encode()).hexdigest()[:16]
+    root = tree["data"].pop("root")
+    manifest = json.loads((Path(root) / MANIFEST).read_text())
+    text = json.dumps([tree, manifest], sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def score_frames(root: Path, pred_dir: Path, split: str, num_classes: int) -> dict:
@@ -172,12 +178,12 @@ def run_one(cfg, run_dir: Path) -> dict:
     from vidseg.engine.inference import load_inference_model
     from vidseg.engine.train import run_dir_contents, train
 
-    result_file, digest = run_dir / "result.json", _config_hash(cfg)
+    result_file, digest = run_dir / "result.json", _run_signature(cfg)
     if result_file.is_file():
         result = json.loads(result_file.read_text())
-        if result.get("config_hash") != digest:
-            raise SystemExit(f"{run_dir} holds a finished run of another config; use another "
-                             "--out or move that run away")
+        if result.get("signature") != digest:
+            raise SystemExit(f"{run_dir} holds a finished run of another config or dataset; use "
+                             "another --out or move that run away")
         return result
     t0 = time.perf_counter()
     resume = "latest" if find_latest(run_dir) else None
@@ -195,7 +201,7 @@ def run_one(cfg, run_dir: Path) -> dict:
               "mvc16": 100 * metrics["mvc16"], "tc": 100 * metrics["tc"], **extra,
               "s_per_iter": statistics.mean(iter_times) if iter_times else None,
               "train_seconds": train_s, "eval_seconds": time.perf_counter() - t1,
-              "config_hash": digest}
+              "signature": digest}
     # strict JSON (an undefined metric, e.g. mVC_16 of shorter videos, is null)
     result_file.write_text(json.dumps(_finite(result), indent=1))
     return json.loads(result_file.read_text())

@@ -84,3 +84,11 @@ def test_repository_configs_load():
     files = [p for p in root.rglob("*.yaml") if "_base_" not in p.parts]
     for path in files:
         load_config(path)
+
+
+def test_exponent_floats_without_a_dot_are_numbers():
+    """PyYAML reads `1e-4` as a string (YAML 1.1); a float field still takes it, a str field not."""
+    cfg = load_config(None, ["train.lr=1e-4", "train.weight_decay=5E-4"])
+    assert cfg.train.lr == 1e-4 and cfg.train.weight_decay == 5e-4
+    with pytest.raises(ConfigError, match="expected a number"):
+        load_config(None, ["train.lr=1e-4x"])

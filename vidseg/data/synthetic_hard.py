@@ -96,16 +96,16 @@ def _add_twins(rng: np.random.Generator, scene: Scene, ids: dict[str, int]) -> l
         rgb[sky] += HAZE_SHIFT
         labels[sky] = ids["haze"]
         drawn.append("haze")
-    if rng.random() < 0.5:
+    if rng.random() < 0.6:
         ch, cw = labels.shape
         xs = np.arange(cw, dtype=np.float32)
         ys = np.arange(ch, dtype=np.float32)[:, None]
         # canvas row shown at fraction `frac` of the frame height in frame 0
-        frac = rng.uniform(0.7, 0.82)
+        frac = rng.uniform(0.68, 0.8)
         top = scene.cy[0] - scene.oy + (frac - 0.5) * scene.H / scene.zoom[0]
         top = top + 3 * scene.scale * np.sin(2 * math.pi * xs / (rng.uniform(30, 80) * scene.scale)
                                              + rng.uniform(0, 2 * math.pi))
-        height = rng.uniform(0.08, 0.14) * scene.H / scene.zoom[0]
+        height = rng.uniform(0.1, 0.18) * scene.H / scene.zoom[0]
         x0 = rng.uniform(0, 0.5) * cw
         x1 = x0 + rng.uniform(0.4, 1.0) * cw
         band = (ys >= top) & (ys < top + height) & (xs >= x0) & (xs < x1)
