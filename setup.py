@@ -10,7 +10,8 @@ from setuptools import find_namespace_packages, find_packages, setup
 
 # every folder under configs/ as a data-only package, so setuptools copies its YAML files
 CONFIG_PACKAGES = ["vidseg._configs"] + [
-    f"vidseg._configs.{name}" for name in find_namespace_packages(where="configs")]
+    f"vidseg._configs.{name}" for name in find_namespace_packages(where="configs")
+]
 
 setup(
     packages=find_packages(include=["vidseg", "vidseg.*"]) + CONFIG_PACKAGES,

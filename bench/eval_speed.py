@@ -42,9 +42,16 @@ WINDOWS = (8, 16)
 
 
 def _objects(rng, n_obj):
-    return [{"cls": int(rng.integers(1, K + 1)), "h": int(rng.integers(H // 6, H // 2)),
-             "w": int(rng.integers(W // 8, W // 3)), "y": float(rng.integers(0, H)),
-             "x": float(rng.integers(0, W))} for _ in range(n_obj)]
+    return [
+        {
+            "cls": int(rng.integers(1, K + 1)),
+            "h": int(rng.integers(H // 6, H // 2)),
+            "w": int(rng.integers(W // 8, W // 3)),
+            "y": float(rng.integers(0, H)),
+            "x": float(rng.integers(0, W)),
+        }
+        for _ in range(n_obj)
+    ]
 
 
 def make_split(root: str, pred_dir: str, videos: int, frames: int, seed: int = 0) -> None:
@@ -57,7 +64,7 @@ def make_split(root: str, pred_dir: str, videos: int, frames: int, seed: int = 0
     with open(os.path.join(root, "val.txt"), "w") as f:
         f.writelines(n + "\n" for n in names)
     lut = np.full(256, 255, np.uint8)
-    lut[1:K + 1] = np.arange(K, dtype=np.uint8)
+    lut[1 : K + 1] = np.arange(K, dtype=np.uint8)
     jpeg = cv2.imencode(".jpg", rng.integers(0, 256, (H, W, 3), dtype=np.uint8))[1].tobytes()
     for name in names:
         for sub in ("origin", "mask"):
@@ -65,8 +72,8 @@ def make_split(root: str, pred_dir: str, videos: int, frames: int, seed: int = 0
         os.makedirs(os.path.join(pred_dir, name))
         coarse = rng.integers(1, K + 1, (4, 6)).astype(np.uint8)
         bg = cv2.resize(coarse, (W, H), interpolation=cv2.INTER_NEAREST)
-        bg[:, :20] = 0      # an "others" strip
-        bg[-12:, :] = 255   # a void strip
+        bg[:, :20] = 0  # an "others" strip
+        bg[-12:, :] = 255  # a void strip
         objs = _objects(rng, 3)
         start = int(rng.integers(1, 400))
         for t in range(frames):
@@ -76,12 +83,14 @@ def make_split(root: str, pred_dir: str, videos: int, frames: int, seed: int = 0
                 o["y"] = float(np.clip(o["y"] + rng.normal(0, 4), -o["h"] / 2, H - o["h"] / 2))
                 o["x"] = float(np.clip(o["x"] + rng.normal(0, 6), -o["w"] / 2, W - o["w"] / 2))
                 y, x = int(o["y"]), int(o["x"])
-                gt[max(y, 0):y + o["h"], max(x, 0):x + o["w"]] = o["cls"]
+                gt[max(y, 0) : y + o["h"], max(x, 0) : x + o["w"]] = o["cls"]
                 jy, jx = rng.integers(-2, 3, 2)
-                pred[max(y + jy, 0):y + jy + o["h"], max(x + jx, 0):x + jx + o["w"]] = o["cls"] - 1
+                pred[max(y + jy, 0) : y + jy + o["h"], max(x + jx, 0) : x + jx + o["w"]] = (
+                    o["cls"] - 1
+                )
             for _ in range(2):  # temporally independent wrong blobs
                 y, x = int(rng.integers(0, H - 40)), int(rng.integers(0, W - 60))
-                pred[y:y + 40, x:x + 60] = rng.integers(0, K)
+                pred[y : y + 40, x : x + 60] = rng.integers(0, K)
             stem = f"{start + t:08d}"
             with open(os.path.join(root, "data", name, "origin", stem + ".jpg"), "wb") as f:
                 f.write(jpeg)
@@ -117,9 +126,11 @@ def reference_scores(root: str, pred_dir: str, reread_per_window: bool) -> dict:
         iou = diag / (conf.sum(1) + conf.sum(0) - diag)
         acc_cls = diag / conf.sum(1)
     isval = conf.sum(1) > 0
-    out = {"miou": float(np.nansum(iou * isval) / isval.sum()),
-           "pixel_acc": float(diag.sum() / conf.sum()),
-           "mean_class_acc": float(np.nanmean(acc_cls))}
+    out = {
+        "miou": float(np.nansum(iou * isval) / isval.sum()),
+        "pixel_acc": float(diag.sum() / conf.sum()),
+        "mean_class_acc": float(np.nanmean(acc_cls)),
+    }
     for c in WINDOWS:
         accs = []
         for v in videos:
@@ -132,10 +143,10 @@ def reference_scores(root: str, pred_dir: str, reread_per_window: bool) -> dict:
                 gl, pl = [_read(p) for p in gpaths], [_read(p) for p in ppaths]
             for i in range(len(names) - c):
                 if reread_per_window:
-                    gw = [_read(p) for p in gpaths[i:i + c]]
-                    pw = [_read(p) for p in ppaths[i:i + c]]
+                    gw = [_read(p) for p in gpaths[i : i + c]]
+                    pw = [_read(p) for p in ppaths[i : i + c]]
                 else:
-                    gw, pw = gl[i:i + c], pl[i:i + c]
+                    gw, pw = gl[i : i + c], pl[i : i + c]
                 gc = np.ones(gw[0].shape)
                 pc = np.ones(gw[0].shape)
                 for j in range(1, c):
@@ -151,15 +162,18 @@ def time_tc(pairs: int = 8, seed: int = 1) -> float:
     """Milliseconds per 480x853 pair for TC-DIS (flow + warp + confusion matrix)."""
     rng = np.random.default_rng(seed)
     big = cv2.GaussianBlur(rng.integers(0, 256, (H + 200, W + 300, 3), dtype=np.uint8), (0, 0), 3)
-    labels = cv2.resize(rng.integers(0, K, (12, 20)).astype(np.uint8), (W + 300, H + 200),
-                        interpolation=cv2.INTER_NEAREST)
+    labels = cv2.resize(
+        rng.integers(0, K, (12, 20)).astype(np.uint8),
+        (W + 300, H + 200),
+        interpolation=cv2.INTER_NEAREST,
+    )
     tc = TemporalConsistency(K, flow="dis")
     tc.start_video("bench")
-    tc.add(big[100:100 + H, 150:150 + W], labels[100:100 + H, 150:150 + W])
+    tc.add(big[100 : 100 + H, 150 : 150 + W], labels[100 : 100 + H, 150 : 150 + W])
     t0 = time.perf_counter()
     for t in range(1, pairs + 1):
         y, x = 100 - 3 * t, 150 - 5 * t
-        tc.add(big[y:y + H, x:x + W], labels[y:y + H, x:x + W])
+        tc.add(big[y : y + H, x : x + W], labels[y : y + H, x : x + W])
     ms = (time.perf_counter() - t0) * 1000 / pairs
     tc.end_video()
     return ms
@@ -169,46 +183,61 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--videos", type=int, default=20)
     ap.add_argument("--frames", type=int, default=60)
-    ap.add_argument("--no-window-reference", action="store_true",
-                    help="skip the slow per-window re-reading reference")
+    ap.add_argument(
+        "--no-window-reference",
+        action="store_true",
+        help="skip the slow per-window re-reading reference",
+    )
     args = ap.parse_args(argv)
     cv2.setNumThreads(1)  # no hidden OpenCV threads; ours is timed with and without decode threads
     with tempfile.TemporaryDirectory() as tmp:
         root, pred = os.path.join(tmp, "VSPW"), os.path.join(tmp, "pred")
         t0 = time.perf_counter()
         make_split(root, pred, args.videos, args.frames)
-        print(f"synthetic split: {args.videos} videos x {args.frames} frames at {W}x{H} "
-              f"({time.perf_counter() - t0:.1f} s to write)")
+        print(
+            f"synthetic split: {args.videos} videos x {args.frames} frames at {W}x{H} "
+            f"({time.perf_counter() - t0:.1f} s to write)"
+        )
         # vidseg.data.vspw imports torch (~1-2 s once per process, independent of the split size);
         # done before the clock starts and reported separately.
         t0 = time.perf_counter()
         import vidseg.data.vspw  # noqa: F401
+
         print(f"one-off import of vidseg.data.vspw (torch): {time.perf_counter() - t0:.1f} s")
         keys = ("miou", "pixel_acc", "mean_class_acc", "mvc8", "mvc16")
         t0 = time.perf_counter()
-        ours1 = score_prediction_dir(root, pred, tc=False, windows=WINDOWS, num_workers=0,
-                                     io_threads=0)
+        ours1 = score_prediction_dir(
+            root, pred, tc=False, windows=WINDOWS, num_workers=0, io_threads=0
+        )
         t_ours1 = time.perf_counter() - t0
-        print(f"ours, one thread:               {t_ours1:7.1f} s  " +
-              " ".join(f"{k}={ours1[k]:.6f}" for k in keys))
+        print(
+            f"ours, one thread:               {t_ours1:7.1f} s  "
+            + " ".join(f"{k}={ours1[k]:.6f}" for k in keys)
+        )
         t0 = time.perf_counter()
         ours = score_prediction_dir(root, pred, tc=False, windows=WINDOWS, num_workers=0)
         t_ours = time.perf_counter() - t0
-        print(f"ours, default (2 decode threads): {t_ours:5.1f} s  " +
-              " ".join(f"{k}={ours[k]:.6f}" for k in keys))
+        print(
+            f"ours, default (2 decode threads): {t_ours:5.1f} s  "
+            + " ".join(f"{k}={ours[k]:.6f}" for k in keys)
+        )
         t0 = time.perf_counter()
         ref_io = reference_scores(root, pred, reread_per_window=False)
         t_io = time.perf_counter() - t0
-        print(f"official-io (load video per C): {t_io:7.1f} s  " +
-              " ".join(f"{k}={ref_io[k]:.6f}" for k in keys))
+        print(
+            f"official-io (load video per C): {t_io:7.1f} s  "
+            + " ".join(f"{k}={ref_io[k]:.6f}" for k in keys)
+        )
         identical = all(ours[k] == ref_io[k] == ours1[k] for k in keys)
         t_win = None
         if not args.no_window_reference:
             t0 = time.perf_counter()
             ref_win = reference_scores(root, pred, reread_per_window=True)
             t_win = time.perf_counter() - t0
-            print(f"reference (re-read per window): {t_win:7.1f} s  " +
-                  " ".join(f"{k}={ref_win[k]:.6f}" for k in keys))
+            print(
+                f"reference (re-read per window): {t_win:7.1f} s  "
+                + " ".join(f"{k}={ref_win[k]:.6f}" for k in keys)
+            )
             identical = identical and all(ours[k] == ref_win[k] for k in keys)
     tc_ms = time_tc()
     print(f"TC-DIS: {tc_ms:.1f} ms per {W}x{H} frame pair (flow + warp + confusion matrix)")
@@ -219,9 +248,14 @@ def main(argv=None) -> int:
         "speedup_vs_official_io": round(t_io / t_ours, 2),
         "speedup_single_thread_vs_reference": round(t_win / t_ours1, 2) if t_win else None,
         "speedup_single_thread_vs_official_io": round(t_io / t_ours1, 2),
-        "seconds": {"ours": round(t_ours, 2), "ours_single_thread": round(t_ours1, 2),
-                    "reference": round(t_win, 2) if t_win else None, "official_io": round(t_io, 2)},
-        "videos": args.videos, "frames": args.frames,
+        "seconds": {
+            "ours": round(t_ours, 2),
+            "ours_single_thread": round(t_ours1, 2),
+            "reference": round(t_win, 2) if t_win else None,
+            "official_io": round(t_io, 2),
+        },
+        "videos": args.videos,
+        "frames": args.frames,
     }
     print(json.dumps(figures))
     return 0 if identical else 1

@@ -46,8 +46,10 @@ AUTHORS_NAME = {
     "upernet_mcibipp_swinl": "mcibiplusplus_upernet_swinlarge_vspw",
 }
 # the authors' forward GFLOPs at 512x512, measured with their code (reference/peer-sssegmentation.md)
-AUTHORS_GFLOPS = {"mcibiplusplus_upernet_resnet50os8_vspw": 1325,
-                  "mcibiplusplus_upernet_resnet101os8_vspw": 1481}
+AUTHORS_GFLOPS = {
+    "mcibiplusplus_upernet_resnet50os8_vspw": 1325,
+    "mcibiplusplus_upernet_resnet101os8_vspw": 1481,
+}
 
 
 def authors_params() -> dict:
@@ -62,8 +64,11 @@ def measure(path: str, size: int, theirs: dict) -> dict:
         model = build_model(cfg).eval()
         frame = torch.randn(1, 3, size, size)
     image = model.image_model
-    memory = sum(b.numel() for n, b in image.memory.named_buffers() if n in ("stats", "memory")) \
-        if image.memory is not None else 0
+    memory = (
+        sum(b.numel() for n, b in image.memory.named_buffers() if n in ("stats", "memory"))
+        if image.memory is not None
+        else 0
+    )
     params = sum(p.numel() for p in model.parameters()) + memory
     aux = sum(p.numel() for p in image.aux_head.parameters())
     counter = FlopCounterMode(display=False)
@@ -71,14 +76,19 @@ def measure(path: str, size: int, theirs: dict) -> dict:
         model.step(frame, None)
     stem = Path(path).stem
     authors = AUTHORS_NAME.get(stem.replace("_video", ""), stem)
-    row = {"config": str(Path(path).relative_to(ROOT / "configs")) if Path(path).is_absolute()
-           else path.replace("configs/", ""),
-           "backbone": cfg.model.backbone.name, "history": cfg.model.history,
-           "params": params, "params_without_aux": params - aux,
-           "authors_params": theirs.get(authors) if cfg.model.history == 0 else None,
-           "gflops": round(counter.get_total_flops() / 1e9, 1),
-           "authors_gflops": AUTHORS_GFLOPS.get(authors) if cfg.model.history == 0 else None,
-           "paper_miou": PAPER.get(stem, "-")}
+    row = {
+        "config": str(Path(path).relative_to(ROOT / "configs"))
+        if Path(path).is_absolute()
+        else path.replace("configs/", ""),
+        "backbone": cfg.model.backbone.name,
+        "history": cfg.model.history,
+        "params": params,
+        "params_without_aux": params - aux,
+        "authors_params": theirs.get(authors) if cfg.model.history == 0 else None,
+        "gflops": round(counter.get_total_flops() / 1e9, 1),
+        "authors_gflops": AUTHORS_GFLOPS.get(authors) if cfg.model.history == 0 else None,
+        "paper_miou": PAPER.get(stem, "-"),
+    }
     if row["authors_params"]:
         row["params_ratio"] = round(params / row["authors_params"], 6)
     return row
@@ -91,14 +101,18 @@ def main() -> None:
     args = parser.parse_args()
     theirs = authors_params()
     rows = [measure(p, args.size, theirs) for p in args.configs]
-    print(f"| config | backbone | h | params | without aux | authors' params | GFLOPs @ {args.size}² "
-          "| authors' GFLOPs | VSPW mIoU (authors) |")
+    print(
+        f"| config | backbone | h | params | without aux | authors' params | GFLOPs @ {args.size}² "
+        "| authors' GFLOPs | VSPW mIoU (authors) |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         ap = f"{r['authors_params']:,}" if r["authors_params"] else "-"
-        print(f"| {r['config']} | {r['backbone']} | {r['history']} | {r['params']:,} | "
-              f"{r['params_without_aux']:,} | {ap} | {r['gflops']} | {r['authors_gflops'] or '-'} | "
-              f"{r['paper_miou']} |")
+        print(
+            f"| {r['config']} | {r['backbone']} | {r['history']} | {r['params']:,} | "
+            f"{r['params_without_aux']:,} | {ap} | {r['gflops']} | {r['authors_gflops'] or '-'} | "
+            f"{r['paper_miou']} |"
+        )
     print(json.dumps({"size": args.size, "models": rows}))
 
 

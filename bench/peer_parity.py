@@ -64,11 +64,20 @@ def main() -> int:
     up = F.interpolate(theirs.float(), size=rgb.shape[:2], mode="bilinear", align_corners=False)[0]
     rel = float((ours - up).abs().max() / up.abs().max())
     agree = float((ours.argmax(0) == up.argmax(0)).float().mean())
-    print(json.dumps({"config": args.config, "image": list(rgb.shape[:2]),
-                      "relative_max_difference": rel, "argmax_agreement": agree,
-                      "classes_predicted": int(up.argmax(0).unique().numel()),
-                      "convert_seconds": round(convert_s, 1),
-                      "forward_seconds": round(forward_s, 1), "threads": args.threads}))
+    print(
+        json.dumps(
+            {
+                "config": args.config,
+                "image": list(rgb.shape[:2]),
+                "relative_max_difference": rel,
+                "argmax_agreement": agree,
+                "classes_predicted": int(up.argmax(0).unique().numel()),
+                "convert_seconds": round(convert_s, 1),
+                "forward_seconds": round(forward_s, 1),
+                "threads": args.threads,
+            }
+        )
+    )
     return 0 if rel < 1e-3 and agree >= 0.999 else 1
 
 

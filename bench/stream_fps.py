@@ -43,7 +43,7 @@ def make_video(path: Path, n: int, h: int, w: int, fps: int = 25) -> Path:
 
     h, w = h // 2 * 2, w // 2 * 2  # yuv420p needs even sizes
     rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[0:h, 0: w * 2]
+    yy, xx = np.mgrid[0:h, 0 : w * 2]
     base = np.stack([(xx * 255 // (2 * w)), (yy * 255 // h), ((xx + yy) % 64) * 4], -1)
     base = (base + rng.integers(0, 40, base.shape)).clip(0, 255).astype(np.uint8)
     with av.open(str(path), "w") as out:
@@ -51,9 +51,9 @@ def make_video(path: Path, n: int, h: int, w: int, fps: int = 25) -> Path:
         stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
         for k in range(n):
             x0 = (3 * k) % w
-            rgb = np.ascontiguousarray(base[:, x0: x0 + w])
+            rgb = np.ascontiguousarray(base[:, x0 : x0 + w])
             by, bx = (5 * k) % max(1, h - h // 4), (7 * k) % max(1, w - w // 4)
-            rgb[by: by + h // 4, bx: bx + w // 4] = (230, 60, 40)
+            rgb[by : by + h // 4, bx : bx + w // 4] = (230, 60, 40)
             out.mux(stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")))
         out.mux(stream.encode(None))
     return path
@@ -71,15 +71,21 @@ def load(config: Path, short_side: int | None, overrides=()):
     return cfg, model
 
 
-def end_to_end(cfg, model, video: Path, out_dir: Path, max_frames: int | None = None, on_frame=None):
+def end_to_end(
+    cfg, model, video: Path, out_dir: Path, max_frames: int | None = None, on_frame=None
+):
     """One StreamRunner run with the threaded overlay writer; returns the StreamSummary."""
     from vidseg.engine.stream import StreamRunner
     from vidseg.io.sinks import OverlayVideoWriter
     from vidseg.io.sources import VideoFileSource
 
     source = VideoFileSource(video, max_frames=max_frames)
-    writer = OverlayVideoWriter(out_dir / f"{video.stem}_overlay.mp4", fps=source.fps or 25.0,
-                                threaded=True, queue_size=cfg.stream.queue_size)
+    writer = OverlayVideoWriter(
+        out_dir / f"{video.stem}_overlay.mp4",
+        fps=source.fps or 25.0,
+        threaded=True,
+        queue_size=cfg.stream.queue_size,
+    )
     runner = StreamRunner(model, cfg, overlay=writer, on_frame=on_frame)
     return runner.run(source)
 
@@ -123,14 +129,24 @@ def rss_child(frames: int, size: int, checkpoints: list[int]) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="fewer frames everywhere (about half the time)")
-    p.add_argument("--frames", type=int, default=None, help="frames for parts 1-2 (default 90, quick 40)")
-    p.add_argument("--r50-frames", type=int, default=None, help="frames for part 3 (default 4, quick 2)")
+    p.add_argument(
+        "--quick", action="store_true", help="fewer frames everywhere (about half the time)"
+    )
+    p.add_argument(
+        "--frames", type=int, default=None, help="frames for parts 1-2 (default 90, quick 40)"
+    )
+    p.add_argument(
+        "--r50-frames", type=int, default=None, help="frames for part 3 (default 4, quick 2)"
+    )
     p.add_argument("--r50-short-side", type=int, default=480)
     p.add_argument("--rss-frames", type=int, default=3000)
     p.add_argument("--rss-size", type=int, default=64, help="short side of the RSS video")
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch threads (default: as vidseg stream, CPU cores - 1)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads (default: as vidseg stream, CPU cores - 1)",
+    )
     p.add_argument("--rss-child", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     import torch
@@ -144,24 +160,39 @@ def main() -> None:
         return
     n = args.frames or (40 if args.quick else 90)
     n_r50 = args.r50_frames or (2 if args.quick else 4)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, "
-          f"load average {os.getloadavg()[0]:.1f}; random weights (speed only)")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, "
+        f"load average {os.getloadavg()[0]:.1f}; random weights (speed only)"
+    )
     tmp = Path(tempfile.mkdtemp(prefix="vidseg_bench_"))
 
     # 4 first, in a fresh process: its peak RSS must not include the bigger models.
     t = time.perf_counter()
-    child = subprocess.run([sys.executable, __file__, "--rss-child", "--rss-frames",
-                            str(args.rss_frames), "--rss-size", str(args.rss_size)]
-                           + ["--threads", str(args.threads)],
-                           capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    child = subprocess.run(
+        [
+            sys.executable,
+            __file__,
+            "--rss-child",
+            "--rss-frames",
+            str(args.rss_frames),
+            "--rss-size",
+            str(args.rss_size),
+        ]
+        + ["--threads", str(args.threads)],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+    )
     if child.returncode != 0:
         sys.exit(f"RSS child failed:\n{child.stderr[-2000:]}")
     rss = json.loads(child.stdout.strip().splitlines()[-1])
     first, last = (rss["rss_mb"].get(str(k)) for k in (args.rss_frames // 10, args.rss_frames))
     growth = (last - first) / first
-    print(f"[4] RSS, light config at {args.rss_size}p, {rss['frames']} frames ({rss['fps']:.1f} FPS): "
-          f"{first:.1f} MiB after {args.rss_frames // 10}, {last:.1f} MiB after {args.rss_frames} "
-          f"-> growth {100 * growth:+.2f} % ({time.perf_counter() - t:.0f} s)")
+    print(
+        f"[4] RSS, light config at {args.rss_size}p, {rss['frames']} frames ({rss['fps']:.1f} FPS): "
+        f"{first:.1f} MiB after {args.rss_frames // 10}, {last:.1f} MiB after {args.rss_frames} "
+        f"-> growth {100 * growth:+.2f} % ({time.perf_counter() - t:.0f} s)"
+    )
 
     # 1 + 2: light config at 360p.
     t = time.perf_counter()
@@ -171,12 +202,18 @@ def main() -> None:
     model_fps = model_only(cfg, model, video)
     summary = end_to_end(cfg, model, video, tmp)
     ratio = summary.fps_end_to_end / model_fps
-    print(f"[1] light config 360x640, {summary.frames} frames: model only {model_fps:.2f} FPS, "
-          f"end to end {summary.fps_end_to_end:.2f} FPS -> e2e/model {ratio:.3f}")
-    print(f"    per frame: decode wait {summary.ms_decode:.1f} ms, model {summary.ms_model:.1f} ms, "
-          f"write {summary.ms_write:.1f} ms; state {summary.state_bytes / 1024:.0f} KiB")
-    print(f"[2] light config end to end at short side 360: {summary.fps_end_to_end:.2f} FPS "
-          f"(target >= 8) ({time.perf_counter() - t:.0f} s)")
+    print(
+        f"[1] light config 360x640, {summary.frames} frames: model only {model_fps:.2f} FPS, "
+        f"end to end {summary.fps_end_to_end:.2f} FPS -> e2e/model {ratio:.3f}"
+    )
+    print(
+        f"    per frame: decode wait {summary.ms_decode:.1f} ms, model {summary.ms_model:.1f} ms, "
+        f"write {summary.ms_write:.1f} ms; state {summary.state_bytes / 1024:.0f} KiB"
+    )
+    print(
+        f"[2] light config end to end at short side 360: {summary.fps_end_to_end:.2f} FPS "
+        f"(target >= 8) ({time.perf_counter() - t:.0f} s)"
+    )
     del model
 
     # 3: ResNet-50 paper config.
@@ -186,12 +223,22 @@ def main() -> None:
     cfg, model = load(R50, s, ["model.backbone.pretrained=false"])
     warm_up(cfg, model, video, n=1)
     r50 = end_to_end(cfg, model, video, tmp, max_frames=n_r50)
-    print(f"[3] ResNet-50 UperNet Video-MCIBI++ at {s}x{round(s * 16 / 9)}: {r50.fps_end_to_end:.3f} FPS "
-          f"end to end ({r50.ms_model:.0f} ms model / frame, {r50.frames} frames, state "
-          f"{r50.state_bytes / 2**20:.1f} MiB) ({time.perf_counter() - t:.0f} s)")
+    print(
+        f"[3] ResNet-50 UperNet Video-MCIBI++ at {s}x{round(s * 16 / 9)}: {r50.fps_end_to_end:.3f} FPS "
+        f"end to end ({r50.ms_model:.0f} ms model / frame, {r50.frames} frames, state "
+        f"{r50.state_bytes / 2**20:.1f} MiB) ({time.perf_counter() - t:.0f} s)"
+    )
     shutil.rmtree(tmp, ignore_errors=True)
-    print(json.dumps({"e2e_over_model": round(ratio, 3), "light_fps": round(summary.fps_end_to_end, 2),
-                      "r50_fps": round(r50.fps_end_to_end, 3), "rss_growth": round(growth, 4)}))
+    print(
+        json.dumps(
+            {
+                "e2e_over_model": round(ratio, 3),
+                "light_fps": round(summary.fps_end_to_end, 2),
+                "r50_fps": round(r50.fps_end_to_end, 3),
+                "rss_growth": round(growth, 4),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

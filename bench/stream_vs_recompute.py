@@ -59,19 +59,27 @@ def r50_state_bytes(h_in: int = 480, w_in: int = 853, probe=(64, 107)) -> tuple[
     per_map = z * math.ceil(h_in / stride) * math.ceil(w_in / stride) * maps[0].element_size()
     c_dl = 0 if state.c_dl is None else state.c_dl.numel() * state.c_dl.element_size()
     total = per_map * len(maps) + c_dl
-    how = (f"{len(maps)} maps of Z={z} at stride {stride:g} -> {math.ceil(h_in / stride)}x"
-           f"{math.ceil(w_in / stride)} each ({per_map / 2**20:.2f} MiB) + C_dl {c_dl / 1024:.0f} KiB; "
-           f"measured at {probe[0]}x{probe[1]}: {state.nbytes()} bytes")
+    how = (
+        f"{len(maps)} maps of Z={z} at stride {stride:g} -> {math.ceil(h_in / stride)}x"
+        f"{math.ceil(w_in / stride)} each ({per_map / 2**20:.2f} MiB) + C_dl {c_dl / 1024:.0f} KiB; "
+        f"measured at {probe[0]}x{probe[1]}: {state.nbytes()} bytes"
+    )
     return total, how
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--config", default=str(R50), help="model config (default: the R50 paper config)")
+    p.add_argument(
+        "--config", default=str(R50), help="model config (default: the R50 paper config)"
+    )
     p.add_argument("--size", type=int, nargs=2, default=[128, 224], metavar=("H", "W"))
-    p.add_argument("--frames", type=int, default=6, help="timed frames per variant (+ h + 1 warm-up)")
+    p.add_argument(
+        "--frames", type=int, default=6, help="timed frames per variant (+ h + 1 warm-up)"
+    )
     p.add_argument("--history", type=int, default=2)
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: CPU cores - 1)")
+    p.add_argument(
+        "--threads", type=int, default=None, help="torch threads (default: CPU cores - 1)"
+    )
     args = p.parse_args()
     import torch
 
@@ -83,8 +91,10 @@ def main() -> None:
     H, W = args.size
     g = torch.Generator().manual_seed(0)
     frames = [torch.randn(1, 3, H, W, generator=g) for _ in range(args.frames + h + 1)]
-    print(f"config {args.config}, input {H}x{W}, h = {h}, {args.frames} timed frames (medians, "
-          f"variants interleaved), {torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.1f}; random weights")
+    print(
+        f"config {args.config}, input {H}x{W}, h = {h}, {args.frames} timed frames (medians, "
+        f"variants interleaved), {torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.1f}; random weights"
+    )
 
     image = build(args.config, 0)
     video = build(args.config, h)
@@ -115,14 +125,29 @@ def main() -> None:
     state_bytes = states["b"].nbytes()
     backbone = video.image_model.backbone.name
     print(f"(a) image model, h = 0      {1000 * t_a:8.1f} ms/frame")
-    print(f"(b) stream, buffer, h = {h}   {1000 * t_b:8.1f} ms/frame   (b)/(a) = {t_b / t_a:.3f} "
-          f"(target <= 1.15); state {state_bytes / 1024:.0f} KiB at {H}x{W}")
-    print(f"(c) recompute history, h = {h} {1000 * t_c:8.1f} ms/frame   (c)/(b) = {t_c / t_b:.3f} "
-          f"(target >= 2.5)")
+    print(
+        f"(b) stream, buffer, h = {h}   {1000 * t_b:8.1f} ms/frame   (b)/(a) = {t_b / t_a:.3f} "
+        f"(target <= 1.15); state {state_bytes / 1024:.0f} KiB at {H}x{W}"
+    )
+    print(
+        f"(c) recompute history, h = {h} {1000 * t_c:8.1f} ms/frame   (c)/(b) = {t_c / t_b:.3f} "
+        f"(target >= 2.5)"
+    )
     total, how = r50_state_bytes()
-    print(f"R50 h = 2 StreamState.nbytes() at 480x853: {total} bytes ({total / 2**20:.1f} MiB): {how}")
-    print(json.dumps({"stream_over_image": round(t_b / t_a, 3), "recompute_over_stream": round(t_c / t_b, 3),
-                      "history": h, "backbone": backbone, "input": [H, W]}))
+    print(
+        f"R50 h = 2 StreamState.nbytes() at 480x853: {total} bytes ({total / 2**20:.1f} MiB): {how}"
+    )
+    print(
+        json.dumps(
+            {
+                "stream_over_image": round(t_b / t_a, 3),
+                "recompute_over_stream": round(t_c / t_b, 3),
+                "history": h,
+                "backbone": backbone,
+                "input": [H, W],
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

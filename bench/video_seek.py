@@ -72,14 +72,20 @@ def bench(path: str, clips: list[list[int]], use_decord: bool) -> dict:
     t0 = time.perf_counter()
     start = [from_start(path, c) for c in clips]
     t_start = time.perf_counter() - t0
-    identical = all(set(a) == set(b) and all(np.array_equal(a[i], b[i]) for i in a)
-                    for a, (b, _) in zip(seek, start))
+    identical = all(
+        set(a) == set(b) and all(np.array_equal(a[i], b[i]) for i in a)
+        for a, (b, _) in zip(seek, start)
+    )
     n = len(clips)
-    row = {"index_ms": round(1e3 * t_index, 1), "seek_ms_per_clip": round(1e3 * t_seek / n, 1),
-           "from_start_ms_per_clip": round(1e3 * t_start / n, 1),
-           "speedup": round(t_start / t_seek, 2), "identical": identical,
-           "frames_decoded_per_clip_seek": round(reader.frames_decoded / n, 1),
-           "frames_decoded_per_clip_from_start": round(sum(d for _, d in start) / n, 1)}
+    row = {
+        "index_ms": round(1e3 * t_index, 1),
+        "seek_ms_per_clip": round(1e3 * t_seek / n, 1),
+        "from_start_ms_per_clip": round(1e3 * t_start / n, 1),
+        "speedup": round(t_start / t_seek, 2),
+        "identical": identical,
+        "frames_decoded_per_clip_seek": round(reader.frames_decoded / n, 1),
+        "frames_decoded_per_clip_from_start": round(sum(d for _, d in start) / n, 1),
+    }
     if use_decord:
         try:
             dec = DecordFrameReader(path)
@@ -103,8 +109,13 @@ def main() -> None:
     use_decord = reason != "not installed" and not reason.startswith("import failed")
     rng = np.random.default_rng(0)
     clips = [[t - 2, t - 1, t] for t in rng.integers(2, args.frames, args.clips).tolist()]
-    result = {"bench": "video_seek", "frames": args.frames, "size": f"{W}x{H}",
-              "clips": args.clips, "decord_selftest": reason}
+    result = {
+        "bench": "video_seek",
+        "frames": args.frames,
+        "size": f"{W}x{H}",
+        "clips": args.clips,
+        "decord_selftest": reason,
+    }
     with tempfile.TemporaryDirectory() as tmp:
         for name, gop in ((f"gop{args.gop}", args.gop), ("gop250", None)):
             path = os.path.join(tmp, f"{name}.mp4")

@@ -30,8 +30,10 @@ def contact_sheet(root: str, path: str, videos: int = 4, frames_per_video: int =
     for name in (read_split(root, "val") + read_split(root, "train"))[:videos]:
         folder = os.path.join(root, "data", name)
         stems = sorted(f[:-4] for f in os.listdir(os.path.join(folder, "origin")))
-        picks = [stems[round(k * (len(stems) - 1) / max(frames_per_video - 1, 1))]
-                 for k in range(frames_per_video)]
+        picks = [
+            stems[round(k * (len(stems) - 1) / max(frames_per_video - 1, 1))]
+            for k in range(frames_per_video)
+        ]
         images, masks = [], []
         for stem in picks:
             images.append(read_frame(os.path.join(folder, "origin", stem + ".jpg")))
@@ -45,11 +47,15 @@ def contact_sheet(root: str, path: str, videos: int = 4, frames_per_video: int =
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", required=True, help="output root (created; an earlier synthetic set is replaced)")
+    p.add_argument(
+        "--out", required=True, help="output root (created; an earlier synthetic set is replaced)"
+    )
     p.add_argument("--seed", type=int, default=0, help="random seed (same seed = same bytes)")
     p.add_argument("--train-videos", type=int, default=16, help="train videos (default 16)")
     p.add_argument("--val-videos", type=int, default=4, help="val videos (default 4)")
-    p.add_argument("--test-videos", type=int, default=2, help="test videos, frames only (default 2)")
+    p.add_argument(
+        "--test-videos", type=int, default=2, help="test videos, frames only (default 2)"
+    )
     p.add_argument("--frames", type=int, default=30, help="frames per video (default 30)")
     p.add_argument("--height", type=int, default=144, help="frame height (default 144)")
     p.add_argument("--width", type=int, default=256, help="frame width (default 256)")
@@ -59,9 +65,17 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     try:
         summary = make_synthetic_vspw(
-            args.out, num_train=args.train_videos, num_val=args.val_videos,
-            num_test=args.test_videos, frames=args.frames, height=args.height, width=args.width,
-            seed=args.seed, write_mp4=not args.no_mp4, workers=args.workers)
+            args.out,
+            num_train=args.train_videos,
+            num_val=args.val_videos,
+            num_test=args.test_videos,
+            frames=args.frames,
+            height=args.height,
+            width=args.width,
+            seed=args.seed,
+            write_mp4=not args.no_mp4,
+            workers=args.workers,
+        )
     except (ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -51,13 +51,20 @@ def resize_video(job: tuple[str, str, str, int, int, bool]) -> tuple[str, int, l
             try:
                 if is_mask:
                     img = read_mask(src)
-                    img = cv2.resize(img, target_size(*img.shape, height), interpolation=cv2.INTER_NEAREST)
+                    img = cv2.resize(
+                        img, target_size(*img.shape, height), interpolation=cv2.INTER_NEAREST
+                    )
                     ok = cv2.imwrite(dst, img)
                 else:
                     rgb = read_frame(src)
-                    img = cv2.resize(rgb, target_size(*rgb.shape[:2], height), interpolation=cv2.INTER_LINEAR)
-                    ok = cv2.imwrite(dst, cv2.cvtColor(img, cv2.COLOR_RGB2BGR),
-                                     [cv2.IMWRITE_JPEG_QUALITY, quality])
+                    img = cv2.resize(
+                        rgb, target_size(*rgb.shape[:2], height), interpolation=cv2.INTER_LINEAR
+                    )
+                    ok = cv2.imwrite(
+                        dst,
+                        cv2.cvtColor(img, cv2.COLOR_RGB2BGR),
+                        [cv2.IMWRITE_JPEG_QUALITY, quality],
+                    )
                 if not ok:
                     raise OSError(f"cannot write {dst}")
                 written += 1
@@ -73,8 +80,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--height", type=int, default=480, help="output height (default 480)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes")
     parser.add_argument("--quality", type=int, default=95, help="JPEG quality (default 95)")
-    parser.add_argument("--skip-existing", action="store_true",
-                        help="keep non-empty output files (resume an interrupted run)")
+    parser.add_argument(
+        "--skip-existing",
+        action="store_true",
+        help="keep non-empty output files (resume an interrupted run)",
+    )
     args = parser.parse_args(argv)
     data_dir = os.path.join(args.src, "data")
     if not os.path.isdir(data_dir):
@@ -95,8 +105,10 @@ def main(argv: list[str] | None = None) -> int:
     for _, written, failed in results:
         total += written
         failures.extend(failed)
-    print(f"resized {total} files of {len(names)} videos to height {args.height} in "
-          f"{time.perf_counter() - start:.1f} s -> {args.dst}")
+    print(
+        f"resized {total} files of {len(names)} videos to height {args.height} in "
+        f"{time.perf_counter() - start:.1f} s -> {args.dst}"
+    )
     for line in failures[:20]:
         print(f"FAILED {line}", file=sys.stderr)
     if failures:

@@ -67,8 +67,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("video", help="input video file (anything PyAV/FFmpeg decodes)")
     parser.add_argument("out", help="output VSPW-style root (created or extended)")
-    parser.add_argument("--name", help="video folder name (default: the file name without extension)")
-    parser.add_argument("--split", default="test", help="split file to append the name to (default test)")
+    parser.add_argument(
+        "--name", help="video folder name (default: the file name without extension)"
+    )
+    parser.add_argument(
+        "--split", default="test", help="split file to append the name to (default test)"
+    )
     parser.add_argument("--fps", type=float, help="resample to this frame rate (VSPW: 15)")
     parser.add_argument("--short-side", type=int, help="resize frames to this short side")
     parser.add_argument("--max-frames", type=int, help="stop after this many output frames")
@@ -97,12 +101,17 @@ def main(argv: list[str] | None = None) -> int:
                 break
             frame = resize_short_side(frame, args.short_side, cv2.INTER_LINEAR)
             path = os.path.join(origin, f"{args.start_index + count:08d}.jpg")
-            if not cv2.imwrite(path, cv2.cvtColor(frame, cv2.COLOR_RGB2BGR),
-                               [cv2.IMWRITE_JPEG_QUALITY, args.quality]):
+            if not cv2.imwrite(
+                path,
+                cv2.cvtColor(frame, cv2.COLOR_RGB2BGR),
+                [cv2.IMWRITE_JPEG_QUALITY, args.quality],
+            ):
                 raise OSError(f"cannot write {path}")
             count += 1
     except Exception as exc:  # a corrupt tail: keep what was decoded, say so
-        print(f"video_to_frames: stopped after {count} frames of {args.video}: {exc}", file=sys.stderr)
+        print(
+            f"video_to_frames: stopped after {count} frames of {args.video}: {exc}", file=sys.stderr
+        )
         if count == 0:
             return 1
     split_file = os.path.join(args.out, f"{args.split}.txt")

@@ -50,11 +50,13 @@ def empty_split(split: str) -> Callable:
     def setup(e) -> dict:
         (_data_copy(e) / f"{split}.txt").write_text("")
         return {}
+
     return setup
 
 
 def predictions(spoil: str | None = None, data: Callable | None = None) -> Callable:
     """Prediction PNGs for the val split (all zeros), one spoiled: missing, value, size, notpng."""
+
     def setup(e) -> dict:
         extra = data(e) if data else {}
         for name in (e.data / "val.txt").read_text().split():
@@ -71,6 +73,7 @@ def predictions(spoil: str | None = None, data: Callable | None = None) -> Calla
         elif spoil == "notpng":
             culprit.write_bytes(b"not a png")
         return {"culprit": culprit, **extra}
+
     return setup
 
 
@@ -91,6 +94,7 @@ def existing_file(name: str) -> Callable:
     def setup(e) -> dict:
         (e.tmp / name).write_text("earlier work\n")
         return {}
+
     return setup
 
 
@@ -98,12 +102,13 @@ def folder(name: str) -> Callable:
     def setup(e) -> dict:
         (e.tmp / name).mkdir()
         return {}
+
     return setup
 
 
 def garbage_scalars(e) -> dict:
     (e.tmp / "r").mkdir()
-    (e.tmp / "r" / "scalars.jsonl").write_text("garbage\n{\"iter\": 1\n")
+    (e.tmp / "r" / "scalars.jsonl").write_text('garbage\n{"iter": 1\n')
     return {}
 
 
@@ -123,6 +128,7 @@ def broken_video(content: bytes) -> Callable:
     def setup(e) -> dict:
         (e.tmp / "bad.mp4").write_bytes(content)
         return {}
+
     return setup
 
 

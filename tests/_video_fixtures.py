@@ -22,7 +22,7 @@ def moving_square(k: int, h: int = 64, w: int = 96, noise: bool = False) -> np.n
     else:
         rgb = np.full((h, w, 3), 40, np.uint8)
     x = (STEP * k) % (w - SQUARE)
-    rgb[20:20 + SQUARE, x:x + SQUARE] = 255
+    rgb[20 : 20 + SQUARE, x : x + SQUARE] = 255
     return rgb
 
 
@@ -32,8 +32,15 @@ def square_x(rgb: np.ndarray) -> int:
     return int(cols[0])
 
 
-def write_video(path: Path, n: int = 20, h: int = 64, w: int = 96, fps: int = 25,
-                faststart: bool = False, noise: bool = False) -> Path:
+def write_video(
+    path: Path,
+    n: int = 20,
+    h: int = 64,
+    w: int = 96,
+    fps: int = 25,
+    faststart: bool = False,
+    noise: bool = False,
+) -> Path:
     """Lossless-ish H.264 (crf 0, yuv444p) mp4 of ``n`` moving-square frames."""
     options = {"crf": "0"}
     container_opts = {"movflags": "faststart"} if faststart else {}
@@ -61,8 +68,10 @@ class MjpegServer:
     """A multipart/x-mixed-replace JPEG stream on 127.0.0.1, ``n_frames`` per connection."""
 
     def __init__(self, n_frames: int = 30, fps: float = 60.0):
-        frames = [cv2.imencode(".jpg", cv2.cvtColor(moving_square(k), cv2.COLOR_RGB2BGR))[1]
-                  .tobytes() for k in range(n_frames)]
+        frames = [
+            cv2.imencode(".jpg", cv2.cvtColor(moving_square(k), cv2.COLOR_RGB2BGR))[1].tobytes()
+            for k in range(n_frames)
+        ]
         period = 1.0 / fps
 
         class Handler(http.server.BaseHTTPRequestHandler):

@@ -38,8 +38,9 @@ def synth(tmp_path_factory) -> Path:
     from vidseg.data.synthetic import make_synthetic_vspw
 
     root = tmp_path_factory.mktemp("api") / "synth"
-    make_synthetic_vspw(root, num_train=2, num_val=1, num_test=0, frames=4, height=H, width=W,
-                        workers=1)
+    make_synthetic_vspw(
+        root, num_train=2, num_val=1, num_test=0, frames=4, height=H, width=W, workers=1
+    )
     return root
 
 
@@ -62,7 +63,11 @@ def test_train_is_the_cli_run_and_resumes(run, synth, tmp_path, capsys):
     assert saved.train.iters == 1 and saved.data.root == str(synth)
     # `vidseg train` with the same settings as --set gives the same weights, bit for bit
     cli = tmp_path / "cli"
-    sets = [f"data.root={synth}", "data.num_workers=0", *(f"train.{k}={v}" for k, v in FAST.items())]
+    sets = [
+        f"data.root={synth}",
+        "data.num_workers=0",
+        *(f"train.{k}={v}" for k, v in FAST.items()),
+    ]
     assert main(["train", CONFIG, "--work-dir", str(cli), "--set", *sets]) == 0, capsys.readouterr()
     ours = torch.load(run.checkpoint, weights_only=True)["model"]
     theirs = torch.load(cli / "iter_0000001.pth", weights_only=True)["model"]
@@ -80,11 +85,20 @@ def test_train_is_the_cli_run_and_resumes(run, synth, tmp_path, capsys):
 def test_sections_become_typed_overrides(tmp_path):
     from vidseg.api import resolve_config, section_overrides
 
-    texts = section_overrides({"train": {"lr": 1e-4, "iters": 2},
-                               "data": {"root": tmp_path / "a b", "crop_size": (32, 32)},
-                               "model": {"backbone": {"name": "resnet34"}}})
-    assert texts == ["train.lr=0.0001", "train.iters=2", f"data.root={tmp_path / 'a b'}",
-                     "data.crop_size=[32, 32]", "model.backbone.name=resnet34"]
+    texts = section_overrides(
+        {
+            "train": {"lr": 1e-4, "iters": 2},
+            "data": {"root": tmp_path / "a b", "crop_size": (32, 32)},
+            "model": {"backbone": {"name": "resnet34"}},
+        }
+    )
+    assert texts == [
+        "train.lr=0.0001",
+        "train.iters=2",
+        f"data.root={tmp_path / 'a b'}",
+        "data.crop_size=[32, 32]",
+        "model.backbone.name=resnet34",
+    ]
     cfg = resolve_config(CONFIG, ["train.iters=5"], train={"lr": 1e-20}, eval={"flip": True})
     assert cfg.train.iters == 5 and cfg.train.lr == 1e-20 and cfg.eval.flip is True
     assert cfg.model.backbone.output_stride == 8  # a nested section changes only its keys
@@ -95,12 +109,15 @@ def test_sections_become_typed_overrides(tmp_path):
     assert resolve_config(base) is base
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"trian": {"iters": 2}}, "trian= is not a config section"),
-    ({"train": 2}, "takes a dict"),
-    ({"train": {"max_iters": 2}}, "max_iters"),
-    ({"overrides": ["train.iters=two"]}, "expected an integer"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"trian": {"iters": 2}}, "trian= is not a config section"),
+        ({"train": 2}, "takes a dict"),
+        ({"train": {"max_iters": 2}}, "max_iters"),
+        ({"overrides": ["train.iters=two"]}, "expected an integer"),
+    ],
+)
 def test_bad_overrides_fail_in_one_line_before_any_work(kwargs, message, tmp_path):
     with pytest.raises(ConfigError, match=message) as info:
         vidseg.train(CONFIG, work_dir=tmp_path / "run", **kwargs)
@@ -135,13 +152,25 @@ def _files(root: Path) -> dict[str, Path]:
     return {p.relative_to(root).as_posix(): p for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-@pytest.mark.parametrize("sets", [[], ["eval.mode=slide", "eval.crop_size=[48,48]",
-                                       "eval.stride=[40,40]"]], ids=["whole", "slide"])
+@pytest.mark.parametrize(
+    "sets",
+    [[], ["eval.mode=slide", "eval.crop_size=[48,48]", "eval.stride=[40,40]"]],
+    ids=["whole", "slide"],
+)
 def test_stream_out_writes_what_vidseg_stream_writes(run, video, tmp_path, sets, capsys):
     seg = vidseg.Segmenter(CONFIG, run.checkpoint, overrides=sets)
     results = list(seg.stream(video, out=tmp_path / "api", save_labels=True))
-    args = ["stream", CONFIG, str(video), "--checkpoint", str(run.checkpoint),
-            "--out", str(tmp_path / "cli"), "--labels", "--quiet"]
+    args = [
+        "stream",
+        CONFIG,
+        str(video),
+        "--checkpoint",
+        str(run.checkpoint),
+        "--out",
+        str(tmp_path / "cli"),
+        "--labels",
+        "--quiet",
+    ]
     assert main(args + (["--set", *sets] if sets else [])) == 0, capsys.readouterr().err
     ours, theirs = _files(tmp_path / "api"), _files(tmp_path / "cli")
     assert ours.keys() == theirs.keys()
@@ -195,8 +224,21 @@ def test_score_equals_vidseg_score(synth, tmp_path, capsys):
     _write_predictions(synth, pred, 5)
     ours = vidseg.score(synth, pred, out=tmp_path / "api.json")
     assert 0.0 < ours["miou"] < 1.0 and ours["tc_method"] == "TC-DIS"
-    assert main(["score", "--data", str(synth), "--pred", str(pred), "--out",
-                 str(tmp_path / "cli.json"), "--quiet"]) == 0, capsys.readouterr().err
+    assert (
+        main(
+            [
+                "score",
+                "--data",
+                str(synth),
+                "--pred",
+                str(pred),
+                "--out",
+                str(tmp_path / "cli.json"),
+                "--quiet",
+            ]
+        )
+        == 0
+    ), capsys.readouterr().err
     cli = json.loads((tmp_path / "cli.json").read_text())
     written = json.loads((tmp_path / "api.json").read_text())
     assert _jsonable(ours) == cli == written

@@ -117,7 +117,9 @@ def _synthetic_authors_state(entry: dict) -> dict:
 def test_every_authors_config_has_a_yaml_or_a_reason():
     names = set(_fixture())
     covered = {name for _, name in CASES}
-    assert covered <= names, f"YAMLs for configs the fixture does not know: {sorted(covered - names)}"
+    assert covered <= names, (
+        f"YAMLs for configs the fixture does not know: {sorted(covered - names)}"
+    )
     assert set(UNSUPPORTED) <= names
     assert not covered & set(UNSUPPORTED)
     assert names == covered | set(UNSUPPORTED), sorted(names - covered - set(UNSUPPORTED))
@@ -149,7 +151,8 @@ def test_parameter_count_matches_the_authors(rel, name):
     extra = history * fusion[0] * (fusion[1] // 2) * fusion[2] * fusion[3]
     assert ours + 2 * k - extra == entry["num_params"], (
         f"{rel}: {ours} parameters + 2 K ({2 * k}) - history fusion ({extra}) != the authors' "
-        f"{entry['num_params']} for {name}")
+        f"{entry['num_params']} for {name}"
+    )
 
 
 @pytest.mark.parametrize("rel, name", CASES, ids=[rel for rel, _ in CASES])
@@ -158,5 +161,7 @@ def test_map_state_fills_the_model_from_the_authors_keys(rel, name):
     own = model.state_dict()
     out = map_state(_synthetic_authors_state(_fixture()[name]), model, source=name)
     assert set(out) == set(own)
-    wrong = [(k, tuple(out[k].shape), tuple(own[k].shape)) for k in own if out[k].shape != own[k].shape]
+    wrong = [
+        (k, tuple(out[k].shape), tuple(own[k].shape)) for k in own if out[k].shape != own[k].shape
+    ]
     assert not wrong, wrong[:5]

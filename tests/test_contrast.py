@@ -53,7 +53,9 @@ def test_queues_wrap_around_exact_entries_and_pointers():
     steps = [[0, 0, 1, 255], [0, 0, 1, 1], [0, 0, 0, 255], [1, 1, 1, 0]]
     rng_before = torch.get_rng_state()
     for t, labels in enumerate(steps, start=1):
-        emb = _image([u[t] if c == 0 else w[t] if c == 1 else torch.tensor([5.0, 5.0]) for c in labels])
+        emb = _image(
+            [u[t] if c == 0 else w[t] if c == 1 else torch.tensor([5.0, 5.0]) for c in labels]
+        )
         q.enqueue(emb, torch.tensor([labels]).view(1, 1, 4))
         if t == 1:
             assert q.pixel_ptr.tolist() == [2, 1] and q.pixel_fill.tolist() == [2, 1]
@@ -88,7 +90,10 @@ def test_queue_write_longer_than_size_keeps_a_consistent_ring():
 
 def test_queues_are_seeded_and_the_position_is_checkpointed():
     emb, lab = torch.randn(2, 4, 3, 3), torch.randint(0, 3, (2, 3, 3))
-    a, b = ClassQueues(3, size=5, dim=4, pixels_per_image=2), ClassQueues(3, size=5, dim=4, pixels_per_image=2)
+    a, b = (
+        ClassQueues(3, size=5, dim=4, pixels_per_image=2),
+        ClassQueues(3, size=5, dim=4, pixels_per_image=2),
+    )
     a.enqueue(emb, lab)
     b.load_state_dict(a.state_dict())
     a.enqueue(emb, lab)
@@ -113,7 +118,9 @@ def test_in_batch_loss_matches_hand_formula():
     # spelled out for anchor a: one positive c, negatives b and d
     s = lambda x, y: float(x @ y) / TAU  # noqa: E731
     ea, eb, ec, ed = anchors
-    la = -(TAU / BASE) * (s(ea, ec) - math.log(math.exp(s(ea, ec)) + math.exp(s(ea, eb)) + math.exp(s(ea, ed))))
+    la = -(TAU / BASE) * (
+        s(ea, ec) - math.log(math.exp(s(ea, ec)) + math.exp(s(ea, eb)) + math.exp(s(ea, ed)))
+    )
     assert math.isclose(_formula(anchors[:1], a_lab[:1], anchors, a_lab, True), la, rel_tol=1e-9)
 
 
@@ -129,16 +136,21 @@ def test_queue_loss_matches_formula_and_chunking_is_exact():
     grads, values = [], []
     for chunk in (1000, 3):
         x = emb.clone().requires_grad_()
-        fn = PixelContrastLoss(3, temperature=TAU, base_temperature=BASE, max_views=3, queues=queues,
-                               chunk_size=chunk)
+        fn = PixelContrastLoss(
+            3, temperature=TAU, base_temperature=BASE, max_views=3, queues=queues, chunk_size=chunk
+        )
         loss = fn(x, labels, labels)
         loss.backward()
         values.append(loss.item())
         grads.append(x.grad)
-        idx, a_lab = PixelContrastLoss(3, max_views=3).sample_anchors(labels, labels)  # same seed, same picks
+        idx, a_lab = PixelContrastLoss(3, max_views=3).sample_anchors(
+            labels, labels
+        )  # same seed, same picks
         anchors = emb.permute(0, 2, 3, 1).reshape(-1, 8)[idx]
         contrast, c_lab = queues.contents()
-        assert math.isclose(values[-1], _formula(anchors, a_lab, contrast, c_lab, False), rel_tol=1e-5)
+        assert math.isclose(
+            values[-1], _formula(anchors, a_lab, contrast, c_lab, False), rel_tol=1e-5
+        )
     assert torch.allclose(grads[0], grads[1], atol=1e-6)
     half = ClassQueues(3, size=4, dim=8, pixels_per_image=3, dtype=torch.float16)
     half.load_state_dict(queues.state_dict())
@@ -169,7 +181,12 @@ def test_nothing_to_sample_or_no_positive_gives_zero_with_gradient():
         loss.backward()
         assert torch.isfinite(emb.grad).all()
     empty_bank = PixelContrastLoss(2, max_views=1, queues=ClassQueues(2, size=4, dim=4))
-    assert empty_bank(emb, torch.tensor([[[0, 0], [1, 1]]]), torch.zeros(1, 2, 2, dtype=torch.long)).item() == 0.0
+    assert (
+        empty_bank(
+            emb, torch.tensor([[[0, 0], [1, 1]]]), torch.zeros(1, 2, 2, dtype=torch.long)
+        ).item()
+        == 0.0
+    )
 
 
 def test_optimising_embeddings_decreases_the_loss():
@@ -191,8 +208,10 @@ def test_optimising_embeddings_decreases_the_loss():
 
 def _ddp_batches():
     gen = torch.Generator().manual_seed(7)
-    return [(torch.randn(4, 4, 3, 3, generator=gen), torch.randint(0, 3, (4, 3, 3), generator=gen))
-            for _ in range(2)]
+    return [
+        (torch.randn(4, 4, 3, 3, generator=gen), torch.randint(0, 3, (4, 3, 3), generator=gen))
+        for _ in range(2)
+    ]
 
 
 def _enqueue_all(batches):
@@ -206,7 +225,9 @@ def _ddp_worker(rank, port, out_dir):
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
     try:
-        half = [(e[2 * rank:2 * rank + 2], lab[2 * rank:2 * rank + 2]) for e, lab in _ddp_batches()]
+        half = [
+            (e[2 * rank : 2 * rank + 2], lab[2 * rank : 2 * rank + 2]) for e, lab in _ddp_batches()
+        ]
         torch.save(_enqueue_all(half), os.path.join(out_dir, f"rank{rank}.pt"))
     finally:
         dist.destroy_process_group()

@@ -52,8 +52,16 @@ def test_convert_writes_a_vidseg_checkpoint(authors, tmp_path, capsys):
 
 def test_mismatched_config_names_the_first_key(authors, tmp_path, capsys):
     src, cfg, _ = authors
-    code = run_cli("convert", "sssegmentation", src, tmp_path / "x.pth", "--config", cfg,
-                   "--set", "model.num_classes=23")
+    code = run_cli(
+        "convert",
+        "sssegmentation",
+        src,
+        tmp_path / "x.pth",
+        "--config",
+        cfg,
+        "--set",
+        "model.num_classes=23",
+    )
     assert code == 2
     err = one_line_error(capsys)
     assert "memory_module.memory" in err or "decoder_" in err
@@ -62,16 +70,30 @@ def test_mismatched_config_names_the_first_key(authors, tmp_path, capsys):
 
 def test_missing_layer_names_the_vidseg_key(authors, tmp_path, capsys):
     src, cfg, _ = authors
-    code = run_cli("convert", "sssegmentation", src, tmp_path / "x.pth", "--config", cfg,
-                   "--set", "model.head.cwi_attention=true")
+    code = run_cli(
+        "convert",
+        "sssegmentation",
+        src,
+        tmp_path / "x.pth",
+        "--config",
+        cfg,
+        "--set",
+        "model.head.cwi_attention=true",
+    )
     assert code == 2
     assert "cwi_attention" in one_line_error(capsys)
 
 
-@pytest.mark.parametrize("content, cause", [
-    (None, "not found"), (b"", "empty (0 bytes)"), (b"not a checkpoint at all" * 9,
-                                                     "not a torch.save file"),
-    (b"PK\x03\x04truncated", "truncated or corrupt"), ("half", "truncated or corrupt")])
+@pytest.mark.parametrize(
+    "content, cause",
+    [
+        (None, "not found"),
+        (b"", "empty (0 bytes)"),
+        (b"not a checkpoint at all" * 9, "not a torch.save file"),
+        (b"PK\x03\x04truncated", "truncated or corrupt"),
+        ("half", "truncated or corrupt"),
+    ],
+)
 def test_not_a_checkpoint_is_one_line(authors, tmp_path, capsys, content, cause):
     """The same checks as every other checkpoint reader (`load_checkpoint`), one line each."""
     src, cfg, _ = authors
@@ -131,8 +153,7 @@ def test_stream_cli_runs_on_the_authors_checkpoint(authors, tmp_path, capsys):
     src, cfg, _ = authors
     video = tmp_path / "clip.mp4"
     write_video(video, n=3, h=64, w=96)
-    code = run_cli("stream", cfg, video, "--checkpoint", src, "--out", tmp_path / "out",
-                   "--labels")
+    code = run_cli("stream", cfg, video, "--checkpoint", src, "--out", tmp_path / "out", "--labels")
     assert code == 0, capsys.readouterr().err
     pngs = sorted((tmp_path / "out").rglob("*.png"))
     assert len(pngs) == 3
@@ -153,8 +174,15 @@ def test_a_zoo_name_offline_is_one_line(authors, tmp_path, capsys, monkeypatch):
 
     video = tmp_path / "clip.mp4"
     write_video(video, n=2, h=64, w=96)
-    code = run_cli("stream", cfg, video, "--checkpoint", "mcibiplusplus_upernet_resnet101os8_vspw",
-                   "--out", tmp_path / "out")
+    code = run_cli(
+        "stream",
+        cfg,
+        video,
+        "--checkpoint",
+        "mcibiplusplus_upernet_resnet101os8_vspw",
+        "--out",
+        tmp_path / "out",
+    )
     assert code == 2
     err = one_line_error(capsys)
     assert "modelstore" in err and str(tmp_path / "cache") in err

@@ -21,13 +21,21 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def run_cli(*args, cwd=None):
     env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    return subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env,
-                          cwd=cwd or REPO, timeout=120)
+    return subprocess.run(
+        [sys.executable, *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd or REPO,
+        timeout=120,
+    )
 
 
 def load_tool(script):
     """Import a data_tools script as a module (in-process: no second torch import)."""
-    spec = importlib.util.spec_from_file_location(script[:-3], os.path.join(REPO, "data_tools", script))
+    spec = importlib.util.spec_from_file_location(
+        script[:-3], os.path.join(REPO, "data_tools", script)
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -42,7 +50,9 @@ def test_check_exit_codes_via_python_m(tmp_path, capsys):
     data = os.path.join(root, "data")
     open(os.path.join(data, "1_vid-a_b", "origin", "00000377.jpg"), "wb").close()
     os.remove(os.path.join(data, "2_vidB", "mask", "00000012.png"))
-    cv2.imwrite(os.path.join(data, "4_val", "mask", "00000100.png"), np.full((32, 48), 200, np.uint8))
+    cv2.imwrite(
+        os.path.join(data, "4_val", "mask", "00000100.png"), np.full((32, 48), 200, np.uint8)
+    )
     bad = run_cli("-m", "vidseg", "data", "check", root, "--json", str(tmp_path / "bad.json"))
     assert bad.returncode == 1
     assert "00000377.jpg: empty file (0 bytes)" in bad.stdout
@@ -71,11 +81,47 @@ def test_synth_passes_keyword_arguments(tmp_path, monkeypatch, capsys):
     fake.make_synthetic_vspw = lambda out_dir, **kw: calls.append((out_dir, kw))
     monkeypatch.setitem(sys.modules, "vidseg.data.synthetic", fake)
     out = str(tmp_path / "syn")
-    assert main(["data", "synth", "--out", out, "--seed", "5", "--train-videos", "3",
-                 "--val-videos", "2", "--test-videos", "1", "--frames", "9", "--height", "40",
-                 "--width", "64", "--no-mp4"]) == 0
-    assert calls == [(out, {"num_train": 3, "num_val": 2, "num_test": 1, "frames": 9,
-                            "height": 40, "width": 64, "seed": 5, "write_mp4": False})]
+    assert (
+        main(
+            [
+                "data",
+                "synth",
+                "--out",
+                out,
+                "--seed",
+                "5",
+                "--train-videos",
+                "3",
+                "--val-videos",
+                "2",
+                "--test-videos",
+                "1",
+                "--frames",
+                "9",
+                "--height",
+                "40",
+                "--width",
+                "64",
+                "--no-mp4",
+            ]
+        )
+        == 0
+    )
+    assert calls == [
+        (
+            out,
+            {
+                "num_train": 3,
+                "num_val": 2,
+                "num_test": 1,
+                "frames": 9,
+                "height": 40,
+                "width": 64,
+                "seed": 5,
+                "write_mp4": False,
+            },
+        )
+    ]
     assert main(["data", "synth", "--out", out]) == 0
     assert calls[1] == (out, {"write_mp4": True})  # unset sizes: the generator's defaults
     assert "vidseg data check" in capsys.readouterr().out
@@ -83,9 +129,27 @@ def test_synth_passes_keyword_arguments(tmp_path, monkeypatch, capsys):
 
 def test_synth_then_check_succeeds(tmp_path):
     out = str(tmp_path / "syn")
-    made = run_cli("-m", "vidseg", "data", "synth", "--out", out, "--train-videos", "2",
-                   "--val-videos", "1", "--test-videos", "1", "--frames", "6", "--height", "48",
-                   "--width", "64", "--no-mp4")
+    made = run_cli(
+        "-m",
+        "vidseg",
+        "data",
+        "synth",
+        "--out",
+        out,
+        "--train-videos",
+        "2",
+        "--val-videos",
+        "1",
+        "--test-videos",
+        "1",
+        "--frames",
+        "6",
+        "--height",
+        "48",
+        "--width",
+        "64",
+        "--no-mp4",
+    )
     assert made.returncode == 0, made.stderr
     checked = run_cli("-m", "vidseg", "data", "check", out)
     assert checked.returncode == 0, checked.stdout + checked.stderr
@@ -94,9 +158,14 @@ def test_synth_then_check_succeeds(tmp_path):
 
 def test_data_tool_runs_from_anywhere(tmp_path):
     # no PYTHONPATH, another cwd: the script must find the package by itself
-    result = subprocess.run([sys.executable, os.path.join(REPO, "data_tools", "check_vspw.py"), "--help"],
-                            capture_output=True, text=True, cwd=tmp_path, timeout=60,
-                            env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
+    result = subprocess.run(
+        [sys.executable, os.path.join(REPO, "data_tools", "check_vspw.py"), "--help"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=60,
+        env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
+    )
     assert result.returncode == 0, result.stderr
     assert "usage:" in result.stdout
 
@@ -114,7 +183,9 @@ def test_resize_vspw_keeps_names_and_labels(tmp_path):
     dst = str(tmp_path / "small")
     assert load_tool("resize_vspw.py").main([src, dst, "--height", "16", "--workers", "1"]) == 0
     frame = cv2.imread(os.path.join(dst, "data", "4_val", "origin", "00000101.jpg"))
-    mask = cv2.imread(os.path.join(dst, "data", "4_val", "mask", "00000101.png"), cv2.IMREAD_UNCHANGED)
+    mask = cv2.imread(
+        os.path.join(dst, "data", "4_val", "mask", "00000101.png"), cv2.IMREAD_UNCHANGED
+    )
     assert frame.shape == (16, 24, 3) and mask.shape == (16, 24)
     assert set(np.unique(mask).tolist()) <= {0, 2, 255}  # nearest: no new label values
     assert open(os.path.join(dst, "val.txt")).read() == "4_val\n"

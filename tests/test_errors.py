@@ -49,8 +49,14 @@ def test_config_range_checks_name_the_file_and_accept_documented_zeros(tmp_path)
     bad.write_text(f"_base_: {TINY}\ntrain:\n  momentum: 1.0\n")
     with pytest.raises(ConfigError, match=r"bad\.yaml: train\.momentum=1\.0, expected .*\[0, 1\)"):
         load_config(bad)
-    zeros = ["train.val_videos=0", "train.keep_checkpoints=0", "eval.tc_videos=0",
-             "data.num_workers=0", "model.aux_weight=0", "train.warmup_iters=0"]
+    zeros = [
+        "train.val_videos=0",
+        "train.keep_checkpoints=0",
+        "eval.tc_videos=0",
+        "data.num_workers=0",
+        "model.aux_weight=0",
+        "train.warmup_iters=0",
+    ]
     cfg = load_config(TINY, zeros)
     assert cfg.train.val_videos == 0 and cfg.eval.tc_videos == 0
 
@@ -67,18 +73,34 @@ def test_unwritable_output_folder(tmp_path, capsys, monkeypatch):
     real_access = os.access
     locked = tmp_path / "locked"
     locked.mkdir()
-    monkeypatch.setattr(os, "access", lambda p, mode: False if Path(p) == locked
-                        else real_access(p, mode))
-    code = main(["score", "--data", str(tmp_path), "--pred", str(tmp_path), "--out",
-                 str(locked / "sub" / "m.json")])
+    monkeypatch.setattr(
+        os, "access", lambda p, mode: False if Path(p) == locked else real_access(p, mode)
+    )
+    code = main(
+        [
+            "score",
+            "--data",
+            str(tmp_path),
+            "--pred",
+            str(tmp_path),
+            "--out",
+            str(locked / "sub" / "m.json"),
+        ]
+    )
     err = capsys.readouterr().err.strip()
     assert code == EXIT_BAD_INPUT and len(err.splitlines()) == 1
     assert "--out" in err and str(locked) in err and "not writable" in err
 
 
 def test_debug_shows_the_traceback_and_keeps_the_exit_code(tmp_path, capsys):
-    argv = ["stream", TINY, str(tmp_path / "nope.mp4"), "--random-init", "--out",
-            str(tmp_path / "o")]
+    argv = [
+        "stream",
+        TINY,
+        str(tmp_path / "nope.mp4"),
+        "--random-init",
+        "--out",
+        str(tmp_path / "o"),
+    ]
     assert main(argv) == EXIT_BAD_INPUT
     assert "Traceback" not in capsys.readouterr().err
     assert main(["--debug", *argv]) == EXIT_BAD_INPUT

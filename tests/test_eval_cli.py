@@ -11,7 +11,17 @@ import torch
 from vidseg.config import config_to_dict, load_config
 from vidseg.models.build import build_model
 
-KEYS = {"pixel_acc", "mean_class_acc", "miou", "miou_all_classes", "mvc8", "mvc16", "tc", "per_class", "per_video"}
+KEYS = {
+    "pixel_acc",
+    "mean_class_acc",
+    "miou",
+    "miou_all_classes",
+    "mvc8",
+    "mvc16",
+    "tc",
+    "per_class",
+    "per_video",
+}
 
 
 @pytest.fixture(scope="module")
@@ -19,8 +29,17 @@ def dataset(tmp_path_factory):
     from vidseg.data.synthetic import make_synthetic_vspw
 
     root = tmp_path_factory.mktemp("synth")
-    make_synthetic_vspw(root, num_train=1, num_val=2, num_test=0, frames=18, height=48, width=80, seed=3,
-                        write_mp4=False)
+    make_synthetic_vspw(
+        root,
+        num_train=1,
+        num_val=2,
+        num_test=0,
+        frames=18,
+        height=48,
+        width=80,
+        seed=3,
+        write_mp4=False,
+    )
     return root
 
 
@@ -35,13 +54,26 @@ def checkpoint(dataset, tmp_path_factory):
 
 
 def _vidseg(*args):
-    return subprocess.run([sys.executable, "-m", "vidseg", *args], capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "vidseg", *args], capture_output=True, text=True, timeout=600
+    )
 
 
 def test_eval_writes_predictions_and_metrics(dataset, checkpoint, tmp_path):
     out = tmp_path / "eval"
-    proc = _vidseg("eval", "configs/synthetic/tiny.yaml", "--checkpoint", str(checkpoint), "--data", str(dataset),
-                   "--out", str(out), "--color", "--set", "eval.tc=true")
+    proc = _vidseg(
+        "eval",
+        "configs/synthetic/tiny.yaml",
+        "--checkpoint",
+        str(checkpoint),
+        "--data",
+        str(dataset),
+        "--out",
+        str(out),
+        "--color",
+        "--set",
+        "eval.tc=true",
+    )
     assert proc.returncode == 0, proc.stderr
     metrics = json.loads((out / "metrics.json").read_text())
     assert KEYS <= set(metrics)
@@ -61,7 +93,15 @@ def test_eval_writes_predictions_and_metrics(dataset, checkpoint, tmp_path):
     assert pred.ndim == 2 and pred.shape == mask.shape and pred.max() <= 123
     assert any((out / "color").rglob("*.png"))
     # the same predictions scored by `vidseg score` give the same numbers
-    proc = _vidseg("score", "--data", str(dataset), "--pred", str(out / "pred"), "--out", str(tmp_path / "s.json"))
+    proc = _vidseg(
+        "score",
+        "--data",
+        str(dataset),
+        "--pred",
+        str(out / "pred"),
+        "--out",
+        str(tmp_path / "s.json"),
+    )
     assert proc.returncode == 0, proc.stderr
     scored = json.loads((tmp_path / "s.json").read_text())
     for key in ("pixel_acc", "miou", "mvc8", "mvc16", "tc"):
@@ -69,14 +109,29 @@ def test_eval_writes_predictions_and_metrics(dataset, checkpoint, tmp_path):
 
 
 def test_eval_with_mismatched_config_is_one_line_error(dataset, checkpoint):
-    proc = _vidseg("eval", "configs/synthetic/tiny.yaml", "--checkpoint", str(checkpoint), "--data", str(dataset),
-                   "--set", "model.history=1")
+    proc = _vidseg(
+        "eval",
+        "configs/synthetic/tiny.yaml",
+        "--checkpoint",
+        str(checkpoint),
+        "--data",
+        str(dataset),
+        "--set",
+        "model.history=1",
+    )
     assert proc.returncode == 2
     assert "model.history" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_eval_on_a_missing_root_points_to_data_check(checkpoint, tmp_path):
-    proc = _vidseg("eval", "configs/synthetic/tiny.yaml", "--checkpoint", str(checkpoint), "--data", str(tmp_path))
+    proc = _vidseg(
+        "eval",
+        "configs/synthetic/tiny.yaml",
+        "--checkpoint",
+        str(checkpoint),
+        "--data",
+        str(tmp_path),
+    )
     assert proc.returncode == 2 and "vidseg data check" in proc.stderr
 
 
@@ -90,4 +145,5 @@ def test_no_history_differs_from_history(dataset, checkpoint):
     without = evaluate(model, cfg, root=str(dataset), progress=False, no_history=True)
     assert with_history["frames"] == without["frames"] == 36
     assert not np.isclose(with_history["mvc8"], without["mvc8"]) or not np.isclose(
-        with_history["pixel_acc"], without["pixel_acc"])
+        with_history["pixel_acc"], without["pixel_acc"]
+    )

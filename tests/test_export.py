@@ -34,7 +34,7 @@ def test_step_graph_matches_step_in_torch():
             else:
                 hist = pick_history(buffer, model.history, 1, None)
             got, new_map = graph(x, torch.tensor([1.0 if k == 0 else 0.0]), *hist)
-            buffer = (buffer + [new_map])[-model.history:]
+            buffer = (buffer + [new_map])[-model.history :]
             assert torch.allclose(got, ref, atol=1e-6), (k, (got - ref).abs().max())
 
 
@@ -42,8 +42,20 @@ def test_export_cli_checks_against_torch(tmp_path):
     pytest.importorskip("onnx")
     pytest.importorskip("onnxruntime")
     out = tmp_path / "tiny.onnx"
-    code = main(["export", TINY, "--random-init", "--onnx", str(out), "--size", "48", "64",
-                 "--json", str(tmp_path / "e.json")])
+    code = main(
+        [
+            "export",
+            TINY,
+            "--random-init",
+            "--onnx",
+            str(out),
+            "--size",
+            "48",
+            "64",
+            "--json",
+            str(tmp_path / "e.json"),
+        ]
+    )
     assert code == 0 and out.stat().st_size > 10_000
     info = json.loads((tmp_path / "e.json").read_text())
     assert info["inputs"] == ["frame", "first", "hist_1", "hist_2"]

@@ -45,8 +45,9 @@ def test_training_starts_from_init_from(tmp_path, monkeypatch):
     root = make_tiny_vspw(tmp_path / "vspw", videos=2, frames=3)
     path, image = _image_checkpoint(tmp_path, root)
     work = tmp_path / "run"
-    cfg = tiny_cfg(root, work, "model.history=2", "train.iters=1", f"train.init_from={path}",
-                   "train.lr=1e-30")
+    cfg = tiny_cfg(
+        root, work, "model.history=2", "train.iters=1", f"train.init_from={path}", "train.lr=1e-30"
+    )
     tr.train(cfg)
     log = (work / "train.log").read_text()
     assert f"train.init_from={path}" in log

@@ -12,8 +12,9 @@ def test_warnings_show_on_rank_0_only(tmp_path, caplog):
         for rank in (0, 1):
             run = tmp_path / f"rank{rank}"
             run.mkdir()
-            logger = RunLogger(run, total_iters=2, enabled=rank == 0, tensorboard=False,
-                               progress=False)
+            logger = RunLogger(
+                run, total_iters=2, enabled=rank == 0, tensorboard=False, progress=False
+            )
             logger.warning(f"sync_bn falls back on rank {rank}")
             logger.close()
     assert [r.getMessage() for r in caplog.records] == ["sync_bn falls back on rank 0"]

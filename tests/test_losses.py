@@ -33,7 +33,9 @@ def test_ohem_min_kept_raises_the_threshold_to_the_hardest_pixels():
     labels = torch.tensor([[[0, 0, 0, 0, 0, 255]]])
     # 3 hardest valid pixels: 0.2, 0.5, 0.8
     kept3 = OhemCrossEntropy(threshold=0.7, min_kept=3)(logits, labels)
-    assert math.isclose(kept3.item(), -(math.log(0.2) + math.log(0.5) + math.log(0.8)) / 3, rel_tol=1e-6)
+    assert math.isclose(
+        kept3.item(), -(math.log(0.2) + math.log(0.5) + math.log(0.8)) / 3, rel_tol=1e-6
+    )
     # more than the valid count: every valid pixel, i.e. plain CE
     all_valid = OhemCrossEntropy(threshold=0.7, min_kept=100)(logits, labels)
     assert torch.isclose(all_valid, cross_entropy(logits, labels))
@@ -65,7 +67,9 @@ def test_rcl_loss_restores_eval_mode_and_matches_ce_on_rows():
     with torch.no_grad():
         expected = F.cross_entropy(head(rows).flatten(1), torch.arange(3))
     assert torch.isclose(loss, expected)
-    mixed = nn.Sequential(nn.Conv2d(4, 4, 1), nn.BatchNorm2d(4), nn.BatchNorm2d(4), nn.Conv2d(4, 3, 1))
+    mixed = nn.Sequential(
+        nn.Conv2d(4, 4, 1), nn.BatchNorm2d(4), nn.BatchNorm2d(4), nn.Conv2d(4, 3, 1)
+    )
     mixed.train()
     mixed[2].eval()
     rcl_loss(mixed, rows)

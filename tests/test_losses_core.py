@@ -20,7 +20,9 @@ def test_cross_entropy_ignores_255_and_matches_hand_value():
 def test_cross_entropy_upsamples_logits_and_all_ignored_is_zero_not_nan():
     logits = torch.randn(2, 3, 4, 4, requires_grad=True)
     labels = torch.randint(0, 3, (2, 16, 16))
-    ref = F.cross_entropy(F.interpolate(logits, size=(16, 16), mode="bilinear", align_corners=False), labels)
+    ref = F.cross_entropy(
+        F.interpolate(logits, size=(16, 16), mode="bilinear", align_corners=False), labels
+    )
     assert torch.isclose(cross_entropy(logits, labels), ref)
     zero = cross_entropy(logits, torch.full((2, 16, 16), 255))
     assert zero.item() == 0.0

@@ -22,6 +22,7 @@ def pixels_to_features(pixels: list) -> torch.Tensor:
 
 # ---------------------------------------------------------------- downsample_labels
 
+
 def test_downsample_labels_takes_the_centre_pixel():
     labels = torch.arange(16).reshape(1, 4, 4)
     out = downsample_labels(labels, (2, 2))
@@ -48,8 +49,9 @@ def test_downsample_labels_rejects_bad_shape():
 # ---------------------------------------------------------------- DistributionMemory
 
 # Batch 1: 1 image, 2x2 grid, Z = 4. Class 0 at (0,0), (1,0); class 1 at (0,1); (1,1) ignored.
-BATCH1_FEATS = pixels_to_features([[[[1, 2, 3, 4], [0, 0, 4, 4]],
-                                    [[3, 4, 5, 6], [100, 100, 100, 100]]]])
+BATCH1_FEATS = pixels_to_features(
+    [[[[1, 2, 3, 4], [0, 0, 4, 4]], [[3, 4, 5, 6], [100, 100, 100, 100]]]]
+)
 BATCH1_LABELS = torch.tensor([[[0, 1], [0, IGN]]])
 # class 0 mean vector [2, 3, 4, 5]: mean 3.5, population variance (2.25+0.25+0.25+2.25)/4 = 1.25
 # class 1 mean vector [0, 0, 4, 4]: mean 2, population variance 4 -> std 2
@@ -57,8 +59,7 @@ BATCH1_STATS = [[3.5, math.sqrt(1.25)], [2.0, 2.0]]
 
 # Batch 2: 2 images of 1x2. Class 1: [1,1,1,1] and [3,3,3,3] -> mean vector [2,2,2,2]: mean 2, std 0.
 # Class 0: [1,1,1,5]: mean 2, variance (1+1+1+9)/4 = 3. The [9,9,9,9] pixel is ignored.
-BATCH2_FEATS = pixels_to_features([[[[1, 1, 1, 1], [9, 9, 9, 9]]],
-                                   [[[3, 3, 3, 3], [1, 1, 1, 5]]]])
+BATCH2_FEATS = pixels_to_features([[[[1, 1, 1, 1], [9, 9, 9, 9]]], [[[3, 3, 3, 3], [1, 1, 1, 5]]]])
 BATCH2_LABELS = torch.tensor([[[1, IGN]], [[1, 0]]])
 
 
@@ -71,9 +72,13 @@ def test_first_observation_initialises_then_ema():
     assert mem.seen.tolist() == [True, True, False]
 
     mem.update(BATCH2_FEATS, BATCH2_LABELS)
-    expected = torch.tensor([[0.9 * 3.5 + 0.1 * 2.0, 0.9 * math.sqrt(1.25) + 0.1 * math.sqrt(3.0)],
-                             [0.9 * 2.0 + 0.1 * 2.0, 0.9 * 2.0 + 0.1 * 0.0],
-                             [0.0, 1.0]])
+    expected = torch.tensor(
+        [
+            [0.9 * 3.5 + 0.1 * 2.0, 0.9 * math.sqrt(1.25) + 0.1 * math.sqrt(3.0)],
+            [0.9 * 2.0 + 0.1 * 2.0, 0.9 * 2.0 + 0.1 * 0.0],
+            [0.0, 1.0],
+        ]
+    )
     assert torch.allclose(mem.stats, expected, atol=1e-6)
 
 
@@ -113,8 +118,10 @@ def test_global_rng_untouched():
     cpu_state = torch.get_rng_state()
     mem = DistributionMemory(num_classes=5, channels=8, noise_seed=7).train()
     mem.sample()
-    mem.update(torch.randn(1, 8, 2, 2, generator=torch.Generator().manual_seed(1)),
-               torch.tensor([[[0, 1], [4, IGN]]]))
+    mem.update(
+        torch.randn(1, 8, 2, 2, generator=torch.Generator().manual_seed(1)),
+        torch.tensor([[[0, 1], [4, IGN]]]),
+    )
     mem.sample()
     assert torch.equal(torch.get_rng_state(), cpu_state)
 
@@ -179,8 +186,12 @@ def test_labels_at_any_resolution_grid_rule_downsamples_them():
 
 
 def test_constructor_rejects_unknown_choices():
-    for kwargs in ({"update_rule": "nearest"}, {"std": "sample"}, {"first_update": "init"},
-                   {"noise": "global"}):
+    for kwargs in (
+        {"update_rule": "nearest"},
+        {"std": "sample"},
+        {"first_update": "init"},
+        {"noise": "global"},
+    ):
         with pytest.raises(ValueError, match=next(iter(kwargs))):
             DistributionMemory(3, 4, **kwargs)
     with pytest.raises(ValueError, match="noise_seed must be 0"):
@@ -199,15 +210,14 @@ def test_constructor_rejects_unknown_choices():
 #        6  7  9 10           3  1 -3 -5
 #        8  9 11 12           4  2 -2 -4
 TINY_FEATS = torch.tensor([[[[0.0, 4.0], [8.0, 12.0]], [[0.0, -8.0], [4.0, -4.0]]]])
-TINY_LABELS = torch.tensor([[[0, 0, 1, 1],
-                             [0, 0, 1, 1],
-                             [1, 1, 1, 1],
-                             [IGN, 1, 1, 2]]])
+TINY_LABELS = torch.tensor([[[0, 0, 1, 1], [0, 0, 1, 1], [1, 1, 1, 1], [IGN, 1, 1, 2]]])
 # "label": class 0 mean vector [1.5, -0.5] -> mean 0.5, population std 1, unbiased std sqrt(2);
 # class 1 (10 pixels): ch0 sum 70, ch1 sum -30 -> [7, -3] -> mean 2, std 5 / 5 sqrt(2);
 # class 2 (1 pixel): [12, -4] -> mean 4, std 8 / 8 sqrt(2).
-TINY_LABEL_RULE = {"population": [[0.5, 1.0], [2.0, 5.0], [4.0, 8.0]],
-                   "unbiased": [[0.5, math.sqrt(2)], [2.0, 5 * math.sqrt(2)], [4.0, 8 * math.sqrt(2)]]}
+TINY_LABEL_RULE = {
+    "population": [[0.5, 1.0], [2.0, 5.0], [4.0, 8.0]],
+    "unbiased": [[0.5, math.sqrt(2)], [2.0, 5 * math.sqrt(2)], [4.0, 8 * math.sqrt(2)]],
+}
 # "grid": labels at the cell centres (rows/cols 1 and 3) = [[0, 1], [1, 2]]; class 0 = cell
 # [0, 0] -> (0, 0); class 1 = cells [4, -8], [8, 4] -> [6, -2] -> (2, 4); class 2 -> (4, 8).
 TINY_GRID_RULE = [[0.0, 0.0], [2.0, 4.0], [4.0, 8.0]]
@@ -220,7 +230,9 @@ def test_tiny_case_label_rule_hand_computed():
     for std, expected in TINY_LABEL_RULE.items():
         mem = DistributionMemory(3, 2, update_rule="label", std=std).train()
         sums = mem.class_sums(TINY_FEATS, TINY_LABELS)
-        assert torch.allclose(sums, torch.tensor([[6.0, -2.0, 4.0], [70.0, -30.0, 10.0], [12.0, -4.0, 1.0]]))
+        assert torch.allclose(
+            sums, torch.tensor([[6.0, -2.0, 4.0], [70.0, -30.0, 10.0], [12.0, -4.0, 1.0]])
+        )
         mem.update(TINY_FEATS, TINY_LABELS)
         assert torch.allclose(mem.stats, torch.tensor(expected), atol=1e-6), std
 
@@ -233,7 +245,9 @@ def test_tiny_case_grid_rule_hand_computed():
 
 def _direct_label_rule_sums(features, labels, num_classes):
     """Materialise the bilinear upsampling and sum each class's pixels (the reference)."""
-    up = F.interpolate(features.float(), size=labels.shape[-2:], mode="bilinear", align_corners=False)
+    up = F.interpolate(
+        features.float(), size=labels.shape[-2:], mode="bilinear", align_corners=False
+    )
     out = torch.zeros(num_classes, features.shape[1] + 1, dtype=torch.float64)
     for k in range(num_classes):
         mask = labels == k
@@ -242,8 +256,9 @@ def _direct_label_rule_sums(features, labels, num_classes):
     return out
 
 
-@pytest.mark.parametrize("grid,label_size", [((3, 4), (13, 9)), ((5, 7), (40, 56)), ((8, 8), (4, 4)),
-                                             ((2, 2), (2, 2))])
+@pytest.mark.parametrize(
+    "grid,label_size", [((3, 4), (13, 9)), ((5, 7), (40, 56)), ((8, 8), (4, 4)), ((2, 2), (2, 2))]
+)
 def test_label_rule_sums_equal_materialised_upsampling(grid, label_size):
     """The adjoint (no upsampled map) equals upsample-then-sum for up-, down- and same-size."""
     gen = torch.Generator().manual_seed(7)
@@ -268,17 +283,27 @@ def test_one_pixel_object_updates_label_rule_only():
     assert label.seen.tolist() == [True, True]
     # the pixel at (0, 0) reads cell (0, 0) with weight 1 (clamped border)
     cell = feats[0, :, 0, 0]
-    assert torch.allclose(label.stats[1], torch.stack([cell.mean(), cell.std(unbiased=False)]), atol=1e-6)
+    assert torch.allclose(
+        label.stats[1], torch.stack([cell.mean(), cell.std(unbiased=False)]), atol=1e-6
+    )
 
 
 # ---------------------------------------------------------------- the authors' rule, restated
 
-def authors_update(memory: torch.Tensor, features: torch.Tensor, segmentation: torch.Tensor,
-                   momentum: float, ignore_index: int = IGN) -> None:
+
+def authors_update(
+    memory: torch.Tensor,
+    features: torch.Tensor,
+    segmentation: torch.Tensor,
+    momentum: float,
+    ignore_index: int = IGN,
+) -> None:
     """sssegmentation's FeaturesMemoryV2.update, restated line by line (single process): R
     upsampled to the label size, then per class: mean vector, its mean and torch.std
     (unbiased), EMA from the current entry (the initial (0, 1) included)."""
-    features = F.interpolate(features, size=segmentation.shape[-2:], mode="bilinear", align_corners=False)
+    features = F.interpolate(
+        features, size=segmentation.shape[-2:], mode="bilinear", align_corners=False
+    )
     batch_size, num_channels, h, w = features.size()
     segmentation = segmentation.long()
     features = features.permute(0, 2, 3, 1).contiguous().view(batch_size * h * w, num_channels)
@@ -295,8 +320,9 @@ def test_authors_statistic_and_ema_from_init():
     K, Z = 5, 16
     gen = torch.Generator().manual_seed(11)
     reference = torch.cat([torch.zeros(K, 1), torch.ones(K, 1)], dim=1)
-    mem = DistributionMemory(K, Z, momentum=0.1, update_rule="label", std="unbiased",
-                             first_update="ema").train()
+    mem = DistributionMemory(
+        K, Z, momentum=0.1, update_rule="label", std="unbiased", first_update="ema"
+    ).train()
     for step in range(3):
         feats = torch.randn(2, Z, 6, 6, generator=gen) * 2.0 + step
         labels = torch.randint(0, K - 1, (2, 48, 48), generator=gen)  # class K-1 never present
@@ -309,7 +335,7 @@ def test_authors_statistic_and_ema_from_init():
     # first_update="set" differs from the authors' EMA-from-init on the first observation
     other = DistributionMemory(K, Z, update_rule="label", std="unbiased").train()
     other.update(feats, labels)
-    assert not torch.allclose(other.stats[:K - 1], mem.stats[:K - 1])
+    assert not torch.allclose(other.stats[: K - 1], mem.stats[: K - 1])
 
 
 @pytest.mark.parametrize("channels", [8, 32])  # torch's scalar (< 16) and vectorised normal paths
@@ -325,8 +351,12 @@ def test_per_class_noise_equals_the_authors_global_rng_read(channels):
         theirs = []
         for idx in range(K):  # sssegmentation FeaturesMemoryV2.forward
             torch.manual_seed(idx)
-            theirs.append(torch.normal(mean=torch.full((1, channels), means[idx]),
-                                       std=torch.full((1, channels), stds[idx])))
+            theirs.append(
+                torch.normal(
+                    mean=torch.full((1, channels), means[idx]),
+                    std=torch.full((1, channels), stds[idx]),
+                )
+            )
         theirs = torch.cat(theirs, dim=0)
     assert torch.equal(ours, theirs)
     assert torch.equal(torch.get_rng_state(), before)
@@ -335,6 +365,7 @@ def test_per_class_noise_equals_the_authors_global_rng_read(channels):
 
 
 # ---------------------------------------------------------------- DDP with the "label" rule
+
 
 def _label_rule_batches():
     gen = torch.Generator().manual_seed(5)
@@ -350,8 +381,9 @@ def _label_rule_batches():
 
 
 def _label_rule_run(batches):
-    mem = DistributionMemory(3, 6, momentum=0.3, update_rule="label", std="unbiased",
-                             first_update="ema").train()
+    mem = DistributionMemory(
+        3, 6, momentum=0.3, update_rule="label", std="unbiased", first_update="ema"
+    ).train()
     for feats, labels in batches:
         mem.update(feats, labels)
     return {"stats": mem.stats, "seen": mem.seen}
@@ -361,9 +393,14 @@ def _label_rule_worker(rank: int, port: int, out_dir: str) -> None:
     import torch.distributed as dist
 
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD)
+    dist.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD
+    )
     try:
-        half = [(f[2 * rank:2 * rank + 2], lab[2 * rank:2 * rank + 2]) for f, lab in _label_rule_batches()]
+        half = [
+            (f[2 * rank : 2 * rank + 2], lab[2 * rank : 2 * rank + 2])
+            for f, lab in _label_rule_batches()
+        ]
         torch.save(_label_rule_run(half), os.path.join(out_dir, f"rank{rank}.pt"))
     finally:
         dist.destroy_process_group()
@@ -383,10 +420,11 @@ def test_label_rule_ddp_matches_single_process(tmp_path):
 
 # ---------------------------------------------------------------- VectorMemory
 
+
 def test_vector_memory_poly_momentum():
     mem = VectorMemory(num_classes=2, channels=2, base_momentum=0.9, power=0.9)
     assert mem.momentum_at(0.0) == pytest.approx(0.9)
-    assert mem.momentum_at(0.5) == pytest.approx(0.9 * 0.5 ** 0.9)
+    assert mem.momentum_at(0.5) == pytest.approx(0.9 * 0.5**0.9)
     assert mem.momentum_at(1.0) == 0.0
     with pytest.raises(ValueError, match="progress"):
         mem.momentum_at(1.5)
@@ -406,7 +444,7 @@ def test_vector_memory_cosine_weighted_update():
     feats = pixels_to_features([[[[1, 0], [2, 2]], [[0, 3], [50, 50]]]])
     labels = torch.tensor([[[0, 0], [0, IGN]]])
     mem.update(feats, labels, progress=0.5)
-    m = 0.9 * 0.5 ** 0.9
+    m = 0.9 * 0.5**0.9
     expected0 = torch.tensor([(1 - m) * 0.5 + m * 0.5, (1 - m) * 0.5 + m * 1.5])
     assert torch.allclose(mem.memory[0], expected0, atol=1e-6)
     assert torch.equal(mem.memory[1], torch.tensor([0.0, -2.0]))  # absent: untouched

@@ -38,15 +38,24 @@ def run_updates(feats_labels: list[tuple[torch.Tensor, torch.Tensor]]) -> dict[s
     for step, (feats, labels) in enumerate(feats_labels):
         dmem.update(feats, labels)
         vmem.update(feats, labels, progress=0.25 * step)
-    return {"stats": dmem.stats, "dseen": dmem.seen, "sample": dmem.sample(),
-            "memory": vmem.memory, "vseen": vmem.seen}
+    return {
+        "stats": dmem.stats,
+        "dseen": dmem.seen,
+        "sample": dmem.sample(),
+        "memory": vmem.memory,
+        "vseen": vmem.seen,
+    }
 
 
 def _worker(rank: int, port: int, out_dir: str) -> None:
     torch.set_num_threads(1)  # two ranks on a small shared CPU
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD)
+    dist.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD
+    )
     try:
-        half = [(f[2 * rank:2 * rank + 2], lab[2 * rank:2 * rank + 2]) for f, lab in make_batches()]
+        half = [
+            (f[2 * rank : 2 * rank + 2], lab[2 * rank : 2 * rank + 2]) for f, lab in make_batches()
+        ]
         torch.save(run_updates(half), os.path.join(out_dir, f"rank{rank}.pt"))
     finally:
         dist.destroy_process_group()

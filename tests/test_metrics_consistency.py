@@ -66,7 +66,9 @@ def test_matches_brute_force_on_random_videos_including_short_ones():
         gts, preds = [], []
         for _ in range(n):
             g = np.where(rng.random(g.shape) < 0.1, rng.integers(0, 3, g.shape), g).astype(np.uint8)
-            p = np.where(rng.random(p.shape) < 0.15, rng.integers(0, 3, p.shape), p).astype(np.uint8)
+            p = np.where(rng.random(p.shape) < 0.15, rng.integers(0, 3, p.shape), p).astype(
+                np.uint8
+            )
             g[0, 0] = 255  # void stays constant and counts (raw equality, no ignore)
             gts.append(g.copy())
             preds.append(p.copy())
@@ -99,12 +101,21 @@ def test_warp_matches_torch_grid_sample_as_in_official_flowwarp():
     flow = rng.normal(0, 4, (h, w, 2)).astype(np.float32)
     flow[0, :3] = 0.5  # half-pixel ties
     xx, yy = np.meshgrid(np.arange(w), np.arange(h))
-    v = torch.from_numpy(np.stack([xx, yy]).astype(np.float32))[None] + torch.from_numpy(flow).permute(2, 0, 1)[None]
+    v = (
+        torch.from_numpy(np.stack([xx, yy]).astype(np.float32))[None]
+        + torch.from_numpy(flow).permute(2, 0, 1)[None]
+    )
     v[:, 0] = 2.0 * v[:, 0].clone() / max(w - 1, 1) - 1.0
     v[:, 1] = 2.0 * v[:, 1].clone() / max(h - 1, 1) - 1.0
-    ref = torch.nn.functional.grid_sample(torch.from_numpy(pred)[None, None].float(), v.permute(0, 2, 3, 1),
-                                          mode="nearest", align_corners=False)
-    np.testing.assert_array_equal(warp_nearest_official(pred, flow), ref[0, 0].numpy().astype(np.uint8))
+    ref = torch.nn.functional.grid_sample(
+        torch.from_numpy(pred)[None, None].float(),
+        v.permute(0, 2, 3, 1),
+        mode="nearest",
+        align_corners=False,
+    )
+    np.testing.assert_array_equal(
+        warp_nearest_official(pred, flow), ref[0, 0].numpy().astype(np.uint8)
+    )
 
 
 def test_tc_identical_constant_predictions_zero_flow_480x853():
@@ -126,14 +137,17 @@ def _translation_video(n=4, h=96, w=128, d=(3, 2)):
     big_h, big_w = h + n * abs(d[1]) + 8, w + n * abs(d[0]) + 8
     tex = cv2.GaussianBlur(rng.integers(0, 256, (big_h, big_w)).astype(np.float32), (0, 0), 2.0)
     tex = cv2.normalize(tex, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
-    labels = (rng.integers(0, 6, (big_h // 16 + 1, big_w // 16 + 1)).repeat(16, 0).repeat(16, 1)
-              [:big_h, :big_w]).astype(np.uint8)
+    labels = (
+        rng.integers(0, 6, (big_h // 16 + 1, big_w // 16 + 1))
+        .repeat(16, 0)
+        .repeat(16, 1)[:big_h, :big_w]
+    ).astype(np.uint8)
     oy, ox = 4 + n * d[1], 4 + n * d[0]
     frames, preds = [], []
     for t in range(n):  # content moves by +d per frame: flow t -> t+1 is +d everywhere
         y, x = oy - t * d[1], ox - t * d[0]
-        frames.append(np.repeat(tex[y:y + h, x:x + w, None], 3, axis=2))
-        preds.append(labels[y:y + h, x:x + w].copy())
+        frames.append(np.repeat(tex[y : y + h, x : x + w, None], 3, axis=2))
+        preds.append(labels[y : y + h, x : x + w].copy())
     return frames, preds
 
 
@@ -148,7 +162,9 @@ def _tc(flow, frames, preds):
 
 def test_tc_dis_close_to_true_flow_on_translation():
     frames, preds = _translation_video()
-    true = _tc(lambda a, b: np.broadcast_to(np.float32([3, 2]), a.shape[:2] + (2,)).copy(), frames, preds)
+    true = _tc(
+        lambda a, b: np.broadcast_to(np.float32([3, 2]), a.shape[:2] + (2,)).copy(), frames, preds
+    )
     dis = _tc("dis", frames, preds)
     zero = _tc(lambda a, b: np.zeros(a.shape[:2] + (2,), np.float32), frames, preds)
     assert abs(dis - true) < 0.01
@@ -169,7 +185,9 @@ def test_raft_backend_loads_local_weights_and_returns_cropped_flow(tmp_path):
 
     torch.manual_seed(0)
     weights = tmp_path / "raft.pth"
-    torch.save({"module." + k: v for k, v in raft_large(weights=None).state_dict().items()}, weights)
+    torch.save(
+        {"module." + k: v for k, v in raft_large(weights=None).state_dict().items()}, weights
+    )
     fn, method = build_flow("raft", raft_weights=str(weights), device="cpu")
     fn.iters = 2  # random weights: only shapes and plumbing are checked here
     rgb = np.random.default_rng(0).integers(0, 256, (125, 130, 3)).astype(np.uint8)

@@ -69,7 +69,9 @@ def test_ignored_pixels_may_hold_any_prediction_but_valid_ones_may_not():
 
 def test_empty_matrix_gives_nan():
     r = ConfusionMatrix(3).compute()
-    assert math.isnan(r["miou"]) and math.isnan(r["pixel_acc"]) and math.isnan(r["miou_all_classes"])
+    assert (
+        math.isnan(r["miou"]) and math.isnan(r["pixel_acc"]) and math.isnan(r["miou_all_classes"])
+    )
 
 
 def test_uint8_fast_path_equals_general_path_and_still_validates():

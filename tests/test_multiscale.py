@@ -37,8 +37,9 @@ def test_fuse_pair_matches_formula():
 
 def test_chain_two_scales_constant_inputs():
     c_low, c_high, a = 2.0, -1.0, 0.3
-    out = hmsa_chain({0.5: (_const(c_low, (2, 2)), _const(a, (2, 2), 1)),
-                      1.0: (_const(c_high, (4, 4)), None)})
+    out = hmsa_chain(
+        {0.5: (_const(c_low, (2, 2)), _const(a, (2, 2), 1)), 1.0: (_const(c_high, (4, 4)), None)}
+    )
     assert out.shape == (1, K, 4, 4)
     assert torch.allclose(out, torch.full_like(out, a * c_low + (1 - a) * c_high))
 
@@ -48,17 +49,23 @@ def test_chain_three_scales_constant_inputs_and_largest_attention_unused():
     a05, a1 = 0.25, 0.6
     expected = a05 * c05 + (1 - a05) * (a1 * c1 + (1 - a1) * c2)
     for a2 in (0.0, 0.9):  # the largest scale's attention must not matter
-        out = hmsa_chain({1.0: (_const(c1, (4, 4)), _const(a1, (4, 4), 1)),
-                          2.0: (_const(c2, (8, 8)), _const(a2, (8, 8), 1)),
-                          0.5: (_const(c05, (2, 2)), _const(a05, (2, 2), 1))})
+        out = hmsa_chain(
+            {
+                1.0: (_const(c1, (4, 4)), _const(a1, (4, 4), 1)),
+                2.0: (_const(c2, (8, 8)), _const(a2, (8, 8), 1)),
+                0.5: (_const(c05, (2, 2)), _const(a05, (2, 2), 1)),
+            }
+        )
         assert out.shape == (1, K, 4, 4)
         assert torch.allclose(out, torch.full_like(out, expected))
 
 
 def test_chain_follows_pseudo_code_on_random_inputs():
     torch.manual_seed(1)
-    outs = {s: (torch.randn(1, K, int(4 * s), int(6 * s)), torch.rand(1, 1, int(4 * s), int(6 * s)))
-            for s in (0.5, 1.0, 1.5, 2.0)}
+    outs = {
+        s: (torch.randn(1, K, int(4 * s), int(6 * s)), torch.rand(1, 1, int(4 * s), int(6 * s)))
+        for s in (0.5, 1.0, 1.5, 2.0)
+    }
     rs = lambda t, ref: F.interpolate(t, size=ref.shape[-2:], mode="bilinear", align_corners=False)  # noqa: E731
     pred = outs[2.0][0]
     for s in (1.5, 1.0):
@@ -91,7 +98,9 @@ def test_multiscale_inference_output_size_and_value():
     out = MultiScaleInference(scales=(0.5, 1.0, 2.0))(_toy, image)
     assert out.shape == (2, 4, 8, 12)
     resize = lambda s: F.interpolate(image, scale_factor=s, mode="bilinear", align_corners=False)  # noqa: E731
-    expected = hmsa_chain({0.5: _toy(resize(0.5), 0.5), 1.0: _toy(image, 1.0), 2.0: _toy(resize(2.0), 2.0)})
+    expected = hmsa_chain(
+        {0.5: _toy(resize(0.5), 0.5), 1.0: _toy(image, 1.0), 2.0: _toy(resize(2.0), 2.0)}
+    )
     assert torch.allclose(out, expected, atol=1e-6)
 
 
@@ -107,7 +116,9 @@ def test_flip_consistency():
     a = flipped(skewed, image)
     b = flipped(skewed, image.flip(-1)).flip(-1)
     assert torch.allclose(a, b, atol=1e-5)
-    assert not torch.allclose(plain(skewed, image), plain(skewed, image.flip(-1)).flip(-1), atol=1e-3)
+    assert not torch.allclose(
+        plain(skewed, image), plain(skewed, image.flip(-1)).flip(-1), atol=1e-3
+    )
 
 
 def test_training_loss_terms_and_gradients():

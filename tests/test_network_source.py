@@ -36,8 +36,10 @@ class SilentServer:
     the first connection only (after reading its request), nothing ever after."""
 
     def __init__(self, frames: int = 0):
-        self.jpegs = [cv2.imencode(".jpg", cv2.cvtColor(moving_square(k), cv2.COLOR_RGB2BGR))[1]
-                      .tobytes() for k in range(frames)]
+        self.jpegs = [
+            cv2.imencode(".jpg", cv2.cvtColor(moving_square(k), cv2.COLOR_RGB2BGR))[1].tobytes()
+            for k in range(frames)
+        ]
         self.sock = socket.create_server(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/cam.mjpg"
         self.accepted = threading.Event()
@@ -60,11 +62,16 @@ class SilentServer:
         request = b""
         while b"\r\n\r\n" not in request:
             request += conn.recv(4096)
-        conn.sendall(b"HTTP/1.0 200 OK\r\n"
-                     b"Content-Type: multipart/x-mixed-replace; boundary=frame\r\n\r\n")
+        conn.sendall(
+            b"HTTP/1.0 200 OK\r\nContent-Type: multipart/x-mixed-replace; boundary=frame\r\n\r\n"
+        )
         for jpg in self.jpegs:
-            conn.sendall(b"--frame\r\nContent-Type: image/jpeg\r\n"
-                         + f"Content-Length: {len(jpg)}\r\n\r\n".encode() + jpg + b"\r\n")
+            conn.sendall(
+                b"--frame\r\nContent-Type: image/jpeg\r\n"
+                + f"Content-Length: {len(jpg)}\r\n\r\n".encode()
+                + jpg
+                + b"\r\n"
+            )
             time.sleep(0.02)
 
     def __enter__(self) -> SilentServer:
@@ -119,8 +126,19 @@ def test_stalled_stream_keeps_its_frames_and_close_does_not_wait():
 def test_cli_timeout_is_one_line_exit_2(tmp_path, capsys):
     with SilentServer() as server:
         start = time.monotonic()
-        code = main(["stream", TINY, server.url, "--random-init", "--quiet", "--timeout", "1",
-                     "--out", str(tmp_path / "out")])
+        code = main(
+            [
+                "stream",
+                TINY,
+                server.url,
+                "--random-init",
+                "--quiet",
+                "--timeout",
+                "1",
+                "--out",
+                str(tmp_path / "out"),
+            ]
+        )
         elapsed = time.monotonic() - start
     assert code == 2 and elapsed < 4.0
     lines = capsys.readouterr().err.strip().splitlines()
@@ -134,8 +152,21 @@ def test_cli_timeout_is_one_line_exit_2(tmp_path, capsys):
 def test_cli_camera_that_goes_silent_exits_3_with_frames_kept(tmp_path, capsys):
     out = tmp_path / "out"
     with SilentServer(frames=10) as server:
-        code = main(["stream", TINY, server.url, "--random-init", "--quiet", "--timeout", "1",
-                     "--out", str(out), "--json", str(tmp_path / "s.json")])
+        code = main(
+            [
+                "stream",
+                TINY,
+                server.url,
+                "--random-init",
+                "--quiet",
+                "--timeout",
+                "1",
+                "--out",
+                str(out),
+                "--json",
+                str(tmp_path / "s.json"),
+            ]
+        )
     assert code == 3
     summary = json.loads((tmp_path / "s.json").read_text())
     assert summary["frames"] > 0 and summary["stopped_early"]
@@ -149,10 +180,26 @@ def test_sigint_during_a_stalled_open_ends_the_cli_promptly(tmp_path):
     pythonpath = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
     env = dict(os.environ, PYTHONPATH=pythonpath, HF_HUB_OFFLINE="1")
     with SilentServer() as server:
-        proc = subprocess.Popen([sys.executable, "-m", "vidseg", "stream", TINY, server.url,
-                                 "--random-init", "--quiet", "--timeout", "60",
-                                 "--out", str(tmp_path / "out")],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "vidseg",
+                "stream",
+                TINY,
+                server.url,
+                "--random-init",
+                "--quiet",
+                "--timeout",
+                "60",
+                "--out",
+                str(tmp_path / "out"),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
         try:
             assert server.accepted.wait(60), "the command never connected"
             time.sleep(0.3)  # well inside the 60 s open

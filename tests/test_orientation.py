@@ -38,10 +38,10 @@ def picture(k: int = 0, h: int = H, w: int = W) -> np.ndarray:
     """An asymmetric test picture (k shifts a bright bar): any turn or mirror changes it."""
     rgb = np.zeros((h, w, 3), np.uint8)
     rgb[: h // 2, : w // 2] = (200, 40, 40)
-    rgb[: h // 2, w // 2:] = (40, 200, 40)
-    rgb[h // 2:, : w // 2] = (40, 40, 200)
-    rgb[h // 2:, w // 2:] = (220, 220, 60)
-    rgb[2:6, 4 + 4 * k: 12 + 4 * k] = 255
+    rgb[: h // 2, w // 2 :] = (40, 200, 40)
+    rgb[h // 2 :, : w // 2] = (40, 40, 200)
+    rgb[h // 2 :, w // 2 :] = (220, 220, 60)
+    rgb[2:6, 4 + 4 * k : 12 + 4 * k] = 255
     return rgb
 
 
@@ -55,8 +55,9 @@ def as_player_shows(rgb: np.ndarray, ccw_degrees: int, hflip: bool, vflip: bool)
     return out
 
 
-def write_rotated(path: Path, ccw_degrees: int = 0, hflip: bool = False, vflip: bool = False,
-                  n: int = 4) -> Path:
+def write_rotated(
+    path: Path, ccw_degrees: int = 0, hflip: bool = False, vflip: bool = False, n: int = 4
+) -> Path:
     """Lossless-ish H.264 mp4 (crf 0, yuv444p) whose display matrix asks for the given turn."""
     with av.open(str(path), "w") as out:
         stream = out.add_stream("libx264", rate=25, options={"crf": "0"})
@@ -73,8 +74,11 @@ def close_to(a: np.ndarray, b: np.ndarray, tol: float = 3) -> bool:
     return a.shape == b.shape and np.abs(a.astype(int) - b.astype(int)).max() <= tol
 
 
-CASES = [(d, hf, vf) for d in (0, 90, 180, 270) for hf, vf in ((False, False), (True, False),
-                                                                (False, True))]
+CASES = [
+    (d, hf, vf)
+    for d in (0, 90, 180, 270)
+    for hf, vf in ((False, False), (True, False), (False, True))
+]
 
 
 @pytest.mark.parametrize("degrees,hflip,vflip", CASES)
@@ -101,7 +105,8 @@ def test_odd_angles_and_identity():
     assert UPRIGHT.identity and UPRIGHT.apply(rgb) is rgb
     # 90 degrees plus fixed-point rounding residue still counts as exact
     assert from_display_matrix([3, 65536, 0, -65536, 2, 0, 0, 0, 1 << 30]) == Orientation(
-        True, True, False)
+        True, True, False
+    )
     assert str(Orientation(True, True, False)) == "rotated 90 degrees clockwise"
 
 
@@ -114,17 +119,23 @@ def test_rotate_tag_of_older_ffmpeg_builds():
             self.metadata = {"rotate": rotate}
 
     rgb = picture()
-    clockwise = {"90": np.rot90(rgb, -1), "180": rgb[::-1, ::-1], "270": np.rot90(rgb, 1),
-                 "0": rgb}
+    clockwise = {"90": np.rot90(rgb, -1), "180": rgb[::-1, ::-1], "270": np.rot90(rgb, 1), "0": rgb}
     for tag, expected in clockwise.items():
         assert np.array_equal(frame_orientation(Frame(), Stream(tag)).apply(rgb), expected)
     assert frame_orientation(Frame(), Stream("45")) is None
     assert frame_orientation(Frame(), None) == UPRIGHT
 
 
-@pytest.mark.parametrize("degrees,hflip,vflip", [(90, False, False), (270, False, False),
-                                                 (180, False, False), (0, True, False),
-                                                 (90, True, False)])
+@pytest.mark.parametrize(
+    "degrees,hflip,vflip",
+    [
+        (90, False, False),
+        (270, False, False),
+        (180, False, False),
+        (0, True, False),
+        (90, True, False),
+    ],
+)
 def test_video_file_source_yields_upright_frames(tmp_path, degrees, hflip, vflip):
     path = write_rotated(tmp_path / "phone.mp4", degrees, hflip, vflip)
     with VideoFileSource(path) as src:
@@ -179,8 +190,10 @@ def test_decord_never_reads_a_file_with_a_display_matrix(tmp_path, monkeypatch, 
 def test_stream_writes_overlay_and_labels_upright(tmp_path):
     path = write_rotated(tmp_path / "phone.mp4", 270, n=3)
     out = tmp_path / "out"
-    assert main(["stream", TINY, str(path), "--random-init", "--quiet", "--labels",
-                 "--out", str(out)]) == 0
+    assert (
+        main(["stream", TINY, str(path), "--random-init", "--quiet", "--labels", "--out", str(out)])
+        == 0
+    )
     labels = sorted((out / "labels" / "phone").glob("*.png"))
     assert len(labels) == 3
     assert cv2.imread(str(labels[0]), cv2.IMREAD_UNCHANGED).shape == (W, H)
@@ -191,6 +204,7 @@ def test_stream_writes_overlay_and_labels_upright(tmp_path):
 
 # ---------------------------------------------------------------- EXIF orientation, truncation
 
+
 def exif_segment(orientation: int, big_endian: bool = True, extra: bytes = b"") -> bytes:
     """An APP1 segment whose TIFF IFD0 holds only the Orientation tag (0x0112, SHORT)."""
     e = ">" if big_endian else "<"
@@ -200,20 +214,28 @@ def exif_segment(orientation: int, big_endian: bool = True, extra: bytes = b"") 
     return b"\xff\xe1" + struct.pack(">H", len(payload) + 2) + payload
 
 
-def jpeg_bytes(rgb: np.ndarray, orientation: int | None = None, extra: bytes = b"",
-               params=()) -> bytes:
-    data = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR),
-                        [cv2.IMWRITE_JPEG_QUALITY, 100, *params])[1].tobytes()
+def jpeg_bytes(
+    rgb: np.ndarray, orientation: int | None = None, extra: bytes = b"", params=()
+) -> bytes:
+    data = cv2.imencode(
+        ".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 100, *params]
+    )[1].tobytes()
     if orientation is None:
         return data
     return data[:2] + exif_segment(orientation, orientation % 2 == 0, extra) + data[2:]
 
 
 # EXIF 2.3 Orientation: how the stored rows / columns are shown
-EXIF_SHOWN = {1: lambda s: s, 2: lambda s: s[:, ::-1], 3: lambda s: s[::-1, ::-1],
-              4: lambda s: s[::-1], 5: lambda s: s.swapaxes(0, 1),
-              6: lambda s: np.rot90(s, -1), 7: lambda s: s.swapaxes(0, 1)[::-1, ::-1],
-              8: lambda s: np.rot90(s, 1)}
+EXIF_SHOWN = {
+    1: lambda s: s,
+    2: lambda s: s[:, ::-1],
+    3: lambda s: s[::-1, ::-1],
+    4: lambda s: s[::-1],
+    5: lambda s: s.swapaxes(0, 1),
+    6: lambda s: np.rot90(s, -1),
+    7: lambda s: s.swapaxes(0, 1)[::-1, ::-1],
+    8: lambda s: np.rot90(s, 1),
+}
 
 
 def test_frame_folder_and_dataset_frames_follow_exif_orientation(tmp_path):

@@ -32,9 +32,16 @@ def test_a_checkout_reads_the_repository_configs():
     assert len(names) == len(list((REPO / "configs").rglob("*.yaml")))
 
 
-@pytest.mark.parametrize("spec", ["vspw/upernet_mcibipp_r50", "vspw/upernet_mcibipp_r50.yaml",
-                                  "upernet_mcibipp_r50", "upernet_mcibipp_r50.yaml",
-                                  "configs/vspw/upernet_mcibipp_r50.yaml"])
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "vspw/upernet_mcibipp_r50",
+        "vspw/upernet_mcibipp_r50.yaml",
+        "upernet_mcibipp_r50",
+        "upernet_mcibipp_r50.yaml",
+        "configs/vspw/upernet_mcibipp_r50.yaml",
+    ],
+)
 def test_names_resolve_from_any_directory(spec, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert pc.resolve_config(spec) == R50
@@ -69,8 +76,9 @@ def test_ambiguous_file_name_lists_both(tmp_path, monkeypatch):
 
 
 def test_user_yaml_inherits_a_packaged_config(tmp_path):
-    own = _write(tmp_path / "mine.yaml", {"_base_": "vspw/upernet_mcibipp_r50",
-                                          "train": {"iters": 7}})
+    own = _write(
+        tmp_path / "mine.yaml", {"_base_": "vspw/upernet_mcibipp_r50", "train": {"iters": 7}}
+    )
     cfg = load_config(own)
     expected = load_config("vspw/upernet_mcibipp_r50", ["train.iters=7"])
     assert config_to_dict(cfg) == config_to_dict(expected)
@@ -104,13 +112,16 @@ def test_every_packaged_config_has_a_description():
         text = pc.describe(path)
         assert text and "\n" not in text, name
     assert pc.describe(REPO / "configs" / "synthetic" / "tiny.yaml") == (
-        "Smallest useful model, for tests: ResNet-18 OS8, Z = 32, 64 px crops, a few iterations.")
+        "Smallest useful model, for tests: ResNet-18 OS8, Z = 32, 64 px crops, a few iterations."
+    )
 
 
 def test_describe_takes_the_first_sentence(tmp_path):
     path = tmp_path / "c.yaml"
-    path.write_text("# A model (seed-spec 3.2, 3.5): Z = 512,\n# h = 2. Second sentence.\n"
-                    "model: {}\n# not the description\n")
+    path.write_text(
+        "# A model (seed-spec 3.2, 3.5): Z = 512,\n# h = 2. Second sentence.\n"
+        "model: {}\n# not the description\n"
+    )
     assert pc.describe(path) == "A model (seed-spec 3.2, 3.5): Z = 512, h = 2."
     path.write_text("model: {}\n")
     assert pc.describe(path) == ""

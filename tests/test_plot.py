@@ -13,8 +13,10 @@ from vidseg.cli import main
 from vidseg.engine.logger import RunLogger
 from vidseg.engine.plot import PlotError, collect_series, plot_curves, read_scalars, smooth
 
-needs_matplotlib = pytest.mark.skipif(importlib.util.find_spec("matplotlib") is None,
-                                      reason="matplotlib is not installed (pip install 'vidseg[tb]')")
+needs_matplotlib = pytest.mark.skipif(
+    importlib.util.find_spec("matplotlib") is None,
+    reason="matplotlib is not installed (pip install 'vidseg[tb]')",
+)
 
 
 def _image_size(path) -> tuple[int, int]:
@@ -42,13 +44,33 @@ def tiny_run(tmp_path_factory):
     from vidseg.engine.train import train
 
     root = tmp_path_factory.mktemp("synth")
-    make_synthetic_vspw(root, num_train=2, num_val=1, num_test=0, frames=10, height=48, width=64,
-                        seed=1, write_mp4=False, workers=1)
+    make_synthetic_vspw(
+        root,
+        num_train=2,
+        num_val=1,
+        num_test=0,
+        frames=10,
+        height=48,
+        width=64,
+        seed=1,
+        write_mp4=False,
+        workers=1,
+    )
     run = tmp_path_factory.mktemp("runs") / "tiny"
-    cfg = load_config("configs/synthetic/tiny.yaml", [
-        f"data.root={root}", f"work_dir={run}", "train.iters=2", "train.val_interval=1",
-        "train.ckpt_interval=100", "train.backbone_lr_mult=0.1", "data.short_side=48",
-        "data.crop_size=[48,48]", "eval.tc=false"])
+    cfg = load_config(
+        "configs/synthetic/tiny.yaml",
+        [
+            f"data.root={root}",
+            f"work_dir={run}",
+            "train.iters=2",
+            "train.val_interval=1",
+            "train.ckpt_interval=100",
+            "train.backbone_lr_mult=0.1",
+            "data.short_side=48",
+            "data.crop_size=[48,48]",
+            "eval.tc=false",
+        ],
+    )
     train(cfg)
     return run
 
@@ -99,13 +121,31 @@ def test_tiny_run_tensorboard_events(tiny_run):
 @needs_matplotlib
 def test_truncated_line_resume_duplicates_and_unknown_tags(tmp_path):
     rows = [
-        {"iter": 10, "phase": "train", "loss": 4.0, "loss_cls": 3.0, "loss_w": 0.01, "lr": 0.01,
-         "memory_mean": 0.5, "shiny_new_tag": 1.0, "note": "text", "flag": True},
+        {
+            "iter": 10,
+            "phase": "train",
+            "loss": 4.0,
+            "loss_cls": 3.0,
+            "loss_w": 0.01,
+            "lr": 0.01,
+            "memory_mean": 0.5,
+            "shiny_new_tag": 1.0,
+            "note": "text",
+            "flag": True,
+        },
         {"iter": 20, "phase": "train", "loss": 9.0, "loss_cls": 8.0, "loss_w": 0.01, "lr": 0.008},
         # a resumed run logged iteration 20 again: the later row wins
         {"iter": 20, "phase": "train", "loss": 2.0, "loss_cls": 1.5, "loss_w": 0.02, "lr": 0.008},
-        {"iter": 20, "phase": "val", "miou": 0.25, "mvc8": 0.5, "mvc16": float("nan"), "tc": 0.75,
-         "tc_method": "TC-DIS", "include_last_window": False},
+        {
+            "iter": 20,
+            "phase": "val",
+            "miou": 0.25,
+            "mvc8": 0.5,
+            "mvc16": float("nan"),
+            "tc": 0.75,
+            "tc_method": "TC-DIS",
+            "include_last_window": False,
+        },
         {"iter": 30, "phase": "train", "loss": 1.0, "loss_cls": 0.5, "loss_w": 0.03, "lr": 0.005},
         {"iter": 30, "phase": "bench", "loss": 7.0},
         [1, 2],
@@ -130,8 +170,10 @@ def test_truncated_line_resume_duplicates_and_unknown_tags(tmp_path):
 
 @needs_matplotlib
 def test_train_rows_only_leave_a_noted_validation_panel(tmp_path):
-    _write_rows(tmp_path / "scalars.jsonl",
-                [{"iter": i, "phase": "train", "loss": 1.0 / i, "lr_heads": 0.01} for i in range(1, 61)])
+    _write_rows(
+        tmp_path / "scalars.jsonl",
+        [{"iter": i, "phase": "train", "loss": 1.0 / i, "lr_heads": 0.01} for i in range(1, 61)],
+    )
     summary = plot_curves(tmp_path)
     assert summary.panels == {"loss": ["loss (total)"], "lr": ["heads"], "val": []}
     assert "validation: no rows" in summary.describe()
@@ -143,15 +185,24 @@ def test_smooth_is_a_bias_corrected_ema():
     assert smooth([2.0] * 5, span=4) == pytest.approx([2.0] * 5)
 
 
-@pytest.mark.parametrize("setup, message", [
-    (lambda d: None, "no such run folder"),
-    (lambda d: d.mkdir(), "no scalars.jsonl"),
-    (lambda d: (d.mkdir(), (d / "scalars.jsonl").write_text("")), "no rows yet"),
-    (lambda d: (d.mkdir(), (d / "scalars.jsonl").write_text('{"it')), "only 1 unreadable line"),
-    (lambda d: (d.mkdir(), (d / "scalars.jsonl").write_text('{"iter": 1, "phase": "train", '
-                                                            '"iter_time": 2.0}\n')),
-     "no loss, learning-rate or validation values"),
-])
+@pytest.mark.parametrize(
+    "setup, message",
+    [
+        (lambda d: None, "no such run folder"),
+        (lambda d: d.mkdir(), "no scalars.jsonl"),
+        (lambda d: (d.mkdir(), (d / "scalars.jsonl").write_text("")), "no rows yet"),
+        (lambda d: (d.mkdir(), (d / "scalars.jsonl").write_text('{"it')), "only 1 unreadable line"),
+        (
+            lambda d: (
+                d.mkdir(),
+                (d / "scalars.jsonl").write_text(
+                    '{"iter": 1, "phase": "train", "iter_time": 2.0}\n'
+                ),
+            ),
+            "no loss, learning-rate or validation values",
+        ),
+    ],
+)
 def test_bad_run_folders_fail_in_one_line(tmp_path, capsys, setup, message):
     run = tmp_path / "run"
     setup(run)
@@ -202,7 +253,9 @@ def test_logger_hint_line_and_rank_zero_only(tmp_path, monkeypatch):
     (tmp_path / "b").mkdir()
     log = RunLogger(tmp_path / "b", 1, progress=False)
     log.close()
-    lines = [ln for ln in (tmp_path / "b" / "train.log").read_text().splitlines() if "TensorBoard" in ln]
+    lines = [
+        ln for ln in (tmp_path / "b" / "train.log").read_text().splitlines() if "TensorBoard" in ln
+    ]
     assert len(lines) == 1 and "not installed; `pip install 'vidseg[tb]'` adds it" in lines[0]
     assert not (tmp_path / "b" / "tb").exists()
 

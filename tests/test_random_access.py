@@ -18,11 +18,17 @@ _PANORAMA = np.random.default_rng(0).integers(0, 256, (H, W + 200, 3), dtype=np.
 
 def noise(k: int) -> np.ndarray:
     """Frame k pans 2 pixels across fixed noise: x264 then uses B-frames (dts < pts)."""
-    return np.ascontiguousarray(_PANORAMA[:, 2 * k: 2 * k + W])
+    return np.ascontiguousarray(_PANORAMA[:, 2 * k : 2 * k + W])
 
 
-def write(path, n: int = 60, gop: int = 5, codec: str = "libx264", start_pts: int | None = None,
-          variable_rate: bool = False):
+def write(
+    path,
+    n: int = 60,
+    gop: int = 5,
+    codec: str = "libx264",
+    start_pts: int | None = None,
+    variable_rate: bool = False,
+):
     """Frames of noise with a keyframe every `gop`; explicit millisecond pts if `start_pts`."""
     with av.open(str(path), "w") as out:
         options = {"g": str(gop)} if codec == "libx264" else {}
@@ -92,13 +98,16 @@ def test_a_clip_across_a_keyframe_decodes_on_instead_of_seeking_back(gop5):
     assert all(np.array_equal(got[i], reference[i]) for i in (23, 24, 25, 26))
 
 
-@pytest.mark.parametrize("name, kwargs", [
-    ("offset.mp4", {"start_pts": 5000}),  # first pts far from 0
-    ("vfr.mp4", {"start_pts": 0, "variable_rate": True}),  # the index is not pts * rate
-    ("vfr.mkv", {"start_pts": 1234, "variable_rate": True}),
-    ("gop7.ts", {"gop": 7}),  # MPEG-TS has no index: seeks land near, not on, the keyframe
-    ("mpeg4.avi", {"codec": "mpeg4", "gop": 6}),
-])
+@pytest.mark.parametrize(
+    "name, kwargs",
+    [
+        ("offset.mp4", {"start_pts": 5000}),  # first pts far from 0
+        ("vfr.mp4", {"start_pts": 0, "variable_rate": True}),  # the index is not pts * rate
+        ("vfr.mkv", {"start_pts": 1234, "variable_rate": True}),
+        ("gop7.ts", {"gop": 7}),  # MPEG-TS has no index: seeks land near, not on, the keyframe
+        ("mpeg4.avi", {"codec": "mpeg4", "gop": 6}),
+    ],
+)
 def test_exact_in_other_containers_and_timings(tmp_path, name, kwargs):
     path = write(tmp_path / name, n=40, **kwargs)
     reference = sequential(path)
@@ -146,6 +155,9 @@ def test_clip_loader_reads_a_late_clip_by_seeking(gop5):
     assert ds.reader_decision.choice == "pyav"
     frames = ds[57]["frames"]
     assert ds._reader(str(path)).frames_decoded == 3  # 55 (a keyframe), 56, 57; not 58 frames
-    expected, _ = ds.transform([reference[i] for i in (55, 56, 57)], [np.zeros((H, W), np.uint8)],
-                               rng=np.random.default_rng(0))
+    expected, _ = ds.transform(
+        [reference[i] for i in (55, 56, 57)],
+        [np.zeros((H, W), np.uint8)],
+        rng=np.random.default_rng(0),
+    )
     assert np.array_equal(frames.numpy(), expected.numpy())

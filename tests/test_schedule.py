@@ -25,7 +25,9 @@ def test_poly_hand_values():
 def test_warmup_is_linear_from_ratio():
     # t = 0: factor = ratio; t = 5 of 10: factor = 0.1 + 0.9 * 0.5 = 0.55, times poly (1 - 5/100)
     assert poly_lr(0, 1.0, 100, power=1.0, warmup_iters=10, warmup_ratio=0.1) == pytest.approx(0.1)
-    assert poly_lr(5, 1.0, 100, power=1.0, warmup_iters=10, warmup_ratio=0.1) == pytest.approx(0.55 * 0.95)
+    assert poly_lr(5, 1.0, 100, power=1.0, warmup_iters=10, warmup_ratio=0.1) == pytest.approx(
+        0.55 * 0.95
+    )
     # after the warm-up the plain poly value
     assert poly_lr(10, 1.0, 100, power=1.0, warmup_iters=10, warmup_ratio=0.1) == pytest.approx(0.9)
 
@@ -74,7 +76,9 @@ def test_param_groups_backbone_at_a_fraction_of_the_heads():
 def test_param_groups_without_backbone_single_group():
     net = nn.Linear(2, 2)
     groups = param_groups(net, lr=0.1, backbone_lr_mult=0.1)
-    assert len(groups) == 1 and groups[0]["name"] == "heads" and groups[0]["lr"] == pytest.approx(0.1)
+    assert (
+        len(groups) == 1 and groups[0]["name"] == "heads" and groups[0]["lr"] == pytest.approx(0.1)
+    )
 
 
 def test_configs_state_the_authors_rates():

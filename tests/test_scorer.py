@@ -17,9 +17,9 @@ H, W, N = 12, 16, 10
 
 def _gt(t):
     raw = np.full((H, W), 1, np.uint8)  # left half raw 1 = train id 0
-    raw[:, W // 2:] = 2                  # right half raw 2 = train id 1
-    raw[0, :] = 0                        # top row "others" (ignored in mIoU, kept in mVC)
-    raw[-1, -1] = 255 if t % 2 else 1    # one flickering GT pixel
+    raw[:, W // 2 :] = 2  # right half raw 2 = train id 1
+    raw[0, :] = 0  # top row "others" (ignored in mIoU, kept in mVC)
+    raw[-1, -1] = 255 if t % 2 else 1  # one flickering GT pixel
     return raw
 
 
@@ -56,7 +56,11 @@ def test_constant_prediction_hand_computed(tmp_path):
     # valid pixels: rows 1..H-1; left half (+/- the flickering corner) is class 0, right half class 1.
     # Prediction 0 everywhere: IoU(0) = |left| / |all valid|, IoU(1) = 0.
     rows = H - 1
-    valid_left, valid_right_even, valid_right_odd = rows * W // 2, rows * W // 2 - 1, rows * W // 2 - 1
+    valid_left, valid_right_even, valid_right_odd = (
+        rows * W // 2,
+        rows * W // 2 - 1,
+        rows * W // 2 - 1,
+    )
     left_total = 2 * N * valid_left + N * 1  # the corner is raw 1 (class 0) on even frames
     all_valid = 2 * N * (valid_left + valid_right_even) + N * 1
     assert valid_right_even == valid_right_odd
@@ -70,8 +74,13 @@ def test_constant_prediction_hand_computed(tmp_path):
     assert r["tc"] == pytest.approx(1.0)
     assert r["tc_method"] == "TC-DIS" and r["tc_videos"] == 1 and r["tc_pairs"] == N - 1
     assert r["videos"] == 2 and r["frames"] == 2 * N and r["missing_predictions"] == 0
-    assert r["per_class"][0] == {"id": 0, "name": "wall", "iou": pytest.approx(left_total / all_valid),
-                                 "acc": 1.0, "gt_pixels": left_total}
+    assert r["per_class"][0] == {
+        "id": 0,
+        "name": "wall",
+        "iou": pytest.approx(left_total / all_valid),
+        "acc": 1.0,
+        "gt_pixels": left_total,
+    }
     assert set(r["per_video"]["1_aaa"]) == {"miou", "mvc8", "mvc16", "frames", "tc"}
     assert "tc" not in r["per_video"]["2_b_c-d"]
     table = format_table(r)
@@ -137,14 +146,35 @@ def test_score_cli_end_to_end(tmp_path, capsys):
     root = make_root(tmp_path)
     pred = write_preds(tmp_path, value=1)
     out = tmp_path / "m.json"
-    rc = main(["score", "--data", str(root), "--pred", str(pred), "--out", str(out),
-               "--tc-videos", "1", "--quiet"])
+    rc = main(
+        [
+            "score",
+            "--data",
+            str(root),
+            "--pred",
+            str(pred),
+            "--out",
+            str(out),
+            "--tc-videos",
+            "1",
+            "--quiet",
+        ]
+    )
     assert rc == 0
     printed = capsys.readouterr().out
     assert "mVC_8" in printed and "%" in printed
     m = json.loads(out.read_text())
-    for key in ("pixel_acc", "mean_class_acc", "miou", "miou_all_classes", "mvc8", "mvc16", "tc",
-                "per_class", "per_video"):
+    for key in (
+        "pixel_acc",
+        "mean_class_acc",
+        "miou",
+        "miou_all_classes",
+        "mvc8",
+        "mvc16",
+        "tc",
+        "per_class",
+        "per_video",
+    ):
         assert key in m
     assert m["mvc16"] is None and m["mvc8"] == 1.0 and 0 < m["miou"] < 0.5
     assert m["per_class"][1]["name"] == "floor"
@@ -188,7 +218,8 @@ def _as_layout(pred, out, fmt, dst):
         (dst / video.name).mkdir(parents=True)
         for t, stem in enumerate(video.stems):
             (dst / video.name / f"{stem}.png").write_bytes(
-                (pred / video.name / f"{377 + t:08d}.png").read_bytes())
+                (pred / video.name / f"{377 + t:08d}.png").read_bytes()
+            )
     return dst
 
 
@@ -205,8 +236,19 @@ def test_converted_layouts_score_as_the_vspw_original(tmp_path, fmt, capsys):
     got = score_prediction_dir(out, layout_pred, tc_videos=1)  # the layout is judged: auto
     assert vspw["format"] == "vspw" and got["format"] == fmt
     assert [c["name"] for c in got["per_class"]] == ["wall", "floor", "sky", "tree"]  # classes.txt
-    for key in ("miou", "miou_all_classes", "pixel_acc", "mean_class_acc", "mvc8", "mvc16",
-                "mvc_windows", "per_class", "frames", "videos", "tc_pairs"):
+    for key in (
+        "miou",
+        "miou_all_classes",
+        "pixel_acc",
+        "mean_class_acc",
+        "mvc8",
+        "mvc16",
+        "mvc_windows",
+        "per_class",
+        "frames",
+        "videos",
+        "tc_pairs",
+    ):
         assert _same(got[key], vspw[key]), key
     assert 0 < got["miou"] < 1 and got["tc_pairs"] == N - 1
     if fmt == "frames":  # the same JPEG bytes: the flow and TC are the same too
@@ -214,13 +256,43 @@ def test_converted_layouts_score_as_the_vspw_original(tmp_path, fmt, capsys):
     else:  # frames decoded from H.264 (crf 12) move the DIS flow a little
         assert got["tc"] == pytest.approx(vspw["tc"], abs=0.02)
     # the command line: --format names the layout; another layout is refused in one line
-    assert main(["score", "--data", str(out), "--pred", str(layout_pred), "--format", fmt,
-                 "--no-tc", "--quiet", "--out", str(tmp_path / "m.json")]) == 0
+    assert (
+        main(
+            [
+                "score",
+                "--data",
+                str(out),
+                "--pred",
+                str(layout_pred),
+                "--format",
+                fmt,
+                "--no-tc",
+                "--quiet",
+                "--out",
+                str(tmp_path / "m.json"),
+            ]
+        )
+        == 0
+    )
     assert json.loads((tmp_path / "m.json").read_text())["miou"] == pytest.approx(vspw["miou"])
     capsys.readouterr()
     other = "video" if fmt == "frames" else "frames"
-    assert main(["score", "--data", str(out), "--pred", str(layout_pred), "--format", other,
-                 "--no-tc", "--quiet"]) == 2
+    assert (
+        main(
+            [
+                "score",
+                "--data",
+                str(out),
+                "--pred",
+                str(layout_pred),
+                "--format",
+                other,
+                "--no-tc",
+                "--quiet",
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Traceback" not in err and str(out) in err
 

@@ -47,8 +47,12 @@ def test_slide_mode_uses_the_config_windows():
     from vidseg import Segmenter
 
     with pytest.warns(UserWarning):
-        s = Segmenter(TINY, None, overrides=OVERRIDES + ["eval.mode=slide", "eval.crop_size=[48, 48]",
-                                                         "eval.stride=[32, 32]"])
+        s = Segmenter(
+            TINY,
+            None,
+            overrides=OVERRIDES
+            + ["eval.mode=slide", "eval.crop_size=[48, 48]", "eval.stride=[32, 32]"],
+        )
     rgb = moving_square(2, h=60, w=100)
     probs = s.predict(rgb, return_logits=True, mode="slide")
     assert probs.shape == (5, 60, 100)
@@ -108,7 +112,9 @@ def test_from_pretrained_offline_fails_in_one_line(tmp_path, monkeypatch):
         Segmenter.from_pretrained("mcibiplusplus_upernet_resnet101os8_vspw")
     msg = str(info.value)
     assert "\n" not in msg
-    assert "https://github.com/SegmentationBLWX/modelstore" in msg and str(tmp_path / "cache") in msg
+    assert (
+        "https://github.com/SegmentationBLWX/modelstore" in msg and str(tmp_path / "cache") in msg
+    )
 
 
 def test_from_pretrained_converts_once_and_loads_from_the_cache(tmp_path, monkeypatch):
@@ -124,8 +130,14 @@ def test_from_pretrained_converts_once_and_loads_from_the_cache(tmp_path, monkey
     monkeypatch.setenv("VIDSEG_CACHE", str(tmp_path / "cache"))
     fx = load_fixture("fcn")
     cfg = vidseg_config_yaml(json.loads(fx["cfg"]), fx["image"].shape[:2], tmp_path)
-    entry = ZooEntry(name="tiny_fixture_fcn", url="https://example.invalid/tiny_fixture_fcn.pth",
-                     dataset="vspw", num_classes=24, config=str(cfg), miou=1.0)
+    entry = ZooEntry(
+        name="tiny_fixture_fcn",
+        url="https://example.invalid/tiny_fixture_fcn.pth",
+        dataset="vspw",
+        num_classes=24,
+        config=str(cfg),
+        miou=1.0,
+    )
     monkeypatch.setattr(download, "ZOO", download.ZOO + (entry,))
     raw = weights_path(entry)
     raw.parent.mkdir(parents=True, exist_ok=True)

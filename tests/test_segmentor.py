@@ -11,8 +11,16 @@ K = 5
 
 
 def _cfg(*extra):
-    return load_config("configs/synthetic/tiny.yaml", [f"model.num_classes={K}", "model.channels=16",
-                                                        "model.key_channels=8", "model.history=1", *extra])
+    return load_config(
+        "configs/synthetic/tiny.yaml",
+        [
+            f"model.num_classes={K}",
+            "model.channels=16",
+            "model.key_channels=8",
+            "model.history=1",
+            *extra,
+        ],
+    )
 
 
 @pytest.mark.parametrize("context", ["none", "ppm", "aspp", "gald", "upernet"])
@@ -90,15 +98,21 @@ def _save(tmp_path, cfg_overrides, name="ckpt.pth"):
 def test_history_length_in_checkpoint_differs_from_config(tmp_path):
     path = _save(tmp_path, ["model.history=1"])
     with pytest.raises(ValueError, match=r"model.history: config 2, checkpoint 1"):
-        load_inference_model("configs/synthetic/tiny.yaml", path, [f"model.num_classes={K}",
-                                                                   "model.channels=16", "model.key_channels=8"])
+        load_inference_model(
+            "configs/synthetic/tiny.yaml",
+            path,
+            [f"model.num_classes={K}", "model.channels=16", "model.key_channels=8"],
+        )
 
 
 def test_class_count_mismatch_is_a_clear_error(tmp_path):
     path = _save(tmp_path, [])
     with pytest.raises(ValueError, match=r"model.num_classes: config 9, checkpoint 5"):
-        load_inference_model("configs/synthetic/tiny.yaml", path, ["model.num_classes=9", "model.channels=16",
-                                                                   "model.key_channels=8", "model.history=1"])
+        load_inference_model(
+            "configs/synthetic/tiny.yaml",
+            path,
+            ["model.num_classes=9", "model.channels=16", "model.key_channels=8", "model.history=1"],
+        )
 
 
 def test_checkpoint_without_config_and_bare_state_dict_list_mismatched_keys(tmp_path):
@@ -120,9 +134,15 @@ def test_loaded_checkpoint_uses_its_own_config_when_none_given(tmp_path):
 
 
 def test_pixel_contrast_term_enqueues_the_classes_of_the_r_grid_labels():
-    model = build_model(_cfg("model.contrast.enabled=true", "model.contrast.proj_dim=8",
-                             "model.contrast.queue_size=4", "model.contrast.max_samples=64",
-                             "model.contrast.max_views=4")).train()
+    model = build_model(
+        _cfg(
+            "model.contrast.enabled=true",
+            "model.contrast.proj_dim=8",
+            "model.contrast.queue_size=4",
+            "model.contrast.max_samples=64",
+            "model.contrast.max_views=4",
+        )
+    ).train()
     clip = torch.randn(2, 2, 3, 40, 56)
     labels = torch.zeros(2, 40, 56, dtype=torch.long)
     labels[:, :, 28:] = 3

@@ -17,9 +17,11 @@ from _video_fixtures import write_video
 from vidseg.io import selftest
 from vidseg.io.selftest import READER_ENV, Decision, SelfTestError, video_reader
 
-BATCH_ERROR = ("[12:00:00] /project/src/runtime/ndarray.cc:171: Check failed: from_size == "
-               "to_size (6144 vs. 4608) DECORDArrayCopyFromTo: The size must exactly match\n"
-               "Stack trace:\n  0x1")
+BATCH_ERROR = (
+    "[12:00:00] /project/src/runtime/ndarray.cc:171: Check failed: from_size == "
+    "to_size (6144 vs. 4608) DECORDArrayCopyFromTo: The size must exactly match\n"
+    "Stack trace:\n  0x1"
+)
 
 
 class FakeArray:
@@ -105,15 +107,22 @@ def test_working_decord_is_chosen(use_decord):
     assert video_reader("pyav").choice == "pyav"
 
 
-@pytest.mark.parametrize("mode, reason", [
-    ("four_channels", r"decord 9\.9-fake returned 4 channels for a 32x48 yuv420p H\.264 frame"),
-    ("batch_raises", r"get_batch failed on a 32x48 test clip \(.*The size must exactly match\)$"),
-    ("wrong_values", r"wrong pixels for frame 0 .*mean error"),
-    ("batch_differs", r"get_batch\[1, 2, 5\] differs from single-frame reads"),
-    (None, r"^not installed$"),
-])
-def test_failing_decord_falls_back_to_pyav_with_the_reason(use_decord, monkeypatch, caplog, mode,
-                                                           reason):
+@pytest.mark.parametrize(
+    "mode, reason",
+    [
+        ("four_channels", r"decord 9\.9-fake returned 4 channels for a 32x48 yuv420p H\.264 frame"),
+        (
+            "batch_raises",
+            r"get_batch failed on a 32x48 test clip \(.*The size must exactly match\)$",
+        ),
+        ("wrong_values", r"wrong pixels for frame 0 .*mean error"),
+        ("batch_differs", r"get_batch\[1, 2, 5\] differs from single-frame reads"),
+        (None, r"^not installed$"),
+    ],
+)
+def test_failing_decord_falls_back_to_pyav_with_the_reason(
+    use_decord, monkeypatch, caplog, mode, reason
+):
     use_decord(mode)
     with caplog.at_level(logging.WARNING, logger="vidseg.io.selftest"):
         decision = video_reader()
@@ -176,8 +185,10 @@ def test_video_source_falls_back_when_decord_misreads_one_file(use_decord, tmp_p
 
     use_decord("four_channels_if_96_wide")  # the 32x48 self-test passes, 96-wide files fail
     video = write_video(tmp_path / "v.mp4", n=5)  # 64x96
-    with caplog.at_level(logging.WARNING, logger="vidseg.io.sources"), \
-            VideoFileSource(video, backend="auto") as src:
+    with (
+        caplog.at_level(logging.WARNING, logger="vidseg.io.sources"),
+        VideoFileSource(video, backend="auto") as src,
+    ):
         assert src.backend == "pyav" and src.reader_decision.choice == "decord"
         assert len(list(src)) == 5
     assert "decord returned frames of shape (64, 96, 4)" in caplog.text
@@ -216,27 +227,33 @@ def test_live_window_decision(monkeypatch):
         def run():
             probes.append(result)
             return result
+
         return run
 
     selftest.reset()
     monkeypatch.setattr(sys, "platform", "linux")
     monkeypatch.setattr(selftest, "opencv_gui_backend", lambda: "NONE")
     assert selftest.live_window() == Decision(
-        "unavailable", "OpenCV is built without GUI support (a headless build)")
+        "unavailable", "OpenCV is built without GUI support (a headless build)"
+    )
     monkeypatch.setattr(selftest, "opencv_gui_backend", lambda: "QT5")
     monkeypatch.delenv("DISPLAY", raising=False)
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
-    assert str(selftest.live_window()) == ("unavailable (no display: DISPLAY and WAYLAND_DISPLAY "
-                                           "are unset (OpenCV GUI QT5 present))")
+    assert str(selftest.live_window()) == (
+        "unavailable (no display: DISPLAY and WAYLAND_DISPLAY are unset (OpenCV GUI QT5 present))"
+    )
     failure = "a test window failed to open (qt.qpa.xcb: could not connect to display :9)"
     monkeypatch.setattr(selftest, "_window_probe", probe(failure))
     monkeypatch.setenv("DISPLAY", ":9")
-    assert selftest.live_window() == Decision("unavailable", f"OpenCV GUI QT5, display :9: {failure}")
+    assert selftest.live_window() == Decision(
+        "unavailable", f"OpenCV GUI QT5, display :9: {failure}"
+    )
     monkeypatch.setattr(selftest, "_window_probe", probe(None))
     monkeypatch.setenv("DISPLAY", ":1")
     for _ in range(2):
         assert selftest.live_window() == Decision(
-            "available", "OpenCV GUI QT5, display :1, a test window opened")
+            "available", "OpenCV GUI QT5, display :1, a test window opened"
+        )
     assert probes == [failure, None]  # once per display, not once per call
     selftest.reset()
 
@@ -274,13 +291,18 @@ def test_info_shows_each_decision(use_decord, capsys):
     out = capsys.readouterr().out
     lines = out.splitlines()
     assert "checks:" in lines
-    assert any(ln.startswith("  video reader: PyAV with seeking (decord 9.9-fake returned 4 "
-                             "channels") for ln in lines)
+    assert any(
+        ln.startswith("  video reader: PyAV with seeking (decord 9.9-fake returned 4 channels")
+        for ln in lines
+    )
     assert any(ln.startswith("  live window: ") for ln in lines)
     assert any(ln.startswith(("  device: cpu (", "  device: cuda (")) for ln in lines)
     use_decord("good")
     assert main(["info", "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
-    assert info["checks"]["video_reader"] == {"choice": "decord", "reason": "self-test passed",
-                                              "summary": "decord (self-test passed)"}
+    assert info["checks"]["video_reader"] == {
+        "choice": "decord",
+        "reason": "self-test passed",
+        "summary": "decord (self-test passed)",
+    }
     assert info["device"] == info["checks"]["device"]["choice"]

@@ -34,8 +34,8 @@ NAMES = ["sky", "road & <lane>", "car"]
 
 def labels_for(k: int, h: int = 64, w: int = 96) -> np.ndarray:
     labels = np.zeros((h, w), np.uint8)  # sky
-    labels[h // 2:] = 1  # road
-    labels[h // 2:, (4 * k) % w:(4 * k) % w + 8] = 2  # a small car
+    labels[h // 2 :] = 1  # road
+    labels[h // 2 :, (4 * k) % w : (4 * k) % w + 8] = 2  # a small car
     return labels
 
 
@@ -93,19 +93,30 @@ def mjpeg_frames(url: str, n: int, timeout: float = 60) -> list[bytes]:
     return frames
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("8000", ("127.0.0.1", 8000)), (":0", ("127.0.0.1", 0)), ("0.0.0.0:80", ("0.0.0.0", 80)),
-    ("localhost:9", ("localhost", 9)), ("[::1]:8000", ("::1", 8000)),
-    ("http://127.0.0.1:8000/", ("127.0.0.1", 8000)),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("8000", ("127.0.0.1", 8000)),
+        (":0", ("127.0.0.1", 0)),
+        ("0.0.0.0:80", ("0.0.0.0", 80)),
+        ("localhost:9", ("localhost", 9)),
+        ("[::1]:8000", ("::1", 8000)),
+        ("http://127.0.0.1:8000/", ("127.0.0.1", 8000)),
+    ],
+)
 def test_parse_address(text, expected):
     assert parse_address(text) == expected
 
 
-@pytest.mark.parametrize("source, title", [
-    ("videos/clip.mp4", "clip.mp4"), ("frames/", "frames"), ("0", "camera 0"),
-    ("rtsp://user:secret@cam.local:554/live", "rtsp://cam.local:554/live"),
-])
+@pytest.mark.parametrize(
+    "source, title",
+    [
+        ("videos/clip.mp4", "clip.mp4"),
+        ("frames/", "frames"),
+        ("0", "camera 0"),
+        ("rtsp://user:secret@cam.local:554/live", "rtsp://cam.local:554/live"),
+    ],
+)
 def test_source_title_hides_paths_and_passwords(source, title):
     assert source_title(source) == title
 
@@ -119,8 +130,10 @@ def test_parse_address_rejects(text):
 def test_page_stream_status_and_stop():
     with LiveServer(port=0, title="clip <1>.mp4", class_names=NAMES) as live:
         assert live.local_only and live.url == f"http://127.0.0.1:{live.port}/"
-        assert get(live.url + "status")[2] == b'{"title": "clip <1>.mp4", "frames": 0, ' \
+        assert (
+            get(live.url + "status")[2] == b'{"title": "clip <1>.mp4", "frames": 0, '
             b'"fps": 0.0, "stopping": false, "legend": []}'
+        )
         producer = Producer(live)
         assert live.wait_for_frame(0, timeout=20)
 
@@ -133,8 +146,12 @@ def test_page_stream_status_and_stop():
 
         # Two clients at once, each sees distinct, decodable frames of the stream's size.
         results = {}
-        clients = [threading.Thread(target=lambda i=i: results.__setitem__(
-            i, mjpeg_frames(live.url + "stream.mjpg", 3))) for i in range(2)]
+        clients = [
+            threading.Thread(
+                target=lambda i=i: results.__setitem__(i, mjpeg_frames(live.url + "stream.mjpg", 3))
+            )
+            for i in range(2)
+        ]
         for c in clients:
             c.start()
         for c in clients:
@@ -155,8 +172,10 @@ def test_page_stream_status_and_stop():
         assert post(live.url + "nope")[0] == 404 and get_status_code(live.url + "nope") == 404
         code, body = post(live.url + "stop", {"Origin": "http://evil.example"})
         assert code == 403 and "another site" in body["error"] and not live.stop_requested
-        assert post(live.url + "stop", {"Origin": f"http://127.0.0.1:{live.port}"}) \
-            == (202, {"stopping": True})
+        assert post(live.url + "stop", {"Origin": f"http://127.0.0.1:{live.port}"}) == (
+            202,
+            {"stopping": True},
+        )
         producer.thread.join(10)
         assert producer.stopped_by_server and json.loads(get(live.url + "status")[2])["stopping"]
     # Closed: the port is free again.
@@ -203,13 +222,25 @@ def test_port_in_use_is_one_error_before_any_work(tmp_path, capsys):
         with pytest.raises(ServeError, match="port already in use"):
             LiveServer(port=port)
         out = tmp_path / "out"
-        code = main(["stream", TINY, str(tmp_path / "missing.mp4"), "--random-init",
-                     "--out", str(out), "--serve", f"127.0.0.1:{port}"])
+        code = main(
+            [
+                "stream",
+                TINY,
+                str(tmp_path / "missing.mp4"),
+                "--random-init",
+                "--out",
+                str(out),
+                "--serve",
+                f"127.0.0.1:{port}",
+            ]
+        )
     err = capsys.readouterr().err
     assert code == 2 and not out.exists()
-    assert err.splitlines() == [f"vidseg stream: error: --serve 127.0.0.1:{port}: port already "
-                                "in use (another program listens there); choose another port, "
-                                "or 0 for any free one"]
+    assert err.splitlines() == [
+        f"vidseg stream: error: --serve 127.0.0.1:{port}: port already "
+        "in use (another program listens there); choose another port, "
+        "or 0 for any free one"
+    ]
 
 
 def test_show_without_display_says_so_and_runs_on(tmp_path, capsys, monkeypatch):
@@ -217,13 +248,30 @@ def test_show_without_display_says_so_and_runs_on(tmp_path, capsys, monkeypatch)
     monkeypatch.delenv("DISPLAY", raising=False)
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
     video = write_video(tmp_path / "clip.mp4", n=4, h=48, w=64)
-    code = main(["stream", TINY, str(video), "--random-init", "--quiet", "--show",
-                 "--out", str(tmp_path / "o")])
+    code = main(
+        [
+            "stream",
+            TINY,
+            str(video),
+            "--random-init",
+            "--quiet",
+            "--show",
+            "--out",
+            str(tmp_path / "o"),
+        ]
+    )
     assert code == 0 and count_frames(tmp_path / "o" / "clip_overlay.mp4") == (4, (48, 64))
     notices = [ln for ln in capsys.readouterr().err.splitlines() if "--show" in ln]
-    assert len(notices) == 1 and notices[0].startswith(
-        ("vidseg stream: --show: no window (no display", "vidseg stream: --show: no window "
-         "(OpenCV is built without GUI")) and "--serve PORT" in notices[0]
+    assert (
+        len(notices) == 1
+        and notices[0].startswith(
+            (
+                "vidseg stream: --show: no window (no display",
+                "vidseg stream: --show: no window (OpenCV is built without GUI",
+            )
+        )
+        and "--serve PORT" in notices[0]
+    )
 
 
 def test_stream_cli_serves_and_stops_from_the_browser(tmp_path):
@@ -232,10 +280,28 @@ def test_stream_cli_serves_and_stops_from_the_browser(tmp_path):
     out = tmp_path / "out"
     pythonpath = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
     env = dict(os.environ, PYTHONPATH=pythonpath, HF_HUB_OFFLINE="1")
-    proc = subprocess.Popen([sys.executable, "-m", "vidseg", "stream", TINY, str(video),
-                             "--random-init", "--quiet", "--out", str(out), "--serve", ":0",
-                             "--json", str(tmp_path / "s.json")],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "vidseg",
+            "stream",
+            TINY,
+            str(video),
+            "--random-init",
+            "--quiet",
+            "--out",
+            str(out),
+            "--serve",
+            ":0",
+            "--json",
+            str(tmp_path / "s.json"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     try:
         seen = []
         while not seen or not seen[-1].startswith("live view: ") and seen[-1]:
@@ -246,8 +312,11 @@ def test_stream_cli_serves_and_stops_from_the_browser(tmp_path):
         assert b">Stop</button>" in get(url)[2]
         frames = mjpeg_frames(url + "stream.mjpg", 2)
         assert len(set(frames)) == 2
-        assert cv2.imdecode(np.frombuffer(frames[0], np.uint8), cv2.IMREAD_COLOR).shape \
-            == (48, 64, 3)
+        assert cv2.imdecode(np.frombuffer(frames[0], np.uint8), cv2.IMREAD_COLOR).shape == (
+            48,
+            64,
+            3,
+        )
         info = json.loads(get(url + "status")[2])
         assert info["frames"] >= 2 and info["fps"] > 0 and info["legend"]
         assert info["legend"][0]["name"].startswith("class ")  # tiny config: no dataset names

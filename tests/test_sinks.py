@@ -49,9 +49,17 @@ def test_palette_is_fixed_and_distinct():
     dist = np.sqrt(((rgb[:, None] - rgb[None]) ** 2).sum(-1)) + np.eye(NUM_COLORS) * 1e9
     assert dist.min() > 40  # any two classes are clearly different colours
     # deterministic: rebuilt in a fresh interpreter, the palette is the same
-    out = subprocess.run([sys.executable, "-c", "from vidseg.io.palette import PALETTE;"
-                          "print(PALETTE.sum(), PALETTE[5].tolist())"], cwd=REPO,
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from vidseg.io.palette import PALETTE;print(PALETTE.sum(), PALETTE[5].tolist())",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert out.stdout.split()[0] == str(PALETTE.sum())
 
 
@@ -77,8 +85,9 @@ def test_overlay_video_reads_back(tmp_path, threaded, size):
     h, w = size
     path = tmp_path / "sub" / "out.mp4"
     names = [f"name{k}" for k in range(NUM_COLORS)]
-    with OverlayVideoWriter(path, fps=25, class_names=names, threaded=threaded,
-                            queue_size=2) as writer:
+    with OverlayVideoWriter(
+        path, fps=25, class_names=names, threaded=threaded, queue_size=2
+    ) as writer:
         for k in range(12):
             writer.write(moving_square(k, h, w), labels_for(h, w, k), fps_value=24.5)
     assert writer.frames_written == 12
@@ -105,7 +114,7 @@ def test_legend_and_fps_drawing_marks_the_frame():
     corner = out[: h // 3, : w // 2].reshape(-1, 3)
     assert (corner == PALETTE[6]).all(axis=1).any()
     assert (out[:30, -100:] == 255).all(axis=2).any()  # white FPS text top-right
-    assert (out[h // 2:, :] == 128).all()  # nothing drawn far from the corners
+    assert (out[h // 2 :, :] == 128).all()  # nothing drawn far from the corners
     many = np.arange(h * w, dtype=np.int64).reshape(h, w) % 30
     draw_legend(img.copy(), many.astype(np.uint8), None, max_items=5)  # "+25 more" row
     draw_legend(np.zeros((8, 8, 3), np.uint8), np.zeros((8, 8), np.uint8), names)
@@ -185,8 +194,14 @@ def test_overlay_write_error_keeps_complete_fragments(tmp_path, limit):
     """Past a file size limit: the mp4 is cut back to its last complete fragment (or removed)."""
     path = tmp_path / "full.mp4"
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    child = subprocess.run([sys.executable, "-c", _FSIZE_CHILD, str(path), str(limit)],
-                           capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
+    child = subprocess.run(
+        [sys.executable, "-c", _FSIZE_CHILD, str(path), str(limit)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=120,
+    )
     assert child.returncode == 0, child.stderr
     result = json.loads(child.stdout)
     assert result["errors"] == [f"{path}: write failed: File too large [EFBIG]"] * 2
@@ -224,8 +239,11 @@ def test_png_writers_write_whole_files_or_none(tmp_path, monkeypatch):
     monkeypatch.setattr(sinks, "open", full_disk_open, raising=False)
     labels = np.full((16, 20), 5, np.uint8)
     for writer in (LabelPngWriter(tmp_path / "l"), ColorPngWriter(tmp_path / "c")):
-        with pytest.raises(SinkWriteError, match=r"s\.png: write failed: No space left on device "
-                                                 r"\[ENOSPC\]") as info:
+        with pytest.raises(
+            SinkWriteError,
+            match=r"s\.png: write failed: No space left on device "
+            r"\[ENOSPC\]",
+        ) as info:
             writer.write("v", "s", labels)
         assert info.value.path == writer.out_dir / "v" / "s.png"
         assert info.value.errno == errno.ENOSPC and info.value.code == 3
@@ -282,8 +300,11 @@ _WINDOW_CHILD = textwrap.dedent("""
 
 
 def _free_x_display() -> int:
-    return next(n for n in range(90, 200) if not Path(f"/tmp/.X11-unix/X{n}").exists()
-                and not Path(f"/tmp/.X{n}-lock").exists())
+    return next(
+        n
+        for n in range(90, 200)
+        if not Path(f"/tmp/.X11-unix/X{n}").exists() and not Path(f"/tmp/.X{n}-lock").exists()
+    )
 
 
 def test_live_window_under_xvfb(tmp_path):
@@ -297,8 +318,11 @@ def test_live_window_under_xvfb(tmp_path):
     if selftest.opencv_gui_backend() == "NONE":
         pytest.skip("headless OpenCV build")
     display = f":{_free_x_display()}"
-    xvfb = subprocess.Popen(["Xvfb", display, "-screen", "0", "640x480x24", "-nolisten", "tcp"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    xvfb = subprocess.Popen(
+        ["Xvfb", display, "-screen", "0", "640x480x24", "-nolisten", "tcp"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     env = dict(os.environ, DISPLAY=display, PYTHONPATH=str(REPO))
     child = None
     try:
@@ -306,18 +330,29 @@ def test_live_window_under_xvfb(tmp_path):
         while not Path(f"/tmp/.X11-unix/X{display[1:]}").exists():
             assert time.monotonic() < deadline and xvfb.poll() is None, "Xvfb did not start"
             time.sleep(0.1)
-        child = subprocess.Popen([sys.executable, "-c", _WINDOW_CHILD], stdout=subprocess.PIPE,
-                                 stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
+        child = subprocess.Popen(
+            [sys.executable, "-c", _WINDOW_CHILD],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            cwd=tmp_path,
+        )
         assert child.stdout.readline().strip() == "enabled True", child.stderr.read()
         window_id = ""
         deadline = time.monotonic() + 30
         while not window_id and time.monotonic() < deadline:
-            window_id = subprocess.run(["xdotool", "search", "--name", r"vidseg test - 12\.5 FPS"],
-                                       capture_output=True, text=True, env=env).stdout.strip()
+            window_id = subprocess.run(
+                ["xdotool", "search", "--name", r"vidseg test - 12\.5 FPS"],
+                capture_output=True,
+                text=True,
+                env=env,
+            ).stdout.strip()
             time.sleep(0.2)
         assert window_id, "no window titled 'vidseg test - 12.5 FPS'"
-        subprocess.run(["xdotool", "windowfocus", window_id.split()[0], "key", "q"], env=env,
-                       check=True)
+        subprocess.run(
+            ["xdotool", "windowfocus", window_id.split()[0], "key", "q"], env=env, check=True
+        )
         out, err = child.communicate(timeout=30)
         assert child.returncode == 0 and out.strip() == "stopped", err
     finally:
@@ -352,8 +387,14 @@ _CHILD = textwrap.dedent("""
 def test_sigterm_leaves_a_playable_mp4(tmp_path):
     path = tmp_path / "killed.mp4"
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    proc = subprocess.Popen([sys.executable, "-c", _CHILD, str(path)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _CHILD, str(path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+    )
     try:
         assert proc.stdout.readline().strip() == "ready"
         proc.send_signal(signal.SIGTERM)

@@ -47,9 +47,13 @@ def vidseg_config_yaml(ssseg_cfg: dict, image_hw, tmp_path: Path) -> Path:
         "num_classes": ssseg_cfg["num_classes"],
         "channels": head["feats_channels"],
         "key_channels": head["transform_channels"],
-        "backbone": {"name": f"resnet{bb['depth']}c", "pretrained": False, "output_stride": 8,
-                     "widths": [base * 2 ** i for i in range(4)],
-                     "stem_width": bb.get("stem_channels", 64) // 2},
+        "backbone": {
+            "name": f"resnet{bb['depth']}c",
+            "pretrained": False,
+            "output_stride": 8,
+            "widths": [base * 2**i for i in range(4)],
+            "stem_width": bb.get("stem_channels", 64) // 2,
+        },
         "context": context,
         "aux_channels": ssseg_cfg["auxiliary"]["out_channels"],
         "head": {
@@ -65,9 +69,15 @@ def vidseg_config_yaml(ssseg_cfg: dict, image_hw, tmp_path: Path) -> Path:
     if ssseg_cfg["type"] == "MCIBI":
         model["memory"] = {"type": "vector", "momentum": 0.9, "power": 0.9}
         model["head"]["cwi_weight"] = 0.0
-    tree = {"_base_": str(BASE), "model": model,
-            "data": {"short_side": int(min(image_hw)), "mean": [0.485, 0.456, 0.406],
-                     "std": [0.229, 0.224, 0.225]}}
+    tree = {
+        "_base_": str(BASE),
+        "model": model,
+        "data": {
+            "short_side": int(min(image_hw)),
+            "mean": [0.485, 0.456, 0.406],
+            "std": [0.229, 0.224, 0.225],
+        },
+    }
     path = tmp_path / "ssseg_fixture.yaml"
     path.write_text(yaml.safe_dump(tree))
     return path
@@ -94,8 +104,9 @@ def test_logits_match_the_authors_forward(converted):
     fx, seg = converted
     image = fx["image"].numpy() if torch.is_tensor(fx["image"]) else fx["image"]
     ours = torch.from_numpy(seg.predict(image, return_logits=True))
-    theirs = F.interpolate(fx["logits"], size=image.shape[:2], mode="bilinear",
-                           align_corners=False)[0]
+    theirs = F.interpolate(
+        fx["logits"], size=image.shape[:2], mode="bilinear", align_corners=False
+    )[0]
     assert ours.shape == theirs.shape
     rel = float((ours - theirs).abs().max() / theirs.abs().max())
     print(f"relative max difference {rel:.2e}")
@@ -126,7 +137,9 @@ def test_memory_read_equals_their_generator(converted):
         return
     ours = seg.model.image_model.sample_memory()
     assert torch.allclose(ours, fx["memory_noise"], rtol=1e-6, atol=1e-6)
-    assert torch.equal(seg.model.image_model.memory.seen, torch.ones_like(seg.model.image_model.memory.seen))
+    assert torch.equal(
+        seg.model.image_model.memory.seen, torch.ones_like(seg.model.image_model.memory.seen)
+    )
 
 
 def test_video_model_from_the_authors_image_weights_is_the_image_model(tmp_path):
@@ -145,14 +158,15 @@ def test_video_model_from_the_authors_image_weights_is_the_image_model(tmp_path)
     assert vid_seg.model.history == 2
     fuse = vid_seg.model.image_model.fusion.fuse[0].weight
     z = vid_seg.model.image_model.channels
-    assert fuse.shape[1] == 4 * z and not fuse[:, 2 * z:].any()
+    assert fuse.shape[1] == 4 * z and not fuse[:, 2 * z :].any()
     rng = np.random.default_rng(0)
     state = None
     with torch.no_grad():
         for t in range(3):  # different frames, so the history maps differ from the current ones
             noise = rng.integers(-20, 20, image.shape)
-            frame = np.roll(np.clip(image.astype(np.int16) + noise, 0, 255).astype(np.uint8),
-                            3 * t, axis=1)
+            frame = np.roll(
+                np.clip(image.astype(np.int16) + noise, 0, 255).astype(np.uint8), 3 * t, axis=1
+            )
             x = prepare_frame(frame, None, img_seg.cfg.data.mean, img_seg.cfg.data.std)
             expected, _ = img_seg.model.step(x)
             got, state = vid_seg.model.step(x, state)

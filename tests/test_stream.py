@@ -20,8 +20,16 @@ from vidseg.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = str(ROOT / "configs" / "synthetic" / "tiny.yaml")
-KEYS = {"frames", "dropped", "fps_end_to_end", "fps_model", "ms_decode", "ms_model", "ms_write",
-        "peak_rss_mb"}
+KEYS = {
+    "frames",
+    "dropped",
+    "fps_end_to_end",
+    "fps_model",
+    "ms_decode",
+    "ms_model",
+    "ms_write",
+    "peak_rss_mb",
+}
 
 
 def stream(*args) -> int:
@@ -60,8 +68,9 @@ def test_frame_folder_labels_match_direct_steps(tmp_path):
         cv2.imwrite(str(frames_dir / f"{k * 10:05d}.png"), moving_square(k, 48, 64)[..., ::-1])
     torch.manual_seed(0)
     cfg, model = load_inference_model(TINY, random_init=True)
-    runner = StreamRunner(model, cfg, label_writer=LabelPngWriter(tmp_path / "labels"),
-                          video_name="frames")
+    runner = StreamRunner(
+        model, cfg, label_writer=LabelPngWriter(tmp_path / "labels"), video_name="frames"
+    )
     summary = runner.run(FrameDirSource(frames_dir))
     assert summary.frames == 5 and not summary.stopped_early
     written = sorted((tmp_path / "labels" / "frames").glob("*.png"))
@@ -70,7 +79,9 @@ def test_frame_folder_labels_match_direct_steps(tmp_path):
     for k, path in enumerate(written):
         png = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
         assert png.dtype == np.uint8 and png.shape == (48, 64)
-        x = prepare_frame(moving_square(k, 48, 64), model_short_side(cfg), cfg.data.mean, cfg.data.std)
+        x = prepare_frame(
+            moving_square(k, 48, 64), model_short_side(cfg), cfg.data.mean, cfg.data.std
+        )
         logits, state = model.step(x, state, output_size=(48, 64))
         assert np.array_equal(png, logits[0].argmax(0).numpy().astype(np.uint8))
 
@@ -106,10 +117,12 @@ def _bad_sources(tmp_path: Path) -> dict:
     text.write_text("this is not a video\n")
     empty = tmp_path / "empty"
     empty.mkdir()
-    return {"missing": (str(tmp_path / "nope.mp4"), "no such video file"),
-            "not_video": (str(text), "not a readable video"),
-            "empty_dir": (str(empty), "holds no images"),
-            "camera": ("0", "could not open")}
+    return {
+        "missing": (str(tmp_path / "nope.mp4"), "no such video file"),
+        "not_video": (str(text), "not a readable video"),
+        "empty_dir": (str(empty), "holds no images"),
+        "camera": ("0", "could not open"),
+    }
 
 
 @pytest.mark.parametrize("case", ["missing", "not_video", "empty_dir", "camera"])
@@ -135,8 +148,19 @@ def test_scales_without_hmsa_exit_2(video, tmp_path, capsys):
 
 
 def test_scales_with_hmsa_runs_two_scales(video, tmp_path):
-    code = stream(video, "--out", tmp_path / "o", "--scales", "0.5,1.0", "--max-frames", "3",
-                  "--set", "model.hmsa.enabled=true", "--json", tmp_path / "s.json")
+    code = stream(
+        video,
+        "--out",
+        tmp_path / "o",
+        "--scales",
+        "0.5,1.0",
+        "--max-frames",
+        "3",
+        "--set",
+        "model.hmsa.enabled=true",
+        "--json",
+        tmp_path / "s.json",
+    )
     assert code == 0
     summary = json.loads((tmp_path / "s.json").read_text())
     assert summary["frames"] == 3 and count_frames(tmp_path / "o" / "clip_overlay.mp4")[0] == 3
@@ -144,8 +168,9 @@ def test_scales_with_hmsa_runs_two_scales(video, tmp_path):
 
 def test_mjpeg_loopback_camera(tmp_path):
     with MjpegServer(n_frames=40, fps=30) as server:
-        code = stream(server.url, "--out", tmp_path / "o", "--max-frames", "4",
-                      "--json", tmp_path / "s.json")
+        code = stream(
+            server.url, "--out", tmp_path / "o", "--max-frames", "4", "--json", tmp_path / "s.json"
+        )
     assert code == 0
     summary = json.loads((tmp_path / "s.json").read_text())
     assert summary["frames"] == 4
@@ -157,10 +182,27 @@ def test_sigterm_leaves_playable_mp4(tmp_path):
     out = tmp_path / "out"
     pythonpath = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
     env = dict(os.environ, PYTHONPATH=pythonpath, HF_HUB_OFFLINE="1")
-    proc = subprocess.Popen([sys.executable, "-m", "vidseg", "stream", TINY, "--random-init",
-                             "--quiet", str(video), "--out", str(out), "--labels",
-                             "--json", str(tmp_path / "s.json")],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "vidseg",
+            "stream",
+            TINY,
+            "--random-init",
+            "--quiet",
+            str(video),
+            "--out",
+            str(out),
+            "--labels",
+            "--json",
+            str(tmp_path / "s.json"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     labels = out / "labels" / "long"
     deadline = time.monotonic() + 45
     while time.monotonic() < deadline and proc.poll() is None:
@@ -209,8 +251,7 @@ def test_size_change_resizes_every_output_to_the_first_frame(tmp_path, caplog):
         else:
             with pytest.warns(UserWarning, match="UNTRAINED"):
                 seg = vidseg.Segmenter(TINY)
-            results = list(seg.stream(str(frames_dir), out=out, save_labels=True,
-                                      save_color=True))
+            results = list(seg.stream(str(frames_dir), out=out, save_labels=True, save_color=True))
             assert [r.labels.shape for r in results] == [(48, 64)] * 3 + [(40, 60)] * 2
         for kind in ("labels", "color"):
             pngs = sorted((out / kind / "frames").glob("*.png"))
@@ -231,8 +272,17 @@ def test_legend_names_come_from_the_configs_dataset(tmp_path, monkeypatch):
 
     monkeypatch.delenv("VSPW_ROOT", raising=False)
     synth = tmp_path / "synth"
-    make_synthetic_vspw(synth, num_train=1, num_val=1, num_test=0, frames=2, height=32, width=48,
-                        write_mp4=False, workers=1)
+    make_synthetic_vspw(
+        synth,
+        num_train=1,
+        num_val=1,
+        num_test=0,
+        frames=2,
+        height=32,
+        width=48,
+        write_mp4=False,
+        workers=1,
+    )
     assert class_names_for(load_config(TINY)) is None  # no dataset: the legend says "class <id>"
     names = class_names_for(load_config(TINY, [f"data.root={synth}"]))
     # the synthetic generator's class list: its drawn classes by name, the rest "unused_<raw id>"

@@ -29,10 +29,12 @@ FPS = 5
 FAST = ("--random-init", "--quiet", "--short-side", "32")
 # Runs `python -m vidseg ARGS` under a file size limit. Python already ignores SIGXFSZ (so that
 # write() fails with EFBIG instead of the signal killing the process); set here to say so.
-_LIMITED = ("import resource, runpy, signal, sys; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
-            "limit = int(sys.argv.pop(1)); "
-            "resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit)); "
-            "sys.argv[0] = 'vidseg'; runpy.run_module('vidseg', run_name='__main__')")
+_LIMITED = (
+    "import resource, runpy, signal, sys; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
+    "limit = int(sys.argv.pop(1)); "
+    "resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit)); "
+    "sys.argv[0] = 'vidseg'; runpy.run_module('vidseg', run_name='__main__')"
+)
 
 
 def env() -> dict:
@@ -59,22 +61,39 @@ def pngs(folder: Path) -> list[Path]:
 
 @pytest.fixture(scope="module")
 def long_video(tmp_path_factory) -> Path:
-    return write_video(tmp_path_factory.mktemp("vid") / "long.mp4", n=300, h=48, w=64, fps=FPS,
-                       noise=True)
+    return write_video(
+        tmp_path_factory.mktemp("vid") / "long.mp4", n=300, h=48, w=64, fps=FPS, noise=True
+    )
 
 
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory) -> Path:
-    return write_video(tmp_path_factory.mktemp("vid") / "clip.mp4", n=30, h=48, w=64, fps=FPS,
-                       noise=True)
+    return write_video(
+        tmp_path_factory.mktemp("vid") / "clip.mp4", n=30, h=48, w=64, fps=FPS, noise=True
+    )
 
 
 def test_sigkill_leaves_playable_fragments_and_whole_pngs(long_video, tmp_path):
     out = tmp_path / "out"
     mp4, labels = out / "long_overlay.mp4", out / "labels" / "long"
-    proc = subprocess.Popen([sys.executable, "-m", "vidseg", "stream", LIGHT, str(long_video),
-                             *FAST, "--out", str(out), "--labels"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env())
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "vidseg",
+            "stream",
+            LIGHT,
+            str(long_video),
+            *FAST,
+            "--out",
+            str(out),
+            "--labels",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env(),
+    )
     sizes = set()  # the file grows only when a fragment is flushed (after the header)
     deadline = time.monotonic() + 120
     try:
@@ -104,10 +123,27 @@ def test_sigkill_leaves_playable_fragments_and_whole_pngs(long_video, tmp_path):
 
 def test_file_size_limit_stops_with_exit_3_and_playable_output(long_video, tmp_path):
     out, summary_path, limit = tmp_path / "out", tmp_path / "s.json", 20_000
-    proc = subprocess.run([sys.executable, "-c", _LIMITED, str(limit), "stream", LIGHT,
-                           str(long_video), *FAST, "--out", str(out), "--labels",
-                           "--json", str(summary_path)],
-                          capture_output=True, text=True, env=env(), timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            _LIMITED,
+            str(limit),
+            "stream",
+            LIGHT,
+            str(long_video),
+            *FAST,
+            "--out",
+            str(out),
+            "--labels",
+            "--json",
+            str(summary_path),
+        ],
+        capture_output=True,
+        text=True,
+        env=env(),
+        timeout=300,
+    )
     assert proc.returncode == 3, proc.stderr
     mp4 = out / "long_overlay.mp4"
     last = proc.stderr.strip().splitlines()[-1]
@@ -150,7 +186,10 @@ def test_label_png_full_disk_stops_cleanly(clip, tmp_path, monkeypatch):
     assert count_frames(tmp_path / "o.mp4") == (4, (48, 64))
     # the cut temporary file is gone; no PNG is half written
     assert sorted(p.name for p in (tmp_path / "labels" / "clip").iterdir()) == [
-        "000000.png", "000001.png", "000002.png"]
+        "000000.png",
+        "000001.png",
+        "000002.png",
+    ]
 
 
 class FullDiskContainer:
@@ -188,8 +227,21 @@ def test_overlay_full_disk_from_the_start_exit_2(clip, tmp_path, monkeypatch, ca
     """Nothing written at all (the disk was full from the first fragment): exit 2, no mp4."""
     fill_the_disk(monkeypatch, "mux")
     out = tmp_path / "out"
-    assert main(["stream", LIGHT, str(clip), *FAST, "--out", str(out),
-                 "--json", str(tmp_path / "s.json")]) == 2
+    assert (
+        main(
+            [
+                "stream",
+                LIGHT,
+                str(clip),
+                *FAST,
+                "--out",
+                str(out),
+                "--json",
+                str(tmp_path / "s.json"),
+            ]
+        )
+        == 2
+    )
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert last.startswith("vidseg stream: error: ") and "nothing written" in last
     assert str(out / "clip_overlay.mp4") in last and "No space left on device" in last
@@ -202,8 +254,21 @@ def test_full_disk_at_the_last_fragment_exit_3(clip, tmp_path, monkeypatch, caps
     fill_the_disk(monkeypatch, "close")
     out = tmp_path / "out"
     mp4 = out / "clip_overlay.mp4"
-    assert main(["stream", LIGHT, str(clip), *FAST, "--out", str(out),
-                 "--json", str(tmp_path / "s.json")]) == 3
+    assert (
+        main(
+            [
+                "stream",
+                LIGHT,
+                str(clip),
+                *FAST,
+                "--out",
+                str(out),
+                "--json",
+                str(tmp_path / "s.json"),
+            ]
+        )
+        == 3
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("vidseg stream: partial: ") and str(mp4) in err[-1]
     assert "No space left on device [ENOSPC]" in err[-1]
@@ -214,8 +279,7 @@ def test_full_disk_at_the_last_fragment_exit_3(clip, tmp_path, monkeypatch, caps
     assert count_frames(mp4) == (kept, (48, 64))
 
 
-def test_full_disk_for_the_json_prints_the_summary_on_stderr(clip, tmp_path, capsys,
-                                                            monkeypatch):
+def test_full_disk_for_the_json_prints_the_summary_on_stderr(clip, tmp_path, capsys, monkeypatch):
     import vidseg.commands.stream as command
 
     def full_disk_open(path, mode="r", *args, **kwargs):
@@ -223,22 +287,54 @@ def test_full_disk_for_the_json_prints_the_summary_on_stderr(clip, tmp_path, cap
 
     monkeypatch.setattr(command, "open", full_disk_open, raising=False)
     out, target = tmp_path / "out", tmp_path / "s.json"
-    assert main(["stream", LIGHT, str(clip), *FAST, "--out", str(out), "--max-frames", "6",
-                 "--json", str(target)]) == 3
+    assert (
+        main(
+            [
+                "stream",
+                LIGHT,
+                str(clip),
+                *FAST,
+                "--out",
+                str(out),
+                "--max-frames",
+                "6",
+                "--json",
+                str(target),
+            ]
+        )
+        == 3
+    )
     err = capsys.readouterr().err
     line = next(x for x in err.splitlines() if "--json" in x)
     assert str(target) in line and "No space left on device" in line
     assert not target.exists() and list(tmp_path.glob("s.json*")) == []  # no cut JSON file
-    summary = json.loads(err[err.index("{"):err.rindex("}") + 1])
+    summary = json.loads(err[err.index("{") : err.rindex("}") + 1])
     assert summary["frames"] == 6 and summary["frames_written"] == {"overlay": 6}
     assert count_frames(out / "clip_overlay.mp4")[0] == 6
 
 
 def test_sigint_exit_3_with_complete_outputs(long_video, tmp_path):
     out, summary_path = tmp_path / "out", tmp_path / "s.json"
-    proc = subprocess.Popen([sys.executable, "-m", "vidseg", "stream", LIGHT, str(long_video),
-                             *FAST, "--out", str(out), "--labels", "--json", str(summary_path)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env())
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "vidseg",
+            "stream",
+            LIGHT,
+            str(long_video),
+            *FAST,
+            "--out",
+            str(out),
+            "--labels",
+            "--json",
+            str(summary_path),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env(),
+    )
     labels = out / "labels" / "long"
     deadline = time.monotonic() + 120
     try:

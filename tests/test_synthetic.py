@@ -33,7 +33,9 @@ def root(tmp_path_factory) -> Path:
 
 
 def _files(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
+    }
 
 
 def _stems(folder: Path) -> list[str]:
@@ -98,14 +100,25 @@ def test_vspw_reader_loads_clips(root):
     clips = VSPWClips(root, "val", history=2, mode="eval")
     assert len(clips) == 6
     sample = clips[5]
-    assert tuple(sample["frames"].shape) == (3, 3, 48, 80) and tuple(sample["label"].shape) == (48, 80)
+    assert tuple(sample["frames"].shape) == (3, 3, 48, 80) and tuple(sample["label"].shape) == (
+        48,
+        80,
+    )
     values = set(sample["label"].unique().tolist())
     assert values <= set(range(124)) | {255} and len(values - {255}) >= 2
 
 
 def test_several_classes_others_and_void_present(root):
-    values = np.unique(np.concatenate([m.ravel() for s in ("train", "val")
-                                       for v in read_split(root, s) for m in _masks(root, v)]))
+    values = np.unique(
+        np.concatenate(
+            [
+                m.ravel()
+                for s in ("train", "val")
+                for v in read_split(root, s)
+                for m in _masks(root, v)
+            ]
+        )
+    )
     used = set(class_ids(124).values())
     assert len(used & set(values.tolist())) >= 5
     assert 0 in values and 255 in values  # "others" regions and void bands
@@ -151,14 +164,18 @@ def test_objects_move_but_consecutive_masks_mostly_agree(root):
 def test_pixel_colour_does_not_identify_the_class():
     """Per-pixel colour distributions overlap: a nearest-mean colour classifier is weak."""
     rng = np.random.default_rng(0)
-    pixels = {c.name: np.concatenate([synthetic_scene._texture(rng, c, 48, 48, 1.0).reshape(-1, 3)
-                                      for _ in range(6)])
-              for c in synthetic.STUFF + synthetic.THINGS}
+    pixels = {
+        c.name: np.concatenate(
+            [synthetic_scene._texture(rng, c, 48, 48, 1.0).reshape(-1, 3) for _ in range(6)]
+        )
+        for c in synthetic.STUFF + synthetic.THINGS
+    }
     accuracy = {}
     for a, b in itertools.combinations(pixels, 2):
         xa, xb = pixels[a], pixels[b]
-        accuracy[a, b] = _nearest_mean_accuracy(np.concatenate([xa, xb]),
-                                                np.repeat([0, 1], [len(xa), len(xb)]), standardise=False)
+        accuracy[a, b] = _nearest_mean_accuracy(
+            np.concatenate([xa, xb]), np.repeat([0, 1], [len(xa), len(xb)]), standardise=False
+        )
     for pair in (("sky", "water"), ("tree", "grass"), ("road", "car"), ("wall", "building")):
         assert accuracy[pair] < 0.8, (pair, accuracy[pair])
     assert np.median(list(accuracy.values())) < 0.8
@@ -168,16 +185,27 @@ def test_pixel_colour_does_not_identify_the_class():
 def test_local_texture_beats_pixel_colour(tmp_path):
     """On generated frames, local texture statistics classify far better than one pixel's colour."""
     out = tmp_path / "mid"
-    make_synthetic_vspw(out, num_train=3, num_val=0, num_test=0, frames=4, height=96, width=160,
-                        seed=3, write_mp4=False)
+    make_synthetic_vspw(
+        out,
+        num_train=3,
+        num_val=0,
+        num_test=0,
+        frames=4,
+        height=96,
+        width=160,
+        seed=3,
+        write_mp4=False,
+    )
     colour, texture, labels = [], [], []
     for video in read_split(out, "train"):
         for stem in _stems(out / "data" / video / "origin"):
-            rgb = cv2.imread(str(out / "data" / video / "origin" / f"{stem}.jpg")).astype(np.float32)
+            rgb = cv2.imread(str(out / "data" / video / "origin" / f"{stem}.jpg")).astype(
+                np.float32
+            )
             mask = np.array(Image.open(out / "data" / video / "mask" / f"{stem}.png"))
             grey = rgb.mean(2)
             local = [cv2.blur(rgb, (7, 7))]
-            local.append(np.sqrt(np.maximum(cv2.blur(rgb ** 2, (7, 7)) - local[0] ** 2, 0)))
+            local.append(np.sqrt(np.maximum(cv2.blur(rgb**2, (7, 7)) - local[0] ** 2, 0)))
             for dx, dy in ((1, 0), (0, 1), (1, 1), (1, -1)):  # oriented gradient energy
                 g = cv2.filter2D(grey, -1, _grad_kernel(dx, dy))
                 local.append(cv2.blur(np.abs(g), (7, 7))[..., None])
@@ -204,7 +232,7 @@ def _nearest_mean_accuracy(x: np.ndarray, y: np.ndarray, standardise: bool = Tru
     classes = np.unique(y)
     means = np.stack([x[0::2][y[0::2] == c].mean(0) for c in classes])
     test = x[1::2]
-    dist = (test ** 2).sum(1)[:, None] - 2 * test @ means.T + (means ** 2).sum(1)[None]
+    dist = (test**2).sum(1)[:, None] - 2 * test @ means.T + (means**2).sum(1)[None]
     return float(np.mean(classes[dist.argmin(1)] == y[1::2]))
 
 
@@ -231,9 +259,27 @@ def test_cli_writes_dataset_and_preview(tmp_path, capsys):
     cli = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(cli)
     out, preview = tmp_path / "cli", tmp_path / "sheet.png"
-    rc = cli.main(["--out", str(out), "--train-videos", "1", "--val-videos", "1", "--test-videos", "0",
-                   "--frames", "3", "--height", "32", "--width", "48", "--no-mp4",
-                   "--preview", str(preview)])
+    rc = cli.main(
+        [
+            "--out",
+            str(out),
+            "--train-videos",
+            "1",
+            "--val-videos",
+            "1",
+            "--test-videos",
+            "0",
+            "--frames",
+            "3",
+            "--height",
+            "32",
+            "--width",
+            "48",
+            "--no-mp4",
+            "--preview",
+            str(preview),
+        ]
+    )
     assert rc == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["frames"] == {"train": 3, "val": 3, "test": 0}

@@ -49,7 +49,8 @@ def make_tiny_vspw(root: Path, videos: int = 4, frames: int = 4, seed: int = 0) 
     (root / "val.txt").write_text(names[-1] + "\n")
     (root / "test.txt").write_text("")
     (root / "label_num_dic_final.json").write_text(
-        '{"others": 0, "red": 1, "green": 2, "blue": 3, "grey": 4}')
+        '{"others": 0, "red": 1, "green": 2, "blue": 3, "grey": 4}'
+    )
     return str(root)
 
 
@@ -74,7 +75,9 @@ class TinySeg(nn.Module):
 
     def forward(self, frames, labels=None):
         feats = self.backbone(frames.flatten(0, 1)).view(*frames.shape[:2], 8, *frames.shape[-2:])
-        x = torch.cat([feats[:, -1], feats[:, :-1].mean(1) if frames.shape[1] > 1 else feats[:, -1]], 1)
+        x = torch.cat(
+            [feats[:, -1], feats[:, :-1].mean(1) if frames.shape[1] > 1 else feats[:, -1]], 1
+        )
         logits = self.head(x)
         self.calls += 1
         with torch.no_grad():
@@ -101,10 +104,22 @@ def standin(cfg):
 
 
 def tiny_cfg(root: str, work_dir: Path, *extra: str):
-    return load_config(TINY, [f"data.root={root}", f"work_dir={work_dir}", "train.iters=8",
-                              "train.ckpt_interval=2", "train.log_interval=1", "data.num_workers=0",
-                              "train.lr=0.05", "model.num_classes=4", "data.short_side=40",
-                              "data.crop_size=[32,32]", *extra])
+    return load_config(
+        TINY,
+        [
+            f"data.root={root}",
+            f"work_dir={work_dir}",
+            "train.iters=8",
+            "train.ckpt_interval=2",
+            "train.log_interval=1",
+            "data.num_workers=0",
+            "train.lr=0.05",
+            "model.num_classes=4",
+            "data.short_side=40",
+            "data.crop_size=[32,32]",
+            *extra,
+        ],
+    )
 
 
 @pytest.fixture(scope="module")
@@ -151,12 +166,21 @@ tr.train(tiny_cfg(sys.argv[1], sys.argv[2], "train.iters=10"), resume=resume,
 
 
 def _child(root, work_dir, slow=0.0, resume=None):
-    args = [sys.executable, "-c", CHILD.format(tests=str(Path(__file__).parent)), root, str(work_dir),
-            str(slow)]
+    args = [
+        sys.executable,
+        "-c",
+        CHILD.format(tests=str(Path(__file__).parent)),
+        root,
+        str(work_dir),
+        str(slow),
+    ]
     if resume:
         args.append(resume)
-    env = {**os.environ, "OMP_NUM_THREADS": "1",
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+    }
     return subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
 
@@ -173,7 +197,10 @@ def test_sigkill_and_resume_is_bit_identical(vspw_root, tmp_path):
     deadline = time.time() + 120
     while time.time() < deadline:  # kill right after the first checkpoint landed
         latest = killed_dir / "latest"
-        if latest.exists() and latest.read_text().strip() in ("iter_0000002.pth", "iter_0000004.pth"):
+        if latest.exists() and latest.read_text().strip() in (
+            "iter_0000002.pth",
+            "iter_0000004.pth",
+        ):
             break
         assert victim.poll() is None, victim.stdout.read().decode()
         time.sleep(0.05)
@@ -198,7 +225,9 @@ def test_loss_decreases_and_logs(vspw_root, tmp_path, no_val):
     result = train(cfg, model_factory=factory)
     import json
 
-    rows = [json.loads(line) for line in (tmp_path / "run" / "scalars.jsonl").read_text().splitlines()]
+    rows = [
+        json.loads(line) for line in (tmp_path / "run" / "scalars.jsonl").read_text().splitlines()
+    ]
     assert [r["iter"] for r in rows] == list(range(1, 13))
     losses = [r["loss"] for r in rows]
     assert np.mean(losses[-4:]) < 0.9 * np.mean(losses[:4]), losses
@@ -241,8 +270,11 @@ def test_resume_other_model_lists_mismatched_keys(vspw_root, tmp_path, no_val):
 
     train(tiny_cfg(vspw_root, tmp_path / "run", "train.iters=2"), model_factory=standin)
     with pytest.raises(CheckpointError, match="holds none of this model's 2 tensors") as info:
-        train(tiny_cfg(vspw_root, tmp_path / "run", "train.iters=4"), resume="latest",
-              model_factory=lambda cfg: nn.Sequential(nn.Conv2d(3, 4, 1)))
+        train(
+            tiny_cfg(vspw_root, tmp_path / "run", "train.iters=4"),
+            resume="latest",
+            model_factory=lambda cfg: nn.Sequential(nn.Conv2d(3, 4, 1)),
+        )
     assert "another model" in str(info.value) and "backbone" in str(info.value)
 
 
@@ -263,7 +295,9 @@ def test_missing_or_non_vspw_root_points_to_data_check(tmp_path, monkeypatch):
     monkeypatch.delenv("VSPW_ROOT", raising=False)
     (tmp_path / "notvspw").mkdir()
     for root in (tmp_path / "absent", tmp_path / "notvspw"):
-        code = main(["train", str(TINY), "--set", f"data.root={root}", "--work-dir", str(tmp_path / "w")])
+        code = main(
+            ["train", str(TINY), "--set", f"data.root={root}", "--work-dir", str(tmp_path / "w")]
+        )
         assert code == 2
     from vidseg.engine.data import resolve_data_root
 
@@ -305,8 +339,14 @@ def test_periodic_validation_keeps_best_checkpoint(vspw_root, tmp_path, monkeypa
         return {"miou": next(scores), "mvc8": 0.5}
 
     monkeypatch.setattr(ev, "evaluate", fake_evaluate)
-    cfg = tiny_cfg(vspw_root, tmp_path / "run", "train.iters=6", "train.val_interval=2",
-                   "train.val_videos=1", "train.ckpt_interval=100")
+    cfg = tiny_cfg(
+        vspw_root,
+        tmp_path / "run",
+        "train.iters=6",
+        "train.val_interval=2",
+        "train.val_videos=1",
+        "train.ckpt_interval=100",
+    )
     result = train(cfg, model_factory=standin)
     assert len(calls) == 3 and calls[0].endswith("iter_0000002")
     assert result["best_miou"] == pytest.approx(0.3) and result["val"]["miou"] == pytest.approx(0.2)
@@ -315,7 +355,9 @@ def test_periodic_validation_keeps_best_checkpoint(vspw_root, tmp_path, monkeypa
     assert (tmp_path / "run" / "latest").read_text().strip() == "iter_0000006.pth"
     import json
 
-    rows = [json.loads(line) for line in (tmp_path / "run" / "scalars.jsonl").read_text().splitlines()]
+    rows = [
+        json.loads(line) for line in (tmp_path / "run" / "scalars.jsonl").read_text().splitlines()
+    ]
     assert [r["miou"] for r in rows if r["phase"] == "val"] == pytest.approx([0.1, 0.3, 0.2])
 
 
@@ -357,19 +399,32 @@ def test_cli_trains_real_model_validates_and_resumes(vspw_root, tmp_path, capsys
     from vidseg.cli import main
 
     work = tmp_path / "run"
-    common = ["--work-dir", str(work), "--set", f"data.root={vspw_root}", "train.log_interval=1",
-              "data.num_workers=0", "model.num_classes=4", "data.short_side=40",
-              "data.crop_size=[32,32]", "train.ckpt_interval=1"]
+    common = [
+        "--work-dir",
+        str(work),
+        "--set",
+        f"data.root={vspw_root}",
+        "train.log_interval=1",
+        "data.num_workers=0",
+        "model.num_classes=4",
+        "data.short_side=40",
+        "data.crop_size=[32,32]",
+        "train.ckpt_interval=1",
+    ]
     assert main(["train", str(TINY), *common, "train.iters=2"]) == 0, capsys.readouterr().err
     first = torch.load(work / "iter_0000002.pth", weights_only=True)
     assert (work / "best.pth").is_file() and "miou" in (work / "train.log").read_text()
-    assert main(["train", str(TINY), *common, "train.iters=3", "--resume"]) == 0, capsys.readouterr().err
+    assert main(["train", str(TINY), *common, "train.iters=3", "--resume"]) == 0, (
+        capsys.readouterr().err
+    )
     ckpt = torch.load(work / "iter_0000003.pth", weights_only=True)
     assert ckpt["iteration"] == 3 and ckpt["model"].keys() == first["model"].keys()
     assert any("memory" in k for k in ckpt["model"])
     assert "trained 3 iterations" in capsys.readouterr().out
     # resuming with another model (a PPM context) is refused with the keys that do not fit
-    assert main(["train", str(TINY), *common, "train.iters=4", "model.context=ppm", "--resume"]) == 2
+    assert (
+        main(["train", str(TINY), *common, "train.iters=4", "model.context=ppm", "--resume"]) == 2
+    )
     err = capsys.readouterr().err
     assert "does not fit this model" in err and "missing in checkpoint" in err
     assert "image_model.context" in err
@@ -390,26 +445,45 @@ def test_real_model_uses_every_parameter_in_training(vspw_root, tmp_path, contex
     assert not unused
 
 
-@pytest.mark.parametrize("script,args,expected", [
-    ("train_vspw.sh", ["cfg.yaml"], "-m vidseg train cfg.yaml"),
-    ("train_vspw.sh", ["cfg.yaml", "1", "--resume"], "-m vidseg train cfg.yaml --resume"),
-    ("train_vspw.sh", ["cfg.yaml", "4", "--set", "train.iters=9"],
-     "-m torch.distributed.run --standalone --nproc_per_node=4 -m vidseg train cfg.yaml --set train.iters=9"),
-    ("eval_vspw.sh", ["cfg.yaml", "run/best.pth"], "-m vidseg eval cfg.yaml --checkpoint run/best.pth"),
-    ("eval_vspw.sh", ["cfg.yaml", "run", "2", "--no-tc"],
-     "-m torch.distributed.run --standalone --nproc_per_node=2 -m vidseg eval cfg.yaml --checkpoint run "
-     "--no-tc"),
-])
+@pytest.mark.parametrize(
+    "script,args,expected",
+    [
+        ("train_vspw.sh", ["cfg.yaml"], "-m vidseg train cfg.yaml"),
+        ("train_vspw.sh", ["cfg.yaml", "1", "--resume"], "-m vidseg train cfg.yaml --resume"),
+        (
+            "train_vspw.sh",
+            ["cfg.yaml", "4", "--set", "train.iters=9"],
+            "-m torch.distributed.run --standalone --nproc_per_node=4 -m vidseg train cfg.yaml --set train.iters=9",
+        ),
+        (
+            "eval_vspw.sh",
+            ["cfg.yaml", "run/best.pth"],
+            "-m vidseg eval cfg.yaml --checkpoint run/best.pth",
+        ),
+        (
+            "eval_vspw.sh",
+            ["cfg.yaml", "run", "2", "--no-tc"],
+            "-m torch.distributed.run --standalone --nproc_per_node=2 -m vidseg eval cfg.yaml --checkpoint run "
+            "--no-tc",
+        ),
+    ],
+)
 def test_scripts_build_the_right_command(script, args, expected):
     # PYTHON=echo prints the command line the script would run
-    out = subprocess.run(["bash", str(REPO / "scripts" / script), *args],
-                         env={**os.environ, "PYTHON": "echo"},
-                         capture_output=True, text=True, check=True).stdout.strip()
+    out = subprocess.run(
+        ["bash", str(REPO / "scripts" / script), *args],
+        env={**os.environ, "PYTHON": "echo"},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     assert out == expected
 
 
 def test_scripts_usage_and_no_machine_paths():
-    proc = subprocess.run(["bash", str(REPO / "scripts" / "train_vspw.sh")], capture_output=True, text=True)
+    proc = subprocess.run(
+        ["bash", str(REPO / "scripts" / "train_vspw.sh")], capture_output=True, text=True
+    )
     assert proc.returncode == 2 and "usage" in proc.stderr
     for script in ("train_vspw.sh", "eval_vspw.sh"):
         text = (REPO / "scripts" / script).read_text()

@@ -18,9 +18,16 @@ from test_train import REPO, TINY, make_tiny_vspw, standin, tiny_cfg
 
 ITERS = 10
 # the same run as test_train.tiny_cfg(root, dir, "train.iters=10"), through the command line
-SETTINGS = ["train.iters=10", "train.ckpt_interval=2", "train.log_interval=1",
-            "data.num_workers=0", "train.lr=0.05", "model.num_classes=4", "data.short_side=40",
-            "data.crop_size=[32,32]"]
+SETTINGS = [
+    "train.iters=10",
+    "train.ckpt_interval=2",
+    "train.log_interval=1",
+    "data.num_workers=0",
+    "train.lr=0.05",
+    "model.num_classes=4",
+    "data.short_side=40",
+    "data.crop_size=[32,32]",
+]
 
 # `vidseg train` in a child process with the stand-in model (dropout, BatchNorm, a buffer: the
 # RNG state matters); `slow` sleeps per iteration so the parent can signal it between two
@@ -38,11 +45,25 @@ raise SystemExit(main(sys.argv[2:]))
 
 
 def _cli_child(root, work_dir: Path, slow: float = 0.0, *extra: str) -> subprocess.Popen:
-    args = [sys.executable, "-c", CHILD.format(tests=str(Path(__file__).parent)), str(slow),
-            "train", str(TINY), "--work-dir", str(work_dir), *extra,
-            "--set", f"data.root={root}", *SETTINGS]
-    env = {**os.environ, "OMP_NUM_THREADS": "1",
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    args = [
+        sys.executable,
+        "-c",
+        CHILD.format(tests=str(Path(__file__).parent)),
+        str(slow),
+        "train",
+        str(TINY),
+        "--work-dir",
+        str(work_dir),
+        *extra,
+        "--set",
+        f"data.root={root}",
+        *SETTINGS,
+    ]
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+    }
     return subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
 
@@ -67,7 +88,7 @@ def _latest_iter(work_dir: Path) -> int:
     if not latest.exists():
         return 0
     name = latest.read_text().strip()
-    return int(name[len("iter_"):-len(".pth")]) if name else 0
+    return int(name[len("iter_") : -len(".pth")]) if name else 0
 
 
 def _wait_for(proc: subprocess.Popen, condition, timeout: float = 120.0) -> None:
@@ -113,7 +134,8 @@ def _assert_same(a: dict, b: dict) -> None:
 
 
 def test_signals_checkpoint_and_resume_bit_identical_with_one_row_per_iteration(
-        vspw_root, tmp_path, uninterrupted):
+    vspw_root, tmp_path, uninterrupted
+):
     """SIGTERM and SIGINT: exit 3 with a checkpoint at the current iteration; SIGKILL after rows
     were logged past the last checkpoint; each resumed run ends bit-identical to an
     uninterrupted one, with exactly one scalars row per iteration. (The three runs overlap.)"""
@@ -156,8 +178,10 @@ def test_signals_checkpoint_and_resume_bit_identical_with_one_row_per_iteration(
         assert 2 <= stopped_at < ITERS, out[-3000:]
         assert _weights(work, stopped_at)  # complete and loadable, `latest` names it
         assert f"stopped by {sig.name} after iteration {stopped_at}" in out
-        assert f"{sig.name} received: stopped after iteration {stopped_at}" in (
-            work / "train.log").read_text()
+        assert (
+            f"{sig.name} received: stopped after iteration {stopped_at}"
+            in (work / "train.log").read_text()
+        )
         assert _rows(work) == list(range(1, stopped_at + 1))
         assert not list(work.glob(".*.tmp"))
 
@@ -179,8 +203,17 @@ def fast_model(monkeypatch):
 
 
 def _cli(root, work: Path, *extra: str) -> list[str]:
-    return ["train", str(TINY), "--work-dir", str(work), *extra, "--set", f"data.root={root}",
-            *SETTINGS[1:], "train.iters=2"]
+    return [
+        "train",
+        str(TINY),
+        "--work-dir",
+        str(work),
+        *extra,
+        "--set",
+        f"data.root={root}",
+        *SETTINGS[1:],
+        "train.iters=2",
+    ]
 
 
 def test_existing_run_is_refused_before_any_work(vspw_root, tmp_path, capsys, fast_model):

@@ -41,10 +41,20 @@ def test_prepare_frame_normalises_and_converts():
 def test_identical_frames_get_identical_geometry_and_jitter(seed):
     frame = pattern(seed=seed)
     label = np.random.default_rng(seed + 100).integers(0, 5, (32, 48), dtype=np.uint8)
-    tf = ClipTransform(train=True, short_side=40, scale_range=(0.5, 2.0), crop_size=(36, 36),
-                       cat_max_ratio=0.75, flip_prob=0.5, jitter=True)
-    frames, labels = tf([frame.copy() for _ in range(3)], [label.copy() for _ in range(3)],
-                        rng=np.random.default_rng(seed))
+    tf = ClipTransform(
+        train=True,
+        short_side=40,
+        scale_range=(0.5, 2.0),
+        crop_size=(36, 36),
+        cat_max_ratio=0.75,
+        flip_prob=0.5,
+        jitter=True,
+    )
+    frames, labels = tf(
+        [frame.copy() for _ in range(3)],
+        [label.copy() for _ in range(3)],
+        rng=np.random.default_rng(seed),
+    )
     assert frames.shape == (3, 3, 36, 36) and labels.shape == (3, 36, 36)
     assert labels.dtype == torch.int64
     for t in (0, 1):
@@ -58,21 +68,37 @@ def test_shifted_frames_stay_shifted_after_crop_and_scale():
     base = pattern(32, 64, seed=1)
     shifted = np.zeros_like(base)
     shifted[:, 4:] = base[:, :-4]
-    tf = ClipTransform(train=True, short_side=32, scale_range=(1.0, 1.0), crop_size=(32, 40),
-                       cat_max_ratio=1.0, flip_prob=0.0, jitter=False)
+    tf = ClipTransform(
+        train=True,
+        short_side=32,
+        scale_range=(1.0, 1.0),
+        crop_size=(32, 40),
+        cat_max_ratio=1.0,
+        flip_prob=0.0,
+        jitter=False,
+    )
     for seed in range(4):
         frames, _ = tf([shifted, base], None, rng=np.random.default_rng(seed))
         assert torch.equal(frames[0][:, :, 4:], frames[1][:, :, :-4])
-    crops = {tuple(tf([base], None, rng=np.random.default_rng(s))[0][0, 0, 0, :3].tolist())
-             for s in range(8)}
+    crops = {
+        tuple(tf([base], None, rng=np.random.default_rng(s))[0][0, 0, 0, :3].tolist())
+        for s in range(8)
+    }
     assert len(crops) > 1  # the crop position really is random
 
 
 def test_flip_applies_to_frames_and_labels():
     frame = pattern(seed=2)
     label = np.tile(np.arange(48, dtype=np.uint8)[None] % 7, (32, 1))
-    tf = ClipTransform(train=True, short_side=None, scale_range=(1.0, 1.0), crop_size=(32, 48),
-                       cat_max_ratio=1.0, flip_prob=1.0, jitter=False)
+    tf = ClipTransform(
+        train=True,
+        short_side=None,
+        scale_range=(1.0, 1.0),
+        crop_size=(32, 48),
+        cat_max_ratio=1.0,
+        flip_prob=1.0,
+        jitter=False,
+    )
     frames, labels = tf([frame], [label], rng=np.random.default_rng(0))
     ref, _ = ClipTransform(train=False, short_side=None)([frame[:, ::-1]])
     assert torch.allclose(frames, ref)
@@ -82,8 +108,15 @@ def test_flip_applies_to_frames_and_labels():
 def test_labels_use_nearest_and_padding_uses_ignore():
     label = np.zeros((32, 48), np.uint8)
     label[:, 24:] = 7
-    tf = ClipTransform(train=True, short_side=16, scale_range=(1.0, 1.0), crop_size=(20, 30),
-                       cat_max_ratio=1.0, flip_prob=0.0, jitter=False)
+    tf = ClipTransform(
+        train=True,
+        short_side=16,
+        scale_range=(1.0, 1.0),
+        crop_size=(20, 30),
+        cat_max_ratio=1.0,
+        flip_prob=0.0,
+        jitter=False,
+    )
     frames, labels = tf([pattern()], [label], rng=np.random.default_rng(0))
     assert frames.shape == (1, 3, 20, 30)
     assert set(torch.unique(labels).tolist()) == {0, 7, 255}
@@ -98,8 +131,15 @@ def test_cat_max_ratio_redraws_dominated_crops():
     label[:, 190:] = 2
 
     def share_of_main(cat_max_ratio, seed):
-        tf = ClipTransform(train=True, short_side=None, scale_range=(1.0, 1.0), crop_size=(40, 40),
-                           cat_max_ratio=cat_max_ratio, flip_prob=0.0, jitter=False)
+        tf = ClipTransform(
+            train=True,
+            short_side=None,
+            scale_range=(1.0, 1.0),
+            crop_size=(40, 40),
+            cat_max_ratio=cat_max_ratio,
+            flip_prob=0.0,
+            jitter=False,
+        )
         _, labels = tf([np.zeros((40, 200, 3), np.uint8)], [label], rng=np.random.default_rng(seed))
         return float((labels[0] == 1).float().mean())
 

@@ -88,11 +88,15 @@ def test_window_grid_5x9_crop4_stride3():
         [2, 2, 2, 4, 2, 4, 4, 2, 2],
         [2, 2, 2, 4, 2, 4, 4, 2, 2],
         [2, 2, 2, 4, 2, 4, 4, 2, 2],
-        [1, 1, 1, 2, 1, 2, 2, 1, 1]]
+        [1, 1, 1, 2, 1, 2, 2, 1, 1],
+    ]
     assert window_grid(3, 3, (4, 4), (3, 3)) == [(0, 3, 0, 3)]  # smaller than the crop
     # the authors' VSPW setting on a 512 x 910 frame: 1 x 3 windows, the last flush right
-    assert window_grid(512, 910, (512, 512), (341, 341)) == [(0, 512, 0, 512), (0, 512, 341, 853),
-                                                             (0, 512, 398, 910)]
+    assert window_grid(512, 910, (512, 512), (341, 341)) == [
+        (0, 512, 0, 512),
+        (0, 512, 341, 853),
+        (0, 512, 398, 910),
+    ]
 
 
 def _frame(seed, h=5, w=9):
@@ -130,8 +134,9 @@ def test_each_window_keeps_its_own_history_across_frames():
     scores, _, state = frame_scores(model, f2, state, SLIDE_4x3, video_id="v")
     v1 = f1[0, 0].double().numpy()
     prev = [v1[y1:y2, x1:x2].mean() for y1, y2, x1, x2 in WINDOWS_5x9]  # window k's own past
-    np.testing.assert_allclose(scores[0].numpy(), _slide_by_hand(f2[0, 0].double().numpy(), prev),
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        scores[0].numpy(), _slide_by_hand(f2[0, 0].double().numpy(), prev), atol=1e-6
+    )
     assert all(s.frames == 2 for s in state.streams.values()) and state.frame_index == 2
     # a new video, a new frame size and no_history each start every window afresh
     _, _, state = frame_scores(model, f1, state, SLIDE_4x3, video_id="w")
@@ -177,15 +182,18 @@ def test_scales_are_averaged_at_the_frame_size():
         return torch.stack([v, v.mean() + 0 * v], 1).softmax(1)
 
     half = F.interpolate(frame, scale_factor=0.5, mode="bilinear", align_corners=False)
-    expected = (probs(frame) + F.interpolate(probs(half), size=(8, 12), mode="bilinear",
-                                             align_corners=False)) / 2
+    expected = (
+        probs(frame)
+        + F.interpolate(probs(half), size=(8, 12), mode="bilinear", align_corners=False)
+    ) / 2
     torch.testing.assert_close(scores, expected, atol=1e-6, rtol=0)
 
 
 def test_slide_scales_and_flip_together_cover_every_view():
     model = FakeModel(ramp=0.1)
-    settings = TTASettings(mode="slide", crop_size=(4, 4), stride=(3, 3), scales=(1.0, 2.0),
-                           flip=True)
+    settings = TTASettings(
+        mode="slide", crop_size=(4, 4), stride=(3, 3), scales=(1.0, 2.0), flip=True
+    )
     scores, _, state = frame_scores(model, _frame(6), None, settings)
     n2 = len(window_grid(10, 18, (4, 4), (3, 3)))
     assert len(state.streams) == 2 * (6 + n2) and model.calls == 2 * (6 + n2)
@@ -207,7 +215,7 @@ def tiny():
 def _rgb(k, h=40, w=60):
     g = np.random.default_rng(k)
     base = g.integers(0, 255, (h + 8, w + 8, 3), dtype=np.uint8)
-    return np.ascontiguousarray(base[k % 8:k % 8 + h, k % 8:k % 8 + w])
+    return np.ascontiguousarray(base[k % 8 : k % 8 + h, k % 8 : k % 8 + w])
 
 
 def test_whole_single_scale_is_the_old_path_bit_for_bit(tiny):
@@ -221,12 +229,22 @@ def test_whole_single_scale_is_the_old_path_bit_for_bit(tiny):
         x = prepare_frame(rgb, SS, cfg.data.mean, cfg.data.std)
         logits, old_state = model.step(x, old_state, video_id="v")  # the path before tta.py
         old = upsample_argmax(logits, (30, 45)).to(torch.uint8).numpy()
-        new, new_state = segment_frame(model, rgb, new_state, SS, cfg.data.mean, cfg.data.std,
-                                       out_size=(30, 45), video_id="v", tta=cfg.eval)
+        new, new_state = segment_frame(
+            model,
+            rgb,
+            new_state,
+            SS,
+            cfg.data.mean,
+            cfg.data.std,
+            out_size=(30, 45),
+            video_id="v",
+            tta=cfg.eval,
+        )
         assert np.array_equal(old, new), k
         assert isinstance(new_state, TTAState)
-        plain, legacy = segment_frame(model, rgb, legacy, SS, cfg.data.mean, cfg.data.std,
-                                      out_size=(30, 45), video_id="v")
+        plain, legacy = segment_frame(
+            model, rgb, legacy, SS, cfg.data.mean, cfg.data.std, out_size=(30, 45), video_id="v"
+        )
         assert np.array_equal(old, plain), k
         scores, api_state = predict_scores(model, rgb, api_state, cfg, (30, 45), video_id="v")
         ref = F.interpolate(logits, size=(30, 45), mode="bilinear", align_corners=False)[0]
@@ -242,8 +260,9 @@ def test_whole_single_scale_is_the_old_path_bit_for_bit(tiny):
 def test_predict_scores_are_probabilities_when_averaged(tiny):
     cfg, model = tiny
     settings = TTASettings(mode="slide", crop_size=(SS, SS), stride=(24, 24), flip=True)
-    scores, states = predict_scores(model, _rgb(0), None, settings, short_side=SS,
-                                    mean=cfg.data.mean, std=cfg.data.std)
+    scores, states = predict_scores(
+        model, _rgb(0), None, settings, short_side=SS, mean=cfg.data.mean, std=cfg.data.std
+    )
     assert scores.shape == (cfg.model.num_classes, 40, 60) and scores.dtype == torch.float32
     torch.testing.assert_close(scores.sum(0), torch.ones(40, 60))
     # prepared frame 32 x 48: 1 x 2 windows, each with its own state, for each flip
@@ -255,25 +274,35 @@ def test_predict_scores_are_probabilities_when_averaged(tiny):
 # --------------------------------------------------------------------------- config
 
 
-@pytest.mark.parametrize("overrides,key", [
-    (["eval.mode=slide"], "eval.crop_size"),
-    (["eval.mode=slide", "eval.crop_size=[64, 64]"], "eval.stride"),
-    (["eval.mode=slide", "eval.crop_size=[64, 64]", "eval.stride=[65, 32]"], "eval.stride"),
-    (["eval.mode=slide", "eval.crop_size=[0, 64]", "eval.stride=[32, 32]"], "eval.crop_size"),
-    (["eval.mode=slide", "eval.crop_size=[64]", "eval.stride=[32, 32]"], "eval.crop_size"),
-    (["eval.mode=sliding"], "eval.mode"),
-    (["eval.scales=[0.5, -1.0]"], "eval.scales"),
-    (["model.hmsa.flip=true"], "model.hmsa.flip"),
-])
+@pytest.mark.parametrize(
+    "overrides,key",
+    [
+        (["eval.mode=slide"], "eval.crop_size"),
+        (["eval.mode=slide", "eval.crop_size=[64, 64]"], "eval.stride"),
+        (["eval.mode=slide", "eval.crop_size=[64, 64]", "eval.stride=[65, 32]"], "eval.stride"),
+        (["eval.mode=slide", "eval.crop_size=[0, 64]", "eval.stride=[32, 32]"], "eval.crop_size"),
+        (["eval.mode=slide", "eval.crop_size=[64]", "eval.stride=[32, 32]"], "eval.crop_size"),
+        (["eval.mode=sliding"], "eval.mode"),
+        (["eval.scales=[0.5, -1.0]"], "eval.scales"),
+        (["model.hmsa.flip=true"], "model.hmsa.flip"),
+    ],
+)
 def test_bad_settings_raise_config_error_naming_the_key(overrides, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         load_config(TINY, overrides)
 
 
 def test_good_settings_load_and_round_trip():
-    cfg = load_config(TINY, ["eval.mode=slide", "eval.crop_size=[512, 512]",
-                             "eval.stride=[341, 341]", "eval.scales=[0.75, 1.0, 1.25]",
-                             "eval.flip=true"])
+    cfg = load_config(
+        TINY,
+        [
+            "eval.mode=slide",
+            "eval.crop_size=[512, 512]",
+            "eval.stride=[341, 341]",
+            "eval.scales=[0.75, 1.0, 1.25]",
+            "eval.flip=true",
+        ],
+    )
     settings = TTASettings.from_config(cfg)
     assert settings == TTASettings("slide", (512, 512), (341, 341), (0.75, 1.0, 1.25), True)
     assert not settings.plain and TTASettings.from_config(EvalConfig()).plain
@@ -302,39 +331,79 @@ def dataset(tmp_path_factory):
     from vidseg.data.synthetic import make_synthetic_vspw
 
     root = tmp_path_factory.mktemp("synth")
-    make_synthetic_vspw(root, num_train=1, num_val=1, num_test=0, frames=2, height=48, width=80,
-                        seed=3, write_mp4=False)
+    make_synthetic_vspw(
+        root,
+        num_train=1,
+        num_val=1,
+        num_test=0,
+        frames=2,
+        height=48,
+        width=80,
+        seed=3,
+        write_mp4=False,
+    )
     return root
 
 
 def _eval(dataset, out, *overrides):
     # one thread: the tiny model gains nothing from more, and a busy machine punishes them
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "vidseg", "eval", TINY, "--random-init",
-                           "--data", str(dataset), "--out", str(out), "--no-tc", "--set",
-                           f"data.short_side={SS}", *overrides], capture_output=True, text=True,
-                          timeout=300, cwd=ROOT, env=env)
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "vidseg",
+            "eval",
+            TINY,
+            "--random-init",
+            "--data",
+            str(dataset),
+            "--out",
+            str(out),
+            "--no-tc",
+            "--set",
+            f"data.short_side={SS}",
+            *overrides,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+        env=env,
+    )
 
 
-@pytest.mark.parametrize("overrides", [
-    ("eval.mode=slide", "eval.crop_size=[32,32]", "eval.stride=[24,24]"),
-    ("eval.scales=[0.75,1.0,1.25]", "eval.flip=true"),
-])
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ("eval.mode=slide", "eval.crop_size=[32,32]", "eval.stride=[24,24]"),
+        ("eval.scales=[0.75,1.0,1.25]", "eval.flip=true"),
+    ],
+)
 def test_vidseg_eval_runs_with_the_protocol(dataset, tmp_path, overrides):
     proc = _eval(dataset, tmp_path / "eval", *overrides)
     assert proc.returncode == 0, proc.stderr
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert metrics["frames"] == 2 and 0.0 <= metrics["miou"] <= 1.0
     expected = load_config(TINY, list(overrides)).eval
-    assert metrics["tta"] == {"mode": expected.mode, "crop_size": expected.crop_size,
-                              "stride": expected.stride, "scales": expected.scales,
-                              "flip": expected.flip}
+    assert metrics["tta"] == {
+        "mode": expected.mode,
+        "crop_size": expected.crop_size,
+        "stride": expected.stride,
+        "scales": expected.scales,
+        "flip": expected.flip,
+    }
     assert len(list((tmp_path / "eval" / "pred").rglob("*.png"))) == 2
 
 
 def test_vidseg_eval_bad_crop_is_one_line(dataset, tmp_path):
-    proc = _eval(dataset, tmp_path / "eval", "eval.mode=slide", "eval.crop_size=[48,48]",
-                 "eval.stride=[64,32]")
+    proc = _eval(
+        dataset,
+        tmp_path / "eval",
+        "eval.mode=slide",
+        "eval.crop_size=[48,48]",
+        "eval.stride=[64,32]",
+    )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and "eval.stride" in proc.stderr
 

@@ -29,16 +29,32 @@ REPO = Path(__file__).resolve().parents[1]
 TINY = str(REPO / "configs" / "synthetic" / "tiny.yaml")
 FRAMES, H, W = 12, 32, 48
 # the tiny config made smaller still: a quarter-width ResNet-18 on 32 px inputs
-SMALL = ["model.backbone.widths=[8,16,32,64]", "model.backbone.stem_width=8", "model.channels=16",
-         "model.key_channels=8", "data.short_side=32", "data.crop_size=[32,32]"]
+SMALL = [
+    "model.backbone.widths=[8,16,32,64]",
+    "model.backbone.stem_width=8",
+    "model.channels=16",
+    "model.key_channels=8",
+    "data.short_side=32",
+    "data.crop_size=[32,32]",
+]
 
 
 @pytest.fixture(scope="module")
 def roots(tmp_path_factory):
     """A synthetic VSPW root (2 train, 1 val videos of 12 frames) and its video/frames copies."""
     base = tmp_path_factory.mktemp("user_data")
-    make_synthetic_vspw(base / "vspw", num_train=2, num_val=1, num_test=0, frames=FRAMES,
-                        height=H, width=W, seed=4, write_mp4=False, workers=1)
+    make_synthetic_vspw(
+        base / "vspw",
+        num_train=2,
+        num_val=1,
+        num_test=0,
+        frames=FRAMES,
+        height=H,
+        width=W,
+        seed=4,
+        write_mp4=False,
+        workers=1,
+    )
     out = {"vspw": str(base / "vspw")}
     for fmt in ("video", "frames"):
         convert_vspw(base / "vspw", base / fmt, fmt)
@@ -66,13 +82,21 @@ def grey(frames: torch.Tensor) -> np.ndarray:
 
 def test_natural_order():
     names = ["frame10", "frame2", "frame1", "a_10_b", "a_9_c", "Frame3", "frame01"]
-    assert sorted(names, key=natural_key) == ["a_9_c", "a_10_b", "frame01", "frame1", "frame2",
-                                              "Frame3", "frame10"]
+    assert sorted(names, key=natural_key) == [
+        "a_9_c",
+        "a_10_b",
+        "frame01",
+        "frame1",
+        "frame2",
+        "Frame3",
+        "frame10",
+    ]
 
 
 def test_frames_layout_reads_the_vspw_clips_bit_for_bit(roots):
-    ref = VSPWClips(roots["vspw"], "train", history=2, stride=2, mode="eval",
-                    return_all_labels=True)
+    ref = VSPWClips(
+        roots["vspw"], "train", history=2, stride=2, mode="eval", return_all_labels=True
+    )
     ds = clips(roots["frames"], "frames", history=2, stride=2, mode="eval", return_all_labels=True)
     assert len(ds) == len(ref) == 2 * FRAMES
     assert ds.videos[0].stems[:3] == ["frame0", "frame1", "frame2"]  # natural, not text, order
@@ -140,8 +164,18 @@ def test_mask_count_mismatch_is_refused_or_skipped_and_named_by_the_check(roots,
 
     # training refuses before any work: one line naming the video, exit 2
     work = tmp_path / "run"
-    code = main(["train", TINY, "--work-dir", str(work), "--set", "data.format=video",
-                 f"data.root={root}", *SMALL])
+    code = main(
+        [
+            "train",
+            TINY,
+            "--work-dir",
+            str(work),
+            "--set",
+            "data.format=video",
+            f"data.root={root}",
+            *SMALL,
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and message in err and "Traceback" not in err and len(err.splitlines()) == 1
     assert not work.exists()
@@ -184,14 +218,36 @@ def test_check_names_every_other_problem(roots, tmp_path, capsys):
 def test_train_two_iterations_and_eval_on_each_format(roots, tmp_path, capsys):
     for fmt in ("video", "frames"):
         work = tmp_path / f"run_{fmt}"
-        args = ["--set", f"data.format={fmt}", f"data.root={roots[fmt]}", *SMALL,
-                "data.batch_size=1", "train.iters=2", "train.ckpt_interval=2",
-                "train.validate=false"]
+        args = [
+            "--set",
+            f"data.format={fmt}",
+            f"data.root={roots[fmt]}",
+            *SMALL,
+            "data.batch_size=1",
+            "train.iters=2",
+            "train.ckpt_interval=2",
+            "train.validate=false",
+        ]
         assert main(["train", TINY, "--work-dir", str(work), *args]) == 0, capsys.readouterr().err
         assert "trained 2 iterations" in capsys.readouterr().out
         out = tmp_path / f"eval_{fmt}"
-        assert main(["eval", TINY, "--checkpoint", str(work), "--out", str(out), "--set",
-                     f"data.format={fmt}", f"data.root={roots[fmt]}", *SMALL]) == 0
+        assert (
+            main(
+                [
+                    "eval",
+                    TINY,
+                    "--checkpoint",
+                    str(work),
+                    "--out",
+                    str(out),
+                    "--set",
+                    f"data.format={fmt}",
+                    f"data.root={roots[fmt]}",
+                    *SMALL,
+                ]
+            )
+            == 0
+        )
         metrics = json.loads((out / "metrics.json").read_text())
         assert metrics["format"] == fmt and metrics["frames"] == FRAMES
         assert metrics["skipped_videos"] == [] and 0.0 <= metrics["pixel_acc"] <= 1.0
@@ -209,14 +265,22 @@ def test_train_id_masks_match_vspw_masks(roots, tmp_path):
     for path in Path(root, name, "masks").iterdir():  # rewrite as train ids (raw k -> k - 1)
         raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
         cv2.imwrite(str(path), to_train_ids(raw))
-        assert np.array_equal(to_vspw_raw(to_train_ids(raw), path, "train_ids"),
-                              np.where(raw == 0, 255, raw))  # "others" (0) becomes plain ignore
+        assert np.array_equal(
+            to_vspw_raw(to_train_ids(raw), path, "train_ids"), np.where(raw == 0, 255, raw)
+        )  # "others" (0) becomes plain ignore
     ref = VSPWClips(roots["vspw"], "val", history=0, mode="eval")
     ds = clips(root, "frames", split="val", history=0, mode="eval", label_format="train_ids")
     assert all(torch.equal(ds[i]["label"], ref[i]["label"]) for i in range(FRAMES))
     with pytest.raises(ValueError, match="model.num_classes=3"):
-        clips(root, "frames", split="val", history=0, mode="eval", label_format="train_ids",
-              num_classes=3)[0]
+        clips(
+            root,
+            "frames",
+            split="val",
+            history=0,
+            mode="eval",
+            label_format="train_ids",
+            num_classes=3,
+        )[0]
 
 
 def test_config_rejects_unknown_format():
@@ -228,17 +292,46 @@ def test_config_rejects_unknown_format():
 
 def test_synth_and_convert_commands(tmp_path, capsys):
     out = tmp_path / "synth_frames"
-    assert main(["data", "synth", "--format", "frames", "--out", str(out), "--train-videos", "1",
-                 "--val-videos", "1", "--test-videos", "0", "--frames", "3", "--height", "32",
-                 "--width", "48"]) == 0
+    assert (
+        main(
+            [
+                "data",
+                "synth",
+                "--format",
+                "frames",
+                "--out",
+                str(out),
+                "--train-videos",
+                "1",
+                "--val-videos",
+                "1",
+                "--test-videos",
+                "0",
+                "--frames",
+                "3",
+                "--height",
+                "32",
+                "--width",
+                "48",
+            ]
+        )
+        == 0
+    )
     assert "vidseg data check" in capsys.readouterr().out
-    assert sorted(os.listdir(out)) == sorted(["classes.txt", "train.txt", "val.txt",
-                                              *Path(out, "train.txt").read_text().split(),
-                                              *Path(out, "val.txt").read_text().split()])
+    assert sorted(os.listdir(out)) == sorted(
+        [
+            "classes.txt",
+            "train.txt",
+            "val.txt",
+            *Path(out, "train.txt").read_text().split(),
+            *Path(out, "val.txt").read_text().split(),
+        ]
+    )
     assert main(["data", "check", str(out)]) == 0
     assert "OK: 0 error(s)" in capsys.readouterr().out
-    assert main(["data", "convert", str(out), "--out", str(tmp_path / "x"), "--format",
-                 "video"]) == 2  # not a VSPW-format root: one line, exit 2
+    assert (
+        main(["data", "convert", str(out), "--out", str(tmp_path / "x"), "--format", "video"]) == 2
+    )  # not a VSPW-format root: one line, exit 2
     assert "cannot convert" in capsys.readouterr().err
 
 

@@ -14,10 +14,20 @@ NUM_FRAMES = 20
 
 
 def _model(history=2, iis=2, hmsa=False, extra=()):
-    overrides = [f"model.history={history}", f"model.iis_stages={iis}", "model.num_classes=7",
-                 "model.channels=16", "model.key_channels=8", *extra]
+    overrides = [
+        f"model.history={history}",
+        f"model.iis_stages={iis}",
+        "model.num_classes=7",
+        "model.channels=16",
+        "model.key_channels=8",
+        *extra,
+    ]
     if hmsa:
-        overrides += ["model.hmsa.enabled=true", "model.hmsa.scales=[0.5, 1.0]", "model.hmsa.channels=8"]
+        overrides += [
+            "model.hmsa.enabled=true",
+            "model.hmsa.scales=[0.5, 1.0]",
+            "model.hmsa.channels=8",
+        ]
     cfg = load_config("configs/synthetic/tiny.yaml", overrides)
     torch.manual_seed(0)
     model = build_model(cfg)
@@ -29,8 +39,15 @@ def _randomise_memory(model):
     """A trained-looking memory, so that C_bi differs between classes."""
     mem = model.memory
     g = torch.Generator().manual_seed(1)
-    mem.stats.copy_(torch.stack([torch.randn(mem.stats.shape[0], generator=g),
-                                 torch.rand(mem.stats.shape[0], generator=g) + 0.5], 1))
+    mem.stats.copy_(
+        torch.stack(
+            [
+                torch.randn(mem.stats.shape[0], generator=g),
+                torch.rand(mem.stats.shape[0], generator=g) + 0.5,
+            ],
+            1,
+        )
+    )
     mem.seen.fill_(True)
 
 
@@ -38,7 +55,7 @@ def _video(n=NUM_FRAMES, size=(32, 48)):
     g = torch.Generator().manual_seed(2)
     base = torch.randn(1, 3, size[0] + n, size[1] + n, generator=g)
     # a panning crop, so neighbouring frames are related like real video
-    return [base[:, :, i:i + size[0], i:i + size[1]].clone() for i in range(n)]
+    return [base[:, :, i : i + size[0], i : i + size[1]].clone() for i in range(n)]
 
 
 def _offline(model, frames, n, history):
@@ -47,8 +64,18 @@ def _offline(model, frames, n, history):
     return model(clip, upsample=False)
 
 
-@pytest.mark.parametrize("history,iis,hmsa", [(0, 1, False), (1, 1, False), (2, 1, False),
-                                              (0, 2, False), (2, 2, False), (2, 2, True), (1, 1, True)])
+@pytest.mark.parametrize(
+    "history,iis,hmsa",
+    [
+        (0, 1, False),
+        (1, 1, False),
+        (2, 1, False),
+        (0, 2, False),
+        (2, 2, False),
+        (2, 2, True),
+        (1, 1, True),
+    ],
+)
 def test_stream_equals_offline(history, iis, hmsa):
     model = _model(history, iis, hmsa)
     frames = _video()
@@ -199,7 +226,9 @@ def test_history_frames_get_no_gradient_by_default():
     losses = model(clip, torch.randint(0, 7, (1, 32, 32)))
     sum(losses.values()).backward()
     assert clip.grad[:, :2].abs().sum() == 0 and clip.grad[:, 2].abs().sum() > 0
-    assert calls["images"] == 3  # one pass over the current frame, one no-grad pass over the history
+    assert (
+        calls["images"] == 3
+    )  # one pass over the current frame, one no-grad pass over the history
 
 
 def test_checkpoint_round_trip_streams_identically():

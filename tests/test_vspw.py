@@ -160,7 +160,11 @@ def test_eval_mode_enumerates_every_frame_in_order_with_gaps(vspw_root):
     assert sample["frames"].shape == (3, 3, H, W) and sample["frames"].dtype == torch.float32
     assert sample["label"].shape == (H, W) and sample["label"].dtype == torch.int64
     # frame t=2 mask: left half raw 3 -> 2, right half raw 0 -> 255, top rows 255
-    assert sample["label"][10, 0] == 2 and sample["label"][10, -1] == 255 and sample["label"][0, 0] == 255
+    assert (
+        sample["label"][10, 0] == 2
+        and sample["label"][10, -1] == 255
+        and sample["label"][0, 0] == 255
+    )
     assert sample["substituted"] == 0
 
 
@@ -174,8 +178,14 @@ def test_stride_and_all_labels(vspw_root):
 
 
 def test_train_mode_is_reproducible_per_epoch(vspw_root):
-    ds = VSPWClips(vspw_root, "train", history=2, mode="train", seed=3,
-                   transform=ClipTransform(train=True, short_side=32, crop_size=24))
+    ds = VSPWClips(
+        vspw_root,
+        "train",
+        history=2,
+        mode="train",
+        seed=3,
+        transform=ClipTransform(train=True, short_side=32, crop_size=24),
+    )
     assert len(ds) == 2
     first = [ds[i] for i in range(2)]
     again = [ds[i] for i in range(2)]
@@ -205,7 +215,11 @@ def test_zero_byte_frame_is_substituted_counted_and_logged_once(vspw_root, caplo
     with caplog.at_level(logging.WARNING, logger="vidseg.data.vspw"):
         sample = ds[2]  # clip [0, 1, 2]: frame 1 unreadable -> nearest readable is frame 0
         again = ds[1]  # clip [0, 0, 1]
-    assert grey_levels(sample["frames"]) == [frame_value(0, 0), frame_value(0, 0), frame_value(0, 2)]
+    assert grey_levels(sample["frames"]) == [
+        frame_value(0, 0),
+        frame_value(0, 0),
+        frame_value(0, 2),
+    ]
     assert sample["substituted"] == 1 and again["substituted"] == 1
     assert again["stem"] == "00000378"
     assert ds.substituted_total == 2
@@ -259,8 +273,14 @@ def test_video_file_clips(tmp_path, backend, monkeypatch):
     masks.mkdir()
     for i in (0, 2, 3, 6):  # sparse annotation: only these frames are current frames
         cv2.imwrite(str(masks / f"{i:08d}.png"), np.full((H, W), 1 + i % 3, np.uint8))
-    ds = VideoFileClips([(tmp_path / "walk.mp4", masks)], history=2, stride=2, mode="eval",
-                        backend=backend, return_all_labels=True)
+    ds = VideoFileClips(
+        [(tmp_path / "walk.mp4", masks)],
+        history=2,
+        stride=2,
+        mode="eval",
+        backend=backend,
+        return_all_labels=True,
+    )
     if backend == "auto":
         assert ds.backend == ("decord" if passed else "pyav") and why in ds.reader_decision.reason
     assert len(ds) == 4
@@ -268,11 +288,14 @@ def test_video_file_clips(tmp_path, backend, monkeypatch):
     first, last = ds[0], ds[3]
     assert first["video"] == "walk" and first["substituted"] == 0
     assert all(abs(g - levels[0]) <= 3 for g in grey_levels(first["frames"]))  # start repeated
-    assert [abs(g - levels[i]) <= 3 for g, i in zip(grey_levels(last["frames"]), (2, 4, 6))] == [True] * 3
+    assert [abs(g - levels[i]) <= 3 for g, i in zip(grey_levels(last["frames"]), (2, 4, 6))] == [
+        True
+    ] * 3
     assert int(last["label"][0, 0]) == 0  # raw 1 -> train id 0
     assert bool((last["labels"][1] == 255).all())  # frame 4 has no mask
-    train = VideoFileClips([(tmp_path / "walk.mp4", masks)], history=1, mode="train", seed=1,
-                           backend=backend)
+    train = VideoFileClips(
+        [(tmp_path / "walk.mp4", masks)], history=1, mode="train", seed=1, backend=backend
+    )
     assert len(train) == 1 and train[0]["stem"] == train[0]["stem"]
     import pickle
 
@@ -296,8 +319,11 @@ def test_video_file_clips_rejects_masks_past_the_end(tmp_path):
 
 def test_unpaired_video_is_refused_or_skipped(vspw_root, caplog):
     os.remove(os.path.join(vspw_root, "data", "2_vidB", "mask", "00000011.png"))
-    with pytest.raises(DataLayoutError, match=r"1 unusable video\(s\), refused: video 2_vidB.*"
-                                              r"data.bad_videos=skip"):
+    with pytest.raises(
+        DataLayoutError,
+        match=r"1 unusable video\(s\), refused: video 2_vidB.*"
+        r"data.bad_videos=skip",
+    ):
         VSPWClips(vspw_root, "train")
     with caplog.at_level(logging.WARNING):
         ds = VSPWClips(vspw_root, "train", mode="eval", bad_videos="skip")

@@ -96,8 +96,15 @@ def server():
 
 
 def _entry(url: str, **kw) -> ZooEntry:
-    return ZooEntry(name="local_test_model", url=url, dataset="voc", num_classes=21,
-                    config="voc/local_test_model", miou=0.0, **kw)
+    return ZooEntry(
+        name="local_test_model",
+        url=url,
+        dataset="voc",
+        num_classes=21,
+        config="voc/local_test_model",
+        miou=0.0,
+        **kw,
+    )
 
 
 def _no_network(monkeypatch):
@@ -105,7 +112,6 @@ def _no_network(monkeypatch):
         raise AssertionError("the network was used")
 
     monkeypatch.setattr(urllib.request, "urlopen", refuse)
-
 
 
 def test_table_entries_are_unique_https_and_consistent():
@@ -123,12 +129,23 @@ def test_table_entries_are_unique_https_and_consistent():
         assert 0 < e.miou < 100
     assert {e.dataset for e in ZOO} == set(CLASS_NAMES)
     assert [e.name for e in list_entries("vspw")] == [
-        "mcibiplusplus_upernet_resnet101os8_vspw", "mcibiplusplus_upernet_swinlarge_vspw"]
+        "mcibiplusplus_upernet_resnet101os8_vspw",
+        "mcibiplusplus_upernet_swinlarge_vspw",
+    ]
 
 
-@pytest.mark.parametrize("dataset, n", [("vspw", 124), ("ade20k", 150), ("cityscapes", 19),
-                                        ("cocostuff10k", 182), ("lip", 20),
-                                        ("pascalcontext59", 59), ("voc", 21)])
+@pytest.mark.parametrize(
+    "dataset, n",
+    [
+        ("vspw", 124),
+        ("ade20k", 150),
+        ("cityscapes", 19),
+        ("cocostuff10k", 182),
+        ("lip", 20),
+        ("pascalcontext59", 59),
+        ("voc", 21),
+    ],
+)
 def test_class_lists_have_declared_lengths(dataset, n):
     names = class_names(dataset)
     assert len(names) == n and len(set(names)) == n
@@ -144,9 +161,9 @@ def test_class_names_spot_checks():
 
 def test_docs_table_is_generated_from_the_zoo():
     text = (REPO / "docs" / "MODELS.md").read_text(encoding="utf-8")
-    assert markdown_table() in text, "regenerate the table: python -c 'import vidseg.zoo as z; " \
-                                     "print(z.markdown_table())'"
-
+    assert markdown_table() in text, (
+        "regenerate the table: python -c 'import vidseg.zoo as z; print(z.markdown_table())'"
+    )
 
 
 def test_resolve_by_name_and_by_file_name():
@@ -177,7 +194,6 @@ def test_cache_dir_precedence(monkeypatch, tmp_path):
     monkeypatch.delenv("XDG_CACHE_HOME")
     assert cache_dir() == tmp_path / "home" / ".cache" / "vidseg"
     assert cache_dir().is_absolute()
-
 
 
 def test_full_download(server):
@@ -292,8 +308,11 @@ def test_http_error_is_a_zoo_error(server):
 
 
 def test_cached_file_is_used_without_network(monkeypatch, tmp_path):
-    entry = _entry("https://example.invalid/files/w.pth",
-                   sha256=hashlib.sha256(PAYLOAD).hexdigest(), size_bytes=len(PAYLOAD))
+    entry = _entry(
+        "https://example.invalid/files/w.pth",
+        sha256=hashlib.sha256(PAYLOAD).hexdigest(),
+        size_bytes=len(PAYLOAD),
+    )
     path = weights_path(entry)
     path.parent.mkdir(parents=True)
     path.write_bytes(PAYLOAD)  # as a user would place it by hand
@@ -327,7 +346,8 @@ def test_fetch_converted_calls_convert_once(server):
     assert first.read_bytes() == b"converted:" + PAYLOAD[:8]
     assert len(calls) == 1 and calls[0][0] == weights_path(entry) and calls[0][1] != first
     assert sorted(p.name for p in first.parent.iterdir() if not p.name.startswith(".")) == [
-        first.name]
+        first.name
+    ]
 
 
 def test_fetch_converted_failures_leave_nothing(server):

@@ -96,11 +96,15 @@ def section_overrides(sections: dict) -> list[str]:
 
     for name, tree in sections.items():
         if name not in SECTIONS:
-            raise ConfigError(f"vidseg.train: {name}= is not a config section; sections are "
-                              f"{', '.join(SECTIONS)} (as dicts), or use overrides=['a.b=c']")
+            raise ConfigError(
+                f"vidseg.train: {name}= is not a config section; sections are "
+                f"{', '.join(SECTIONS)} (as dicts), or use overrides=['a.b=c']"
+            )
         if not isinstance(tree, dict):
-            raise ConfigError(f"vidseg.train: {name}= takes a dict of that section's keys, e.g. "
-                              f"train={{'iters': 2}}; got {tree!r}")
+            raise ConfigError(
+                f"vidseg.train: {name}= takes a dict of that section's keys, e.g. "
+                f"train={{'iters': 2}}; got {tree!r}"
+            )
         walk(name, tree)
     return out
 
@@ -137,9 +141,15 @@ def resolve_config(config: str | os.PathLike | Config, overrides=(), **sections)
     return config_from_dict(tree, source="vidseg.train overrides")
 
 
-def train(config: str | os.PathLike | Config, *, overrides=(), work_dir: str | os.PathLike | None = None,
-          resume: bool | str | os.PathLike | None = None, overwrite: bool = False,
-          **sections) -> TrainResult:
+def train(
+    config: str | os.PathLike | Config,
+    *,
+    overrides=(),
+    work_dir: str | os.PathLike | None = None,
+    resume: bool | str | os.PathLike | None = None,
+    overwrite: bool = False,
+    **sections,
+) -> TrainResult:
     """Train a model, as `vidseg train` does (one process; DDP when run under torchrun).
 
     Args:
@@ -168,17 +178,32 @@ def train(config: str | os.PathLike | Config, *, overrides=(), work_dir: str | o
     return TrainResult(
         work_dir=Path(result["work_dir"]),
         checkpoint=Path(result["checkpoint"]) if result["checkpoint"] else None,
-        iterations=result["iterations"], loss=result["loss"], best_miou=result["best_miou"],
-        val=result["val"], stopped=result["stopped"],
-        moved_to=Path(result["moved_to"]) if result["moved_to"] else None)
+        iterations=result["iterations"],
+        loss=result["loss"],
+        best_miou=result["best_miou"],
+        val=result["val"],
+        stopped=result["stopped"],
+        moved_to=Path(result["moved_to"]) if result["moved_to"] else None,
+    )
 
 
-def score(data: str | os.PathLike, pred: str | os.PathLike, *, split: str = "val",
-          tc: bool = True, tc_videos: int | None = None, flow: str = "dis",
-          raft_weights: str | None = None, allow_missing: bool = False,
-          include_last_window: bool = False, workers: int = 0, progress: bool = False,
-          data_format: str = "auto", labels: str = "vspw",
-          out: str | os.PathLike | None = None) -> dict:
+def score(
+    data: str | os.PathLike,
+    pred: str | os.PathLike,
+    *,
+    split: str = "val",
+    tc: bool = True,
+    tc_videos: int | None = None,
+    flow: str = "dis",
+    raft_weights: str | None = None,
+    allow_missing: bool = False,
+    include_last_window: bool = False,
+    workers: int = 0,
+    progress: bool = False,
+    data_format: str = "auto",
+    labels: str = "vspw",
+    out: str | os.PathLike | None = None,
+) -> dict:
     """Score prediction PNGs, as `vidseg score --data DATA --pred PRED` does.
 
     Args:
@@ -211,13 +236,25 @@ def score(data: str | os.PathLike, pred: str | os.PathLike, *, split: str = "val
     from vidseg.metrics.scorer import score_prediction_dir
 
     if flow == "raft" and not raft_weights:
-        raise ValueError("vidseg.score: flow='raft' needs raft_weights=FILE (a local torchvision "
-                         "raft_large state dict); nothing is downloaded")
+        raise ValueError(
+            "vidseg.score: flow='raft' needs raft_weights=FILE (a local torchvision "
+            "raft_large state dict); nothing is downloaded"
+        )
     result = score_prediction_dir(
-        data, pred, split=split, tc_videos=tc_videos, allow_missing=allow_missing, flow=flow,
-        num_workers=workers, tc=tc, include_last_window=include_last_window,
-        raft_weights=raft_weights, progress=progress, data_format=data_format,
-        label_format=labels)
+        data,
+        pred,
+        split=split,
+        tc_videos=tc_videos,
+        allow_missing=allow_missing,
+        flow=flow,
+        num_workers=workers,
+        tc=tc,
+        include_last_window=include_last_window,
+        raft_weights=raft_weights,
+        progress=progress,
+        data_format=data_format,
+        label_format=labels,
+    )
     if out is not None:
         write_metrics(result, out)
     return result

@@ -67,6 +67,7 @@ def int_arg(low: int, high: int | None = None, note: str = "") -> Callable[[str]
 
     `note` is added to the message (e.g. what 0 means, or where `high` comes from).
     """
+
     def parse(text: str) -> int:
         try:
             value = int(text)
@@ -74,15 +75,19 @@ def int_arg(low: int, high: int | None = None, note: str = "") -> Callable[[str]
             raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
         if value < low or (high is not None and value > high):
             extra = f" ({note})" if note else ""
-            raise argparse.ArgumentTypeError(f"expected an integer {_bounds(low, high)}{extra}, "
-                                             f"got {value}")
+            raise argparse.ArgumentTypeError(
+                f"expected an integer {_bounds(low, high)}{extra}, got {value}"
+            )
         return value
 
     return parse
 
 
-def float_arg(low: float, high: float | None = None, low_open: bool = False) -> Callable[[str], float]:
+def float_arg(
+    low: float, high: float | None = None, low_open: bool = False
+) -> Callable[[str], float]:
     """An argparse `type`: a finite number `>= low` (`> low` when `low_open`) and `<= high`."""
+
     def parse(text: str) -> float:
         try:
             value = float(text)
@@ -105,8 +110,11 @@ def max_threads() -> int:
 
 def threads_arg() -> Callable[[str], int]:
     """An argparse `type` for thread / process counts: 1 to `max_threads()`."""
-    return int_arg(1, max_threads(), f"{MAX_THREADS_PER_CORE} x the {os.cpu_count() or 1} CPU "
-                                     "cores; more only adds contention")
+    return int_arg(
+        1,
+        max_threads(),
+        f"{MAX_THREADS_PER_CORE} x the {os.cpu_count() or 1} CPU cores; more only adds contention",
+    )
 
 
 def _existing_ancestor(path: Path) -> Path:
@@ -168,8 +176,11 @@ def build_parser() -> argparse.ArgumentParser:
         prog="vidseg",
         description="Video semantic segmentation: train on VSPW clips, score mIoU/TC/mVC, stream causally.",
     )
-    parser.add_argument("--debug", action="store_true",
-                        help="show the traceback of expected errors too (bad input, checkpoints)")
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help="show the traceback of expected errors too (bad input, checkpoints)",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for module_name in COMMANDS.values():

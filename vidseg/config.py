@@ -63,14 +63,22 @@ class MemoryConfig:
     #                        from a generator seeded with k (the authors' numbers; noise_seed 0)
 
     def __post_init__(self):
-        for key, choices in (("update_rule", ("grid", "label")), ("std", ("population", "unbiased")),
-                             ("first_update", ("set", "ema")), ("noise", ("shared", "per_class"))):
+        for key, choices in (
+            ("update_rule", ("grid", "label")),
+            ("std", ("population", "unbiased")),
+            ("first_update", ("set", "ema")),
+            ("noise", ("shared", "per_class")),
+        ):
             value = getattr(self, key)
             if value not in choices:
-                raise ConfigError(f"model.memory.{key}={value!r} is not one of {', '.join(choices)}")
+                raise ConfigError(
+                    f"model.memory.{key}={value!r} is not one of {', '.join(choices)}"
+                )
         if self.noise == "per_class" and self.noise_seed != 0:
-            raise ConfigError(f"model.memory.noise=per_class seeds class k's noise with k; "
-                              f"model.memory.noise_seed must be 0, got {self.noise_seed}")
+            raise ConfigError(
+                f"model.memory.noise=per_class seeds class k's noise with k; "
+                f"model.memory.noise_seed must be 0, got {self.noise_seed}"
+            )
 
 
 @dataclass
@@ -165,7 +173,9 @@ class DataConfig:
     # layout of data.root (docs/DATA.md): vspw | video (videos/*.mp4 + masks/<video>/<index>.png)
     # | frames (<video>/images/* + <video>/masks/*.png, any naming)
     format: str = "vspw"
-    labels: str = "vspw"  # mask values: vspw (0, 255 ignored; k = class k-1) | train_ids (255 ignored)
+    labels: str = (
+        "vspw"  # mask values: vspw (0, 255 ignored; k = class k-1) | train_ids (255 ignored)
+    )
     # a video whose masks do not pair with its frames (count, names, missing folder): refuse
     # (an error before any work) | skip (left out with a warning)
     bad_videos: str = "refuse"
@@ -251,20 +261,30 @@ class EvalConfig:
         for key, value in (("crop_size", crop_size), ("stride", stride)):
             if value is None:
                 if mode == "slide":
-                    raise ConfigError(f"{prefix}{key} is required when {prefix}mode is slide "
-                                      f"(two integers [h, w], e.g. [512, 512])")
+                    raise ConfigError(
+                        f"{prefix}{key} is required when {prefix}mode is slide "
+                        f"(two integers [h, w], e.g. [512, 512])"
+                    )
                 continue
-            if len(value) != 2 or any(isinstance(v, bool) or not isinstance(v, int) or v < 1
-                                      for v in value):
-                raise ConfigError(f"{prefix}{key}={list(value)!r}: expected two positive "
-                                  f"integers [h, w]")
-        if crop_size is not None and stride is not None and any(
-                s > c for s, c in zip(stride, crop_size)):
-            raise ConfigError(f"{prefix}stride={list(stride)!r} exceeds {prefix}crop_size="
-                              f"{list(crop_size)!r}: windows would leave pixels uncovered")
+            if len(value) != 2 or any(
+                isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in value
+            ):
+                raise ConfigError(
+                    f"{prefix}{key}={list(value)!r}: expected two positive integers [h, w]"
+                )
+        if (
+            crop_size is not None
+            and stride is not None
+            and any(s > c for s, c in zip(stride, crop_size))
+        ):
+            raise ConfigError(
+                f"{prefix}stride={list(stride)!r} exceeds {prefix}crop_size="
+                f"{list(crop_size)!r}: windows would leave pixels uncovered"
+            )
         if not scales or any(s <= 0 for s in scales) or len(set(scales)) != len(scales):
-            raise ConfigError(f"{prefix}scales={list(scales)!r}: expected distinct positive "
-                              "numbers")
+            raise ConfigError(
+                f"{prefix}scales={list(scales)!r}: expected distinct positive numbers"
+            )
         if not isinstance(flip, bool):
             raise ConfigError(f"{prefix}flip={flip!r}: expected true or false")
 
@@ -337,8 +357,9 @@ def _load_tree(path: Path, origin: dict, stack: tuple = ()) -> dict:
     if isinstance(bases, str):
         bases = [bases]
     if not isinstance(bases, list) or not all(isinstance(b, str) for b in bases):
-        raise ConfigError(f"{path}: _base_ must be a file or config name or a list of them, "
-                          f"got {bases!r}")
+        raise ConfigError(
+            f"{path}: _base_ must be a file or config name or a list of them, got {bases!r}"
+        )
     merged: dict = {}
     for base in bases:
         base_path = resolve_config(base, base_dir=path.parent, included_from=path)
@@ -442,7 +463,11 @@ def _build(cls: type, tree: dict, origin: dict, prefix: str = "") -> Any:
             raise ConfigError(f"{source}: {REMOVED_KEYS[dotted](tree)}")
         if key not in names:
             close = difflib.get_close_matches(key, names, n=1, cutoff=0.5)
-            hint = f"; did you mean '{prefix}{close[0]}'?" if close else f"; valid keys: {', '.join(names)}"
+            hint = (
+                f"; did you mean '{prefix}{close[0]}'?"
+                if close
+                else f"; valid keys: {', '.join(names)}"
+            )
             raise ConfigError(f"{source}: unknown key {dotted!r}{hint}")
         tp = hints[key]
         if dataclasses.is_dataclass(tp):
@@ -458,19 +483,25 @@ def _removed_head_lr_mult(train: dict) -> str:
     m, lr = train.get("head_lr_mult"), train.get("lr", 0.01)
     same = ""
     if isinstance(m, (int, float)) and m > 0 and isinstance(lr, (int, float)):
-        same = (f"; the same rates as lr: {lr:g}, head_lr_mult: {m:g} are lr: {lr * m:g}, "
-                f"backbone_lr_mult: {1.0 / m:g}")
-    return ("train.head_lr_mult was removed: train.lr is now the heads' rate and the backbone runs "
-            f"at lr * train.backbone_lr_mult{same} (the authors' VSPW recipe: lr: 0.01, "
-            "backbone_lr_mult: 0.1)")
+        same = (
+            f"; the same rates as lr: {lr:g}, head_lr_mult: {m:g} are lr: {lr * m:g}, "
+            f"backbone_lr_mult: {1.0 / m:g}"
+        )
+    return (
+        "train.head_lr_mult was removed: train.lr is now the heads' rate and the backbone runs "
+        f"at lr * train.backbone_lr_mult{same} (the authors' VSPW recipe: lr: 0.01, "
+        "backbone_lr_mult: 0.1)"
+    )
 
 
 # Keys that existed once: setting one is an error that says what replaced it (the argument is the
 # section that holds the key). `migrate_removed_keys` rewrites them in stored checkpoint configs.
 REMOVED_KEYS = {
     "train.head_lr_mult": _removed_head_lr_mult,
-    "model.hmsa.flip": lambda hmsa: ("model.hmsa.flip was removed (it never had an effect); use "
-                                     "eval.flip: true for flip averaging"),
+    "model.hmsa.flip": lambda hmsa: (
+        "model.hmsa.flip was removed (it never had an effect); use "
+        "eval.flip: true for flip averaging"
+    ),
 }
 
 
@@ -488,8 +519,9 @@ def migrate_removed_keys(tree: dict) -> tuple[dict, list[str]]:
         if isinstance(m, (int, float)) and m > 0:
             train["lr"] = train.get("lr", 0.01) * m
             train["backbone_lr_mult"] = 1.0 / m
-            notes.append(f"train.head_lr_mult={m:g} -> lr={train['lr']:g}, "
-                         f"backbone_lr_mult={1.0 / m:g}")
+            notes.append(
+                f"train.head_lr_mult={m:g} -> lr={train['lr']:g}, backbone_lr_mult={1.0 / m:g}"
+            )
     hmsa = (tree.get("model") or {}).get("hmsa")
     if isinstance(hmsa, dict) and "flip" in hmsa:
         if hmsa.pop("flip"):
@@ -529,18 +561,27 @@ def validate(cfg: Config, origin: dict | None = None) -> None:
         if value not in choices:
             close = difflib.get_close_matches(str(value), choices, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise ConfigError(f"{origin.get(key, '<defaults>')}: {key}={value!r} is not one of "
-                              f"{', '.join(choices)}{hint}")
+            raise ConfigError(
+                f"{origin.get(key, '<defaults>')}: {key}={value!r} is not one of "
+                f"{', '.join(choices)}{hint}"
+            )
     if cfg.model.history < 0:
-        raise ConfigError(f"{origin.get('model.history', '<defaults>')}: model.history must be >= 0")
+        raise ConfigError(
+            f"{origin.get('model.history', '<defaults>')}: model.history must be >= 0"
+        )
     if cfg.data.clip.history is not None and cfg.data.clip.history != cfg.model.history:
         raise ConfigError(
             f"{origin.get('data.clip.history', '<defaults>')}: data.clip.history={cfg.data.clip.history} "
-            f"differs from model.history={cfg.model.history}; set one of them (data follows the model)")
+            f"differs from model.history={cfg.model.history}; set one of them (data follows the model)"
+        )
     if cfg.model.iis_stages < 1:
-        raise ConfigError(f"{origin.get('model.iis_stages', '<defaults>')}: model.iis_stages must be >= 1")
+        raise ConfigError(
+            f"{origin.get('model.iis_stages', '<defaults>')}: model.iis_stages must be >= 1"
+        )
     if cfg.model.hmsa.enabled and 1.0 not in cfg.model.hmsa.scales:
-        raise ConfigError(f"{origin.get('model.hmsa.scales', '<defaults>')}: model.hmsa.scales must include 1.0")
+        raise ConfigError(
+            f"{origin.get('model.hmsa.scales', '<defaults>')}: model.hmsa.scales must include 1.0"
+        )
     _validate_head(cfg, origin)
     if len(cfg.data.crop_size) != 2 or len(cfg.data.scale_range) != 2:
         raise ConfigError("data.crop_size and data.scale_range take two numbers each")
@@ -558,36 +599,54 @@ def _validate_head(cfg: Config, origin: dict) -> None:
     if head.style != "sssegmentation":
         return
     if mc.memory.type == "none":
-        raise ConfigError(f"{where('model.memory.type')}: model.head.style=sssegmentation is the "
-                          "authors' MCIBI++ (memory.type: distribution) or MCIBI (vector) layout; "
-                          "a model without memory uses style: vidseg")
+        raise ConfigError(
+            f"{where('model.memory.type')}: model.head.style=sssegmentation is the "
+            "authors' MCIBI++ (memory.type: distribution) or MCIBI (vector) layout; "
+            "a model without memory uses style: vidseg"
+        )
     if mc.memory.type == "vector" and (head.fpn or head.gather != "pr" or head.cwi_attention):
-        raise ConfigError(f"{where('model.head.style')}: the authors' MCIBI (memory.type: vector) "
-                          "layout has no head.fpn / cwi_attention and reads the memory with "
-                          "head.gather: pr")
+        raise ConfigError(
+            f"{where('model.head.style')}: the authors' MCIBI (memory.type: vector) "
+            "layout has no head.fpn / cwi_attention and reads the memory with "
+            "head.gather: pr"
+        )
     if mc.context not in ("none", "aspp", "ppm"):
-        raise ConfigError(f"{where('model.context')}: model.head.style=sssegmentation takes context "
-                          f"none, aspp or ppm (UperNet = aspp/ppm + head.fpn=true), got {mc.context!r}")
+        raise ConfigError(
+            f"{where('model.context')}: model.head.style=sssegmentation takes context "
+            f"none, aspp or ppm (UperNet = aspp/ppm + head.fpn=true), got {mc.context!r}"
+        )
     if head.fpn and mc.context == "none":
-        raise ConfigError(f"{where('model.head.fpn')}: model.head.fpn=true needs a within-image "
-                          "context (model.context: aspp or ppm)")
+        raise ConfigError(
+            f"{where('model.head.fpn')}: model.head.fpn=true needs a within-image "
+            "context (model.context: aspp or ppm)"
+        )
     if head.fpn and head.fpn_channels != 2 * mc.channels:
-        raise ConfigError(f"{where('model.head.fpn_channels')}: model.head.fpn_channels="
-                          f"{head.fpn_channels} must be 2 * model.channels = {2 * mc.channels} "
-                          "(the top of the pyramid is [fused map, C_wi])")
+        raise ConfigError(
+            f"{where('model.head.fpn_channels')}: model.head.fpn_channels="
+            f"{head.fpn_channels} must be 2 * model.channels = {2 * mc.channels} "
+            "(the top of the pyramid is [fused map, C_wi])"
+        )
     if head.gather == "cwi" and mc.context == "none" and mc.memory.type == "distribution":
-        raise ConfigError(f"{where('model.head.gather')}: model.head.gather=cwi needs a within-image "
-                          "context; use gather: pr for a model without one")
+        raise ConfigError(
+            f"{where('model.head.gather')}: model.head.gather=cwi needs a within-image "
+            "context; use gather: pr for a model without one"
+        )
     for key in ("cwi_kernel", "cls_kernel", "pr_kernel"):
         if getattr(head, key) not in (1, 3):
-            raise ConfigError(f"{where('model.head.' + key)}: model.head.{key} must be 1 or 3, "
-                              f"got {getattr(head, key)}")
+            raise ConfigError(
+                f"{where('model.head.' + key)}: model.head.{key} must be 1 or 3, "
+                f"got {getattr(head, key)}"
+            )
     if mc.attention_downsample:
-        raise ConfigError(f"{where('model.attention_downsample')}: model.attention_downsample is "
-                          "not part of the sssegmentation layout")
+        raise ConfigError(
+            f"{where('model.attention_downsample')}: model.attention_downsample is "
+            "not part of the sssegmentation layout"
+        )
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+def load_config(
+    path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()
+) -> Config:
     """Load a YAML config (with `_base_` inheritance) and `key=value` overrides into a `Config`.
 
     Args:

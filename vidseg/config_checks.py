@@ -24,9 +24,15 @@ OUTPUT_STRIDES = (8, 16, 32)
 MAX_CLASSES = 255  # label maps are uint8 and 255 is the ignore label
 
 
-def _range(low: float | None = None, high: float | None = None, *, low_open: bool = False,
-           high_open: bool = False) -> tuple[Callable[[float], bool], str]:
+def _range(
+    low: float | None = None,
+    high: float | None = None,
+    *,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> tuple[Callable[[float], bool], str]:
     """A predicate for `low <= v <= high` (open ends when asked) and its wording."""
+
     def ok(v: float) -> bool:
         above = low is None or (v > low if low_open else v >= low)
         below = high is None or (v < high if high_open else v <= high)
@@ -111,8 +117,9 @@ def _lookup(cfg: Config, dotted: str) -> Any:
 
 def _fail(origin: dict, key: str, value: Any, expected: str, meaning: str = "") -> None:
     note = f" ({meaning})" if meaning else ""
-    raise ConfigError(f"{origin.get(key, '<defaults>')}: {key}={value!r}, expected "
-                      f"{expected}{note}")
+    raise ConfigError(
+        f"{origin.get(key, '<defaults>')}: {key}={value!r}, expected {expected}{note}"
+    )
 
 
 def _check_number(origin: dict, key: str, value: Any, test, expected: str, meaning: str) -> None:
@@ -124,16 +131,23 @@ def _check_number(origin: dict, key: str, value: Any, test, expected: str, meani
         _fail(origin, key, value, f"a value {expected}", meaning)
 
 
-def _check_list(origin: dict, key: str, value, length: int | tuple[int, ...] | None, test,
-                expected: str) -> None:
+def _check_list(
+    origin: dict, key: str, value, length: int | tuple[int, ...] | None, test, expected: str
+) -> None:
     """Every item of the list `value` passes `test`; its length is one of `length`."""
     if value is None:
         return
     lengths = (length,) if isinstance(length, int) else length
-    wanted = (f"{' or '.join(map(str, lengths))} values, each {expected}" if lengths
-              else f"a non-empty list of values {expected}")
-    if (lengths and len(value) not in lengths) or not value \
-            or any(not math.isfinite(v) or not test(v) for v in value):
+    wanted = (
+        f"{' or '.join(map(str, lengths))} values, each {expected}"
+        if lengths
+        else f"a non-empty list of values {expected}"
+    )
+    if (
+        (lengths and len(value) not in lengths)
+        or not value
+        or any(not math.isfinite(v) or not test(v) for v in value)
+    ):
         _fail(origin, key, list(value), wanted)
 
 
@@ -152,8 +166,12 @@ def check_ranges(cfg: Config, origin: dict | None = None) -> None:
 
     stride = cfg.model.backbone.output_stride
     if stride not in OUTPUT_STRIDES:
-        _fail(origin, "model.backbone.output_stride", stride,
-              f"one of {', '.join(map(str, OUTPUT_STRIDES))}")
+        _fail(
+            origin,
+            "model.backbone.output_stride",
+            stride,
+            f"one of {', '.join(map(str, OUTPUT_STRIDES))}",
+        )
     # an input side below the output stride leaves the coarsest feature map empty
     side_ok, side_text = _range(stride, MAX_SIDE)
     side_text = f"{side_text} px (from the backbone's output stride to the input limit)"
@@ -165,20 +183,32 @@ def check_ranges(cfg: Config, origin: dict | None = None) -> None:
     bb = cfg.model.backbone
     _check_list(origin, "model.backbone.img_size", bb.img_size, (1, 2), side_ok, side_text)
     _check_list(origin, "model.backbone.widths", bb.widths, 4, AT_LEAST_1[0], AT_LEAST_1[1])
-    _check_list(origin, "model.head.aspp_dilations", cfg.model.head.aspp_dilations, None,
-                AT_LEAST_1[0], AT_LEAST_1[1])
-    _check_list(origin, "model.hmsa.scales", cfg.model.hmsa.scales, None, POSITIVE[0],
-                POSITIVE[1])
+    _check_list(
+        origin,
+        "model.head.aspp_dilations",
+        cfg.model.head.aspp_dilations,
+        None,
+        AT_LEAST_1[0],
+        AT_LEAST_1[1],
+    )
+    _check_list(origin, "model.hmsa.scales", cfg.model.hmsa.scales, None, POSITIVE[0], POSITIVE[1])
     _check_list(origin, "data.mean", cfg.data.mean, 3, UNIT[0], f"{UNIT[1]} (RGB, 0..1 units)")
     _check_list(origin, "data.std", cfg.data.std, 3, POSITIVE[0], f"{POSITIVE[1]} (RGB)")
     low, high = cfg.data.scale_range  # two values: `validate` checked the length
     if not (0 < low <= high) or not math.isfinite(high):
-        _fail(origin, "data.scale_range", list(cfg.data.scale_range),
-              "two numbers [low, high] with 0 < low <= high")
+        _fail(
+            origin,
+            "data.scale_range",
+            list(cfg.data.scale_range),
+            "two numbers [low, high] with 0 < low <= high",
+        )
     if cfg.data.short_side * high > MAX_SIDE:
-        _fail(origin, "data.scale_range", list(cfg.data.scale_range),
-              f"high * data.short_side ({cfg.data.short_side}) <= {MAX_SIDE} px (the input "
-              "limit)")
+        _fail(
+            origin,
+            "data.scale_range",
+            list(cfg.data.scale_range),
+            f"high * data.short_side ({cfg.data.short_side}) <= {MAX_SIDE} px (the input limit)",
+        )
     if not cfg.work_dir.strip():
         _fail(origin, "work_dir", cfg.work_dir, "a folder name")
 

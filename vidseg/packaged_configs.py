@@ -88,8 +88,10 @@ def closest_names(spec: str, n: int = 3) -> list[str]:
     leaf = name.rsplit("/", 1)[-1]
     scored = []
     for candidate in packaged_configs(include_bases=False):
-        ratio = max(difflib.SequenceMatcher(None, name, candidate).ratio(),
-                    difflib.SequenceMatcher(None, leaf, candidate.rsplit("/", 1)[-1]).ratio())
+        ratio = max(
+            difflib.SequenceMatcher(None, name, candidate).ratio(),
+            difflib.SequenceMatcher(None, leaf, candidate.rsplit("/", 1)[-1]).ratio(),
+        )
         scored.append((-ratio, candidate))
     return [candidate for _, candidate in sorted(scored)[:n]]
 
@@ -104,8 +106,9 @@ def find_packaged(spec: str) -> Path | None:
         return None
     matches = [key for key in index if key.rsplit("/", 1)[-1] == name]
     if len(matches) > 1:
-        raise ConfigError(f"config name {spec!r} is ambiguous: {', '.join(matches)}; "
-                          "give the folder too")
+        raise ConfigError(
+            f"config name {spec!r} is ambiguous: {', '.join(matches)}; give the folder too"
+        )
     return index[matches[0]] if matches else None
 
 
@@ -117,8 +120,9 @@ def _unknown(spec: str, where: str) -> ConfigError:
     return ConfigError(f"{where}{spec!r} is neither a file nor a packaged config; {hint}")
 
 
-def resolve_config(spec: str | Path, base_dir: str | Path | None = None,
-                   included_from: str | Path | None = None) -> Path:
+def resolve_config(
+    spec: str | Path, base_dir: str | Path | None = None, included_from: str | Path | None = None
+) -> Path:
     """Resolve a config argument (a file or a packaged config name) to an existing file.
 
     Args:
@@ -135,8 +139,9 @@ def resolve_config(spec: str | Path, base_dir: str | Path | None = None,
     if path.is_file():
         return path
     if path.is_dir():
-        raise ConfigError(f"config {str(spec)!r} is a directory, expected a YAML file or a "
-                          "packaged config name")
+        raise ConfigError(
+            f"config {str(spec)!r} is a directory, expected a YAML file or a packaged config name"
+        )
     found = find_packaged(str(spec))
     if found is not None:
         return found

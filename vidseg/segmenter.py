@@ -103,10 +103,14 @@ class Segmenter:
         if config is not None and not isinstance(config, Config):
             config = resolve_config_path(config)
         if checkpoint is None:
-            warnings.warn("Segmenter without a checkpoint: UNTRAINED weights, the predictions are "
-                          "meaningless", stacklevel=2)
-        self.cfg, self.model = load_inference_model(config, checkpoint, overrides,
-                                                    random_init=checkpoint is None, device=device)
+            warnings.warn(
+                "Segmenter without a checkpoint: UNTRAINED weights, the predictions are "
+                "meaningless",
+                stacklevel=2,
+            )
+        self.cfg, self.model = load_inference_model(
+            config, checkpoint, overrides, random_init=checkpoint is None, device=device
+        )
         self.device = torch.device(device)
         self.class_names = None
         self._state = None
@@ -140,17 +144,26 @@ class Segmenter:
             return _whole_frame()
         ec = self.cfg.eval
         if ec.crop_size is None or ec.stride is None:
-            raise ValueError("Segmenter.predict(mode='slide') needs eval.crop_size and eval.stride "
-                             "in the config (e.g. [512, 512] and [341, 341])")
-        return TTASettings(mode="slide", crop_size=ec.crop_size, stride=ec.stride,
-                           scales=ec.scales, flip=ec.flip)
+            raise ValueError(
+                "Segmenter.predict(mode='slide') needs eval.crop_size and eval.stride "
+                "in the config (e.g. [512, 512] and [341, 341])"
+            )
+        return TTASettings(
+            mode="slide", crop_size=ec.crop_size, stride=ec.stride, scales=ec.scales, flip=ec.flip
+        )
 
     @staticmethod
     def _check_frame(rgb) -> np.ndarray:
-        if not isinstance(rgb, np.ndarray) or rgb.dtype != np.uint8 or rgb.ndim != 3 \
-                or rgb.shape[2] != 3:
-            got = (f"{type(rgb).__name__} {getattr(rgb, 'dtype', '')} "
-                   f"{tuple(getattr(rgb, 'shape', ()))}")
+        if (
+            not isinstance(rgb, np.ndarray)
+            or rgb.dtype != np.uint8
+            or rgb.ndim != 3
+            or rgb.shape[2] != 3
+        ):
+            got = (
+                f"{type(rgb).__name__} {getattr(rgb, 'dtype', '')} "
+                f"{tuple(getattr(rgb, 'shape', ()))}"
+            )
             raise ValueError(f"Segmenter: expected an RGB uint8 array (H, W, 3), got {got}")
         return rgb
 
@@ -175,12 +188,28 @@ class Segmenter:
         rgb = self._check_frame(rgb)
         settings = self._settings(mode)
         if return_logits:
-            scores, _ = predict_scores(self.model, rgb, None, settings, rgb.shape[:2],
-                                       short_side=self._short_side(), mean=self.cfg.data.mean,
-                                       std=self.cfg.data.std, device=self.device)
+            scores, _ = predict_scores(
+                self.model,
+                rgb,
+                None,
+                settings,
+                rgb.shape[:2],
+                short_side=self._short_side(),
+                mean=self.cfg.data.mean,
+                std=self.cfg.data.std,
+                device=self.device,
+            )
             return scores.cpu().numpy().astype(np.float32, copy=False)
-        labels, _ = segment_frame(self.model, rgb, None, self._short_side(), self.cfg.data.mean,
-                                  self.cfg.data.std, self.device, tta=settings)
+        labels, _ = segment_frame(
+            self.model,
+            rgb,
+            None,
+            self._short_side(),
+            self.cfg.data.mean,
+            self.cfg.data.std,
+            self.device,
+            tta=settings,
+        )
         return labels.astype(np.int64)
 
     def reset(self) -> None:
@@ -193,14 +222,28 @@ class Segmenter:
         from vidseg.engine.predict import segment_frame
 
         rgb = self._check_frame(rgb)
-        labels, self._state = segment_frame(self.model, rgb, self._state, self._short_side(),
-                                            self.cfg.data.mean, self.cfg.data.std, self.device,
-                                            tta=self._settings("whole"))
+        labels, self._state = segment_frame(
+            self.model,
+            rgb,
+            self._state,
+            self._short_side(),
+            self.cfg.data.mean,
+            self.cfg.data.std,
+            self.device,
+            tta=self._settings("whole"),
+        )
         return labels.astype(np.int64)
 
-    def stream(self, source, out: str | Path | None = None, *, save_video: bool = True,
-               save_labels: bool = False, save_color: bool = False,
-               **source_options) -> Iterator[FrameResult]:
+    def stream(
+        self,
+        source,
+        out: str | Path | None = None,
+        *,
+        save_video: bool = True,
+        save_labels: bool = False,
+        save_color: bool = False,
+        **source_options,
+    ) -> Iterator[FrameResult]:
         """Segment a video file, frame folder, camera index or URL causally, frame by frame.
 
         Each frame runs the per-frame path of `vidseg stream`: the config's test-time protocol
@@ -235,12 +278,14 @@ class Segmenter:
         from vidseg.io.sources import open_source
 
         if out is None and (save_labels or save_color):
-            raise ValueError("Segmenter.stream: save_labels / save_color need an output folder "
-                             "(out=DIR)")
+            raise ValueError(
+                "Segmenter.stream: save_labels / save_color need an output folder (out=DIR)"
+            )
         names = self.class_names if self.class_names is not None else class_names_for(self.cfg)
         sc = self.cfg.stream
-        render = functools.partial(render_overlay, alpha=sc.alpha, legend=sc.legend,
-                                   class_names=names)
+        render = functools.partial(
+            render_overlay, alpha=sc.alpha, legend=sc.legend, class_names=names
+        )
         tta = TTASettings.from_config(self.cfg.eval)
         shot_cut = sc.shot_cut_threshold if sc.reset_on_shot_cut else None
         short_side, mean, std = self._short_side(), self.cfg.data.mean, self.cfg.data.std
@@ -249,19 +294,36 @@ class Segmenter:
             src = stack.enter_context(contextlib.closing(open_source(source, **source_options)))
             sinks = None
             if out is not None:
-                sinks = stack.enter_context(StreamOutputs.for_source(
-                    out, src, self.cfg, names, overlay=save_video, labels=save_labels,
-                    color=save_color))
+                sinks = stack.enter_context(
+                    StreamOutputs.for_source(
+                        out,
+                        src,
+                        self.cfg,
+                        names,
+                        overlay=save_video,
+                        labels=save_labels,
+                        color=save_color,
+                    )
+                )
             t_start = time.perf_counter()
             for done, (index, timestamp, rgb) in enumerate(src, 1):
-                labels, self._state = segment_frame(self.model, rgb, self._state, short_side,
-                                                    mean, std, self.device,
-                                                    shot_cut_threshold=shot_cut, tta=tta)
+                labels, self._state = segment_frame(
+                    self.model,
+                    rgb,
+                    self._state,
+                    short_side,
+                    mean,
+                    std,
+                    self.device,
+                    shot_cut_threshold=shot_cut,
+                    tta=tta,
+                )
                 if sinks is not None:
                     fps = done / max(time.perf_counter() - t_start, 1e-9)
                     sinks.write(frame_stem(src, index), rgb, labels, fps)
-                yield FrameResult(int(index), float(timestamp), labels.astype(np.int64), rgb,
-                                  render)
+                yield FrameResult(
+                    int(index), float(timestamp), labels.astype(np.int64), rgb, render
+                )
 
 
 def convert_zoo_entry(raw: Path, dst: Path, entry) -> None:

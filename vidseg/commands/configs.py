@@ -22,10 +22,15 @@ def run(args: argparse.Namespace) -> int:
         needle = args.filter.lower()
         configs = {name: path for name, path in configs.items() if needle in name.lower()}
         if not configs:
-            raise CliError(f"no packaged config name contains {args.filter!r} "
-                           "(`vidseg configs` lists them all)", code=1)
-    rows = [{"name": name, "description": describe(path), "path": str(path)}
-            for name, path in configs.items()]
+            raise CliError(
+                f"no packaged config name contains {args.filter!r} "
+                "(`vidseg configs` lists them all)",
+                code=1,
+            )
+    rows = [
+        {"name": name, "description": describe(path), "path": str(path)}
+        for name, path in configs.items()
+    ]
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -39,8 +44,10 @@ def run(args: argparse.Namespace) -> int:
         elif len(text) > room:  # the whole sentence is in --json
             text = text[: room - 3].rstrip() + "..."
         lines.append(f"{row['name']:<{width}}  {text}")
-    lines.append(f"{len(rows)} config(s) in {root} (use: `vidseg train NAME`, or `_base_: NAME` "
-                 "in a YAML of your own)")
+    lines.append(
+        f"{len(rows)} config(s) in {root} (use: `vidseg train NAME`, or `_base_: NAME` "
+        "in a YAML of your own)"
+    )
     try:
         print("\n".join(lines), flush=True)
     except BrokenPipeError:  # `vidseg configs | head`: stop quietly, as other CLIs do
@@ -50,16 +57,20 @@ def run(args: argparse.Namespace) -> int:
 
 def register(sub) -> None:
     p = sub.add_parser(
-        "configs", help="list the packaged configs (names usable wherever a config is expected)",
+        "configs",
+        help="list the packaged configs (names usable wherever a config is expected)",
         description="List the configs shipped with vidseg: name and the first sentence of its "
-                    "comment. A name "
-                    "(`vspw/upernet_mcibipp_r50`, or `upernet_mcibipp_r50` when the file name is "
-                    "unique, `.yaml` optional) works wherever a config file does, and in `_base_` "
-                    "of your own YAML.")
+        "comment. A name "
+        "(`vspw/upernet_mcibipp_r50`, or `upernet_mcibipp_r50` when the file name is "
+        "unique, `.yaml` optional) works wherever a config file does, and in `_base_` "
+        "of your own YAML.",
+    )
     p.add_argument("filter", nargs="?", help="only names containing this text (case-insensitive)")
-    p.add_argument("--all", action="store_true",
-                   help="also the partial `_base_/` configs the others inherit")
-    p.add_argument("--paths", action="store_true", help="print each file's location instead of "
-                   "its description")
+    p.add_argument(
+        "--all", action="store_true", help="also the partial `_base_/` configs the others inherit"
+    )
+    p.add_argument(
+        "--paths", action="store_true", help="print each file's location instead of its description"
+    )
     p.add_argument("--json", action="store_true", help="print as JSON (name, description, path)")
     p.set_defaults(func=run)

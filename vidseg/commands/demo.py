@@ -49,8 +49,9 @@ def _stream(cfg, model, video: Path, out_mp4: Path) -> dict:
     torch.set_num_threads(default_threads())  # leave a core to decoding and H.264 encoding
     try:
         with open_source(str(video)) as source:
-            writer = OverlayVideoWriter(out_mp4, fps=source.fps or 15, class_names=class_names_for(cfg),
-                                        threaded=True)
+            writer = OverlayVideoWriter(
+                out_mp4, fps=source.fps or 15, class_names=class_names_for(cfg), threaded=True
+            )
             summary = StreamRunner(model, cfg, overlay=writer).run(source)
     finally:
         torch.set_num_threads(threads)
@@ -109,15 +110,19 @@ def run(args: argparse.Namespace) -> int:
     if val_videos:
         outputs["synthetic"] = out / "stream_synthetic.mp4"
         s = _stream(cfg, model, val_videos[0], outputs["synthetic"])
-        print(f"{val_videos[0].name}: {s['frames']} frames, {s['fps_end_to_end']:.1f} FPS end to end")
+        print(
+            f"{val_videos[0].name}: {s['frames']} frames, {s['fps_end_to_end']:.1f} FPS end to end"
+        )
     from vidseg.io.samples import sample_video
 
     real = sample_video("bigbuckbunny")
     if real is not None:
         outputs["real"] = out / "stream_bigbuckbunny.mp4"
         s = _stream(cfg, model, real, outputs["real"])
-        print(f"{real.name}: {s['frames']} frames, {s['fps_end_to_end']:.1f} FPS end to end "
-              "(a real video; the demo model only knows the synthetic classes)")
+        print(
+            f"{real.name}: {s['frames']} frames, {s['fps_end_to_end']:.1f} FPS end to end "
+            "(a real video; the demo model only knows the synthetic classes)"
+        )
     else:
         print("real sample video unavailable (offline): skipped")
 
@@ -135,13 +140,17 @@ def run(args: argparse.Namespace) -> int:
 
 def register(sub) -> None:
     p = sub.add_parser(
-        "demo", help="run the whole pipeline on a synthetic dataset (CPU, a few minutes)",
+        "demo",
+        help="run the whole pipeline on a synthetic dataset (CPU, a few minutes)",
         description="Generate a synthetic VSPW-format dataset, train the small Video-MCIBI++ config on "
-                    "it, evaluate it causally (mIoU, TC-DIS, mVC) and stream videos to overlay mp4s.")
+        "it, evaluate it causally (mIoU, TC-DIS, mVC) and stream videos to overlay mp4s.",
+    )
     p.add_argument("--out", default="outputs/demo", help="output directory (default outputs/demo)")
-    p.add_argument("--config", default="synthetic/demo",
-                   help="model/training config: YAML file or packaged name "
-                        "(default synthetic/demo)")
+    p.add_argument(
+        "--config",
+        default="synthetic/demo",
+        help="model/training config: YAML file or packaged name (default synthetic/demo)",
+    )
     p.add_argument("--iters", type=int_arg(1), default=None, help="override train.iters")
     p.add_argument("--seed", type=int_arg(0), default=0, help="dataset seed")
     p.add_argument("--resume", action="store_true", help="resume an interrupted demo training run")

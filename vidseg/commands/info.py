@@ -82,13 +82,15 @@ def run(args: argparse.Namespace) -> int:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("info", help="show versions, and which video reader, live window and "
-                                    "device are used here and why",
-                       description="Show library versions, then the decisions taken on this "
-                                   "machine after self-tests: the video reader for random access "
-                                   "(decord only if its self-test passes, else PyAV with seeking; "
-                                   "VIDSEG_VIDEO_READER=pyav|decord|auto overrides), whether the "
-                                   "OpenCV live window can open, and the compute device (CUDA only "
-                                   "if a test convolution runs).")
+    p = sub.add_parser(
+        "info",
+        help="show versions, and which video reader, live window and device are used here and why",
+        description="Show library versions, then the decisions taken on this "
+        "machine after self-tests: the video reader for random access "
+        "(decord only if its self-test passes, else PyAV with seeking; "
+        "VIDSEG_VIDEO_READER=pyav|decord|auto overrides), whether the "
+        "OpenCV live window can open, and the compute device (CUDA only "
+        "if a test convolution runs).",
+    )
     p.add_argument("--json", action="store_true", help="print as JSON")
     p.set_defaults(func=run)

@@ -17,13 +17,15 @@ def run(args: argparse.Namespace) -> int:
 
 def register(sub) -> None:
     p = sub.add_parser(
-        "plot", help="draw a training run's curves (loss, lr, val mIoU/mVC/TC) into curves.png",
+        "plot",
+        help="draw a training run's curves (loss, lr, val mIoU/mVC/TC) into curves.png",
         description="Read RUN_DIR/scalars.jsonl, written by `vidseg train`, and draw three panels "
-                    "against the iteration: the loss terms, the learning rate of each parameter "
-                    "group (backbone / heads) and the validation mIoU, mVC_8, mVC_16 and TC. "
-                    "Works on a running or stopped run (an incomplete last line is skipped). "
-                    "Needs matplotlib: pip install 'vidseg[tb]'. For live curves: "
-                    "tensorboard --logdir RUN_DIR.")
+        "against the iteration: the loss terms, the learning rate of each parameter "
+        "group (backbone / heads) and the validation mIoU, mVC_8, mVC_16 and TC. "
+        "Works on a running or stopped run (an incomplete last line is skipped). "
+        "Needs matplotlib: pip install 'vidseg[tb]'. For live curves: "
+        "tensorboard --logdir RUN_DIR.",
+    )
     p.add_argument("run_dir", metavar="RUN_DIR", help="training run folder (holds scalars.jsonl)")
     p.add_argument("--out", metavar="PNG", help="image to write (default: RUN_DIR/curves.png)")
     p.set_defaults(func=run)

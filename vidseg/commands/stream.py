@@ -30,8 +30,9 @@ def parse_scales(text: str | None):
     except ValueError:
         scales = ()
     if not scales or not all(0 < s < float("inf") for s in scales):
-        raise CliError(f"--scales: expected comma-separated positive numbers such as 0.5,1.0, "
-                       f"got {text!r}")
+        raise CliError(
+            f"--scales: expected comma-separated positive numbers such as 0.5,1.0, got {text!r}"
+        )
     return scales
 
 
@@ -52,8 +53,9 @@ def _progress(source, quiet: bool):
 
     def live(done, fps):
         if done % 5 == 0:
-            sys.stderr.write(f"\r{source.name}: {done} frames, {fps:5.1f} FPS, "
-                             f"{source.dropped} dropped ")
+            sys.stderr.write(
+                f"\r{source.name}: {done} frames, {fps:5.1f} FPS, {source.dropped} dropped "
+            )
             sys.stderr.flush()
 
     return live, lambda: sys.stderr.write("\n")
@@ -76,8 +78,11 @@ def _write_json(path: str, summary) -> bool:
     except OSError as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
-        print(f"vidseg stream: error: cannot write --json {path}: {exc.strerror or exc}; "
-              "the summary follows", file=sys.stderr)
+        print(
+            f"vidseg stream: error: cannot write --json {path}: {exc.strerror or exc}; "
+            "the summary follows",
+            file=sys.stderr,
+        )
         sys.stderr.write(text)
         return False
 
@@ -96,8 +101,11 @@ def _window_or_notice() -> bool:
     decision = live_window()
     if decision.choice == "available":
         return True
-    print(f"vidseg stream: --show: no window ({decision.reason}); the other outputs are still "
-          "written, and --serve PORT shows the live view in a browser", file=sys.stderr)
+    print(
+        f"vidseg stream: --show: no window ({decision.reason}); the other outputs are still "
+        "written, and --serve PORT shows the live view in a browser",
+        file=sys.stderr,
+    )
     return False
 
 
@@ -112,8 +120,11 @@ def _open_live_view(address: str, source: str):
         raise CliError(f"--serve {exc}") from None
     print(f"live view: {live.url} (its Stop button ends the run like Ctrl-C)", file=sys.stderr)
     if not live.local_only:
-        print(f"WARNING: --serve {address}: the page is reachable from other machines and has no "
-              "password; anyone who opens it can stop the run", file=sys.stderr)
+        print(
+            f"WARNING: --serve {address}: the page is reachable from other machines and has no "
+            "password; anyone who opens it can stop the run",
+            file=sys.stderr,
+        )
     return live
 
 
@@ -127,7 +138,9 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     scales = parse_scales(args.scales)
     if args.checkpoint is None and not args.random_init:
-        raise CliError("no checkpoint given: pass --checkpoint CKPT, or --random-init for a smoke test")
+        raise CliError(
+            "no checkpoint given: pass --checkpoint CKPT, or --random-init for a smoke test"
+        )
     if args.checkpoint is not None and args.random_init:
         raise CliError("--checkpoint and --random-init exclude each other")
     from vidseg.cli import check_output_dir, check_output_file
@@ -163,30 +176,56 @@ def run(args: argparse.Namespace) -> int:
         from vidseg.engine.input_size import check_input_size, network_stride
 
         if args.random_init:
-            print("WARNING: --random-init: the model has RANDOM WEIGHTS, its predictions are "
-                  "meaningless (smoke test / speed test only)", file=sys.stderr)
-        cfg, model = load_inference_model(args.config, args.checkpoint, args.overrides or (),
-                                          random_init=args.random_init, device=args.device)
+            print(
+                "WARNING: --random-init: the model has RANDOM WEIGHTS, its predictions are "
+                "meaningless (smoke test / speed test only)",
+                file=sys.stderr,
+            )
+        cfg, model = load_inference_model(
+            args.config,
+            args.checkpoint,
+            args.overrides or (),
+            random_init=args.random_init,
+            device=args.device,
+        )
         short_side = args.short_side or model_short_side(cfg)
         if short_side is not None:  # the long side is checked per frame (engine/predict.py)
             every = [t * m for t in cfg.eval.scales for m in (scales or model.scales)]
-            check_input_size((short_side, short_side), network_stride(model), every,
-                             what=f"model input short side {short_side}")
+            check_input_size(
+                (short_side, short_side),
+                network_stride(model),
+                every,
+                what=f"model input short side {short_side}",
+            )
         names = class_names_for(cfg)
         if live is not None:
             live.class_names, live.alpha = names, cfg.stream.alpha
         try:
-            outputs = StreamOutputs.for_source(args.out, source, cfg, names,
-                                               overlay=not args.no_overlay, labels=args.labels,
-                                               color=args.color)
+            outputs = StreamOutputs.for_source(
+                args.out,
+                source,
+                cfg,
+                names,
+                overlay=not args.no_overlay,
+                labels=args.labels,
+                color=args.color,
+            )
         except (SinkError, OSError) as exc:
             raise CliError(f"{args.source}: {exc}", EXIT_BAD_INPUT) from None
         on_frame, done = _progress(source, args.quiet)
         try:
-            runner = StreamRunner(model, cfg, show=show, scales=scales,
-                                  no_history=args.no_history, device=args.device,
-                                  short_side=short_side, on_frame=on_frame, live_view=live,
-                                  outputs=outputs)
+            runner = StreamRunner(
+                model,
+                cfg,
+                show=show,
+                scales=scales,
+                no_history=args.no_history,
+                device=args.device,
+                short_side=short_side,
+                on_frame=on_frame,
+                live_view=live,
+                outputs=outputs,
+            )
         except ValueError as exc:
             outputs.close()
             raise CliError(str(exc), EXIT_BAD_INPUT) from None
@@ -232,49 +271,83 @@ def register(sub) -> None:
     from vidseg.engine.input_size import MAX_SIDE
 
     p = sub.add_parser(
-        "stream", help="segment a video file, frame folder, camera or URL causally; overlay mp4",
+        "stream",
+        help="segment a video file, frame folder, camera or URL causally; overlay mp4",
         description="Run the video model causally (one backbone pass per frame, the history "
-                    "buffer carries the previous frames) and write an overlay mp4, optional "
-                    "label / colour PNGs and a JSON summary. Exit 0: all frames processed; "
-                    "3: stopped early (truncated file, lost camera, interrupt, full disk), "
-                    "output kept; 2: nothing processed or written, or bad input. The overlay "
-                    "mp4 is fragmented: a killed run leaves it playable up to its last flushed "
-                    "fragment (1 s of video).")
+        "buffer carries the previous frames) and write an overlay mp4, optional "
+        "label / colour PNGs and a JSON summary. Exit 0: all frames processed; "
+        "3: stopped early (truncated file, lost camera, interrupt, full disk), "
+        "output kept; 2: nothing processed or written, or bad input. The overlay "
+        "mp4 is fragmented: a killed run leaves it playable up to its last flushed "
+        "fragment (1 s of video).",
+    )
     p.add_argument("config", help="YAML file or packaged config name (`vidseg configs`)")
     p.add_argument("source", help="video file, frame folder, camera index (0) or URL (rtsp/http)")
     p.add_argument("--checkpoint", metavar="CKPT", help="trained checkpoint (.pth or run folder)")
-    p.add_argument("--random-init", action="store_true",
-                   help="run with random weights (smoke / speed tests only; warns loudly)")
-    p.add_argument("--out", default="stream_out", metavar="DIR", help="output folder (default: stream_out)")
-    p.add_argument("--show", action="store_true",
-                   help="live window with the overlay and legend, FPS in its title; q, Esc or "
-                        "closing it stops the run (exit 3, outputs kept). Without a display: one "
-                        "line saying so, and the run goes on without the window")
-    p.add_argument("--serve", metavar="HOST:PORT",
-                   help="live view in a browser: a page at http://HOST:PORT/ with the overlay "
-                        "(MJPEG), FPS, class legend and a Stop button (exit 3, outputs kept); "
-                        "HOST defaults to 127.0.0.1 (`--serve 8000`), port 0 picks a free one")
+    p.add_argument(
+        "--random-init",
+        action="store_true",
+        help="run with random weights (smoke / speed tests only; warns loudly)",
+    )
+    p.add_argument(
+        "--out", default="stream_out", metavar="DIR", help="output folder (default: stream_out)"
+    )
+    p.add_argument(
+        "--show",
+        action="store_true",
+        help="live window with the overlay and legend, FPS in its title; q, Esc or "
+        "closing it stops the run (exit 3, outputs kept). Without a display: one "
+        "line saying so, and the run goes on without the window",
+    )
+    p.add_argument(
+        "--serve",
+        metavar="HOST:PORT",
+        help="live view in a browser: a page at http://HOST:PORT/ with the overlay "
+        "(MJPEG), FPS, class legend and a Stop button (exit 3, outputs kept); "
+        "HOST defaults to 127.0.0.1 (`--serve 8000`), port 0 picks a free one",
+    )
     p.add_argument("--scales", metavar="S1,S2", help="inference scales, e.g. 0.5,1.0 (needs HMSA)")
-    p.add_argument("--no-history", action="store_true", help="per-frame image model (no history buffer)")
+    p.add_argument(
+        "--no-history", action="store_true", help="per-frame image model (no history buffer)"
+    )
     p.add_argument("--max-frames", type=int_arg(1), metavar="N", help="stop after N frames")
-    p.add_argument("--stride", type=int_arg(1), default=1, metavar="N",
-                   help="process every N-th frame")
-    p.add_argument("--timeout", type=float, metavar="SECONDS",
-                   help="connect and read timeout of a URL or /dev/video source (default: 5); "
-                        "a stream silent for longer is reconnected, then ends (exit 3)")
-    p.add_argument("--short-side", type=int_arg(1, MAX_SIDE, "the input limit"), metavar="N",
-                   help="model input short side (default: stream.short_side or "
-                        "data.eval_short_side); at least the network stride, and the frame "
-                        f"scaled to it at most {MAX_SIDE} px long (docs/RELIABILITY.md)")
+    p.add_argument(
+        "--stride", type=int_arg(1), default=1, metavar="N", help="process every N-th frame"
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        metavar="SECONDS",
+        help="connect and read timeout of a URL or /dev/video source (default: 5); "
+        "a stream silent for longer is reconnected, then ends (exit 3)",
+    )
+    p.add_argument(
+        "--short-side",
+        type=int_arg(1, MAX_SIDE, "the input limit"),
+        metavar="N",
+        help="model input short side (default: stream.short_side or "
+        "data.eval_short_side); at least the network stride, and the frame "
+        f"scaled to it at most {MAX_SIDE} px long (docs/RELIABILITY.md)",
+    )
     p.add_argument("--labels", action="store_true", help="also write VSPW-format label PNGs")
     p.add_argument("--color", action="store_true", help="also write colour overlay PNGs")
     p.add_argument("--no-overlay", action="store_true", help="do not write the overlay mp4")
     p.add_argument("--json", metavar="FILE", help="write the summary as JSON")
     p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
-    p.add_argument("--threads", type=threads_arg(), metavar="N",
-                   help="torch intra-op threads (default: CPU cores - 1, leaving a core to the "
-                        "decode and encode threads; at most 4 x the cores)")
+    p.add_argument(
+        "--threads",
+        type=threads_arg(),
+        metavar="N",
+        help="torch intra-op threads (default: CPU cores - 1, leaving a core to the "
+        "decode and encode threads; at most 4 x the cores)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--set", dest="overrides", nargs="+", action="extend", metavar="KEY=VALUE",
-                   help="config overrides, e.g. --set model.backbone.pretrained=false")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        nargs="+",
+        action="extend",
+        metavar="KEY=VALUE",
+        help="config overrides, e.g. --set model.backbone.pretrained=false",
+    )
     p.set_defaults(func=run)

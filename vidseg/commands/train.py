@@ -37,39 +37,65 @@ def run(args: argparse.Namespace) -> int:
     main_rank = os.environ.get("RANK", "0") == "0"
     if result.get("stopped"):
         if main_rank:
-            print(f"vidseg train: stopped by {result['stopped']} after iteration "
-                  f"{result['iterations']}; checkpoint {result['checkpoint']}; continue with "
-                  f"--resume", file=sys.stderr)
+            print(
+                f"vidseg train: stopped by {result['stopped']} after iteration "
+                f"{result['iterations']}; checkpoint {result['checkpoint']}; continue with "
+                f"--resume",
+                file=sys.stderr,
+            )
         return EXIT_STOPPED
     if main_rank:
         best = result.get("best_miou")
         best_text = f"; best val mIoU {best:.4f}" if best is not None else ""
-        print(f"trained {result['iterations']} iterations; last loss {result['loss']:.4f}; "
-              f"checkpoint {result['checkpoint']}{best_text}")
+        print(
+            f"trained {result['iterations']} iterations; last loss {result['loss']:.4f}; "
+            f"checkpoint {result['checkpoint']}{best_text}"
+        )
     return 0
 
 
 def register(sub) -> None:
     p = sub.add_parser(
-        "train", help="train a model from a config (single process, or DDP under torchrun)",
+        "train",
+        help="train a model from a config (single process, or DDP under torchrun)",
         description="Train a segmentation model on VSPW clips. Run under `torchrun --nproc_per_node=N "
-                    "-m vidseg train ...` for multi-GPU (or multi-process CPU) training. Writes "
-                    "config.yaml, train.log, scalars.jsonl and iter_*.pth / best.pth / latest to the "
-                    "work directory. A work directory that already holds a run is refused unless "
-                    "--resume or --overwrite is given. Ctrl-C / SIGTERM finish the current "
-                    "iteration, write a checkpoint and exit 3. Exit codes: 0 done; 2 bad config, "
-                    "data, checkpoint or work directory (nothing done); 3 stopped early, "
-                    "checkpoints kept (Ctrl-C, NaN loss, full disk).")
-    p.add_argument("config", help="YAML file or packaged config name (`vidseg configs`), "
-                   "e.g. vspw/upernet_video_mcibipp_r50")
-    p.add_argument("--set", nargs="+", action="extend", metavar="KEY=VALUE",
-                   help="override config keys, e.g. --set train.iters=100 data.root=/data/VSPW_480p")
+        "-m vidseg train ...` for multi-GPU (or multi-process CPU) training. Writes "
+        "config.yaml, train.log, scalars.jsonl and iter_*.pth / best.pth / latest to the "
+        "work directory. A work directory that already holds a run is refused unless "
+        "--resume or --overwrite is given. Ctrl-C / SIGTERM finish the current "
+        "iteration, write a checkpoint and exit 3. Exit codes: 0 done; 2 bad config, "
+        "data, checkpoint or work directory (nothing done); 3 stopped early, "
+        "checkpoints kept (Ctrl-C, NaN loss, full disk).",
+    )
+    p.add_argument(
+        "config",
+        help="YAML file or packaged config name (`vidseg configs`), "
+        "e.g. vspw/upernet_video_mcibipp_r50",
+    )
+    p.add_argument(
+        "--set",
+        nargs="+",
+        action="extend",
+        metavar="KEY=VALUE",
+        help="override config keys, e.g. --set train.iters=100 data.root=/data/VSPW_480p",
+    )
     how = p.add_mutually_exclusive_group()
-    how.add_argument("--resume", nargs="?", const="latest", default=None, metavar="CKPT",
-                     help="resume training: without a value from the work directory's `latest`, "
-                          "else from this checkpoint file or run directory")
-    how.add_argument("--overwrite", action="store_true",
-                     help="the work directory holds an earlier run: move it to "
-                          "<work_dir>.old-<timestamp> (nothing is deleted) and start fresh")
-    p.add_argument("--work-dir", default=None, help="run directory (default: work_dir of the config)")
+    how.add_argument(
+        "--resume",
+        nargs="?",
+        const="latest",
+        default=None,
+        metavar="CKPT",
+        help="resume training: without a value from the work directory's `latest`, "
+        "else from this checkpoint file or run directory",
+    )
+    how.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="the work directory holds an earlier run: move it to "
+        "<work_dir>.old-<timestamp> (nothing is deleted) and start fresh",
+    )
+    p.add_argument(
+        "--work-dir", default=None, help="run directory (default: work_dir of the config)"
+    )
     p.set_defaults(func=run)

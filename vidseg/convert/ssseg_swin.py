@@ -39,7 +39,10 @@ _RULES: list[tuple[str, str]] = [
     (r"patch_embed\.norm\.(weight|bias)", r"patch_embed.norm.\1"),
     (_BLOCK + r"(norm1|norm2)\.(weight|bias)", r"layers.\1.blocks.\2.\3.\4"),
     (_BLOCK + r"attn\.w_msa\.(qkv|proj)\.(weight|bias)", r"layers.\1.blocks.\2.attn.\3.\4"),
-    (_BLOCK + r"attn\.w_msa\.relative_position_bias_table", r"layers.\1.blocks.\2.attn.relative_position_bias_table"),
+    (
+        _BLOCK + r"attn\.w_msa\.relative_position_bias_table",
+        r"layers.\1.blocks.\2.attn.relative_position_bias_table",
+    ),
     (_BLOCK + r"ffn\.layers\.0\.0\.(weight|bias)", r"layers.\1.blocks.\2.mlp.fc1.\3"),
     (_BLOCK + r"ffn\.layers\.1\.(weight|bias)", r"layers.\1.blocks.\2.mlp.fc2.\3"),
     (r"norm([0-3])\.(weight|bias)", r"norm\1.\2"),
@@ -65,16 +68,21 @@ def merge_norm_to_ours(v: torch.Tensor, key: str = "norm.weight") -> torch.Tenso
 
 def _check_index(key: str, v: torch.Tensor) -> None:
     n = v.shape[0] if v.dim() == 2 else -1
-    w = round(n ** 0.5) if n > 0 else 0
+    w = round(n**0.5) if n > 0 else 0
     if v.dim() != 2 or v.shape[1] != n or w * w != n:
         raise ValueError(f"'{key}': shape {tuple(v.shape)}, expected (w*w, w*w) for a window w")
     if not torch.equal(v.long().cpu(), relative_position_index(w)):
-        raise ValueError(f"'{key}': not the standard relative position index of a {w}x{w} window; "
-                         "this checkpoint's bias table would be read in another order")
+        raise ValueError(
+            f"'{key}': not the standard relative position index of a {w}x{w} window; "
+            "this checkpoint's bias table would be read in another order"
+        )
 
 
-def map_swin_keys(authors_backbone_state: dict[str, torch.Tensor], expected: dict[str, torch.Tensor] | None = None,
-                  prefix: str = "body.") -> dict[str, torch.Tensor]:
+def map_swin_keys(
+    authors_backbone_state: dict[str, torch.Tensor],
+    expected: dict[str, torch.Tensor] | None = None,
+    prefix: str = "body.",
+) -> dict[str, torch.Tensor]:
     """Rename (and where needed reorder) the authors' Swin backbone tensors to our backbone's keys.
 
     Args:
@@ -97,7 +105,11 @@ def map_swin_keys(authors_backbone_state: dict[str, torch.Tensor], expected: dic
         m = _MERGE.fullmatch(key)
         if m:
             new = f"layers.{int(m.group(1)) + 1}.downsample.{m.group(2)}"
-            v = merge_weight_to_ours(v, key) if m.group(2) == "reduction.weight" else merge_norm_to_ours(v, key)
+            v = (
+                merge_weight_to_ours(v, key)
+                if m.group(2) == "reduction.weight"
+                else merge_norm_to_ours(v, key)
+            )
         else:
             new = None
             for pattern, repl in _RULES:
@@ -105,21 +117,29 @@ def map_swin_keys(authors_backbone_state: dict[str, torch.Tensor], expected: dic
                     new = re.sub(pattern, repl, key)
                     break
             if new is None:
-                raise ValueError(f"Swin key '{key}' {tuple(v.shape)} has no counterpart in our Swin backbone "
-                                 f"(expected the sssegmentation SwinTransformer names without 'backbone_net.', "
-                                 f"e.g. 'stages.0.blocks.0.attn.w_msa.qkv.weight')")
+                raise ValueError(
+                    f"Swin key '{key}' {tuple(v.shape)} has no counterpart in our Swin backbone "
+                    f"(expected the sssegmentation SwinTransformer names without 'backbone_net.', "
+                    f"e.g. 'stages.0.blocks.0.attn.w_msa.qkv.weight')"
+                )
         new = prefix + new
         if expected is not None:
             if new not in expected:
-                raise ValueError(f"Swin key '{key}' maps to '{new}', which our backbone does not have "
-                                 f"(more stages or blocks than ours?)")
+                raise ValueError(
+                    f"Swin key '{key}' maps to '{new}', which our backbone does not have "
+                    f"(more stages or blocks than ours?)"
+                )
             if tuple(expected[new].shape) != tuple(v.shape):
-                raise ValueError(f"Swin key '{key}' has shape {tuple(v.shape)}, our '{new}' expects "
-                                 f"{tuple(expected[new].shape)} (another Swin size, window or head count?)")
+                raise ValueError(
+                    f"Swin key '{key}' has shape {tuple(v.shape)}, our '{new}' expects "
+                    f"{tuple(expected[new].shape)} (another Swin size, window or head count?)"
+                )
         out[new] = v
     if expected is not None:
         for k, v in expected.items():
             if k not in out:
-                raise ValueError(f"our Swin key '{k}' {tuple(v.shape)} gets no tensor from the authors' state "
-                                 f"dict ({len(authors_backbone_state)} tensors)")
+                raise ValueError(
+                    f"our Swin key '{k}' {tuple(v.shape)} gets no tensor from the authors' state "
+                    f"dict ({len(authors_backbone_state)} tensors)"
+                )
     return out

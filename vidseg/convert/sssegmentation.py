@@ -38,25 +38,36 @@ _RULES: list[tuple[str, str]] = [
     (r"backbone_net\.(layer[1-4]\..+)", r"{p}backbone.body.\1"),
     (r"bottleneck\." + _CONV_BN, r"{p}bottleneck.\1"),
     # within-image context: ASPP
-    (r"context_within_image_module\.parallel_branches\.(\d+)\." + _CONV_BN,
-     r"{p}context.branches.\1.\2"),
+    (
+        r"context_within_image_module\.parallel_branches\.(\d+)\." + _CONV_BN,
+        r"{p}context.branches.\1.\2",
+    ),
     (r"context_within_image_module\.global_branch\.1\.weight", r"{p}context.image_pool.1.0.weight"),
     (r"context_within_image_module\.global_branch\.2\." + _BN, r"{p}context.image_pool.1.1.\1"),
     # ... or PPM (their bottleneck name is shared by ASPP's projection, told apart below)
-    (r"context_within_image_module\.branches\.(\d+)\.1\.weight", r"{p}context.branches.\1.1.0.weight"),
+    (
+        r"context_within_image_module\.branches\.(\d+)\.1\.weight",
+        r"{p}context.branches.\1.1.0.weight",
+    ),
     (r"context_within_image_module\.branches\.(\d+)\.2\." + _BN, r"{p}context.branches.\1.1.1.\2"),
     (r"context_within_image_module\.bottleneck\." + _CONV_BN, r"{p}context.{ctx_out}.\1"),
     # dataset-level context: memory, eq. 13 attention, fusion (their memory bottleneck)
     (r"memory_module\.memory", r"{p}memory.{memory}"),
-    (r"memory_module\.self_attention\.(query|key)_project\.([01])\." + _CONV_BN,
-     r"{p}aggregation.\1.\2.\3"),
+    (
+        r"memory_module\.self_attention\.(query|key)_project\.([01])\." + _CONV_BN,
+        r"{p}aggregation.\1.\2.\3",
+    ),
     (r"memory_module\.self_attention\.(value|out)_project\." + _CONV_BN, r"{p}aggregation.\1.\2"),
     (r"memory_module\.bottleneck\." + _CONV_BN, r"{p}fusion.fuse.\1"),
     # MCIBI (v1): R attends to C_wi, then a 3x3 conv fuses [that, F_T]
-    (r"memory_module\.self_attention_ms\.(query|key)_project\.([01])\." + _CONV_BN,
-     r"{p}context_attention.\1.\2.\3"),
-    (r"memory_module\.self_attention_ms\.(value|out)_project\." + _CONV_BN,
-     r"{p}context_attention.\1.\2"),
+    (
+        r"memory_module\.self_attention_ms\.(query|key)_project\.([01])\." + _CONV_BN,
+        r"{p}context_attention.\1.\2.\3",
+    ),
+    (
+        r"memory_module\.self_attention_ms\.(value|out)_project\." + _CONV_BN,
+        r"{p}context_attention.\1.\2",
+    ),
     (r"memory_module\.bottleneck_ms\." + _CONV_BN, r"{p}context_fuse.\1"),
     (r"decoder_stage1\.([0-4])\.(.+)", r"{p}pr_head.{stage_\1}.\2"),
     (r"decoder_stage2\.([0-4])\.(.+)", r"{p}cls_head.{stage_\1}.\2"),
@@ -92,12 +103,20 @@ def read_authors_checkpoint(path: str | Path) -> dict:
     path = Path(path)
     obj = load_checkpoint(path)
     state = obj.get("model", obj) if isinstance(obj, dict) else None
-    if not isinstance(state, dict) or not state or not all(torch.is_tensor(v) for v in state.values()):
-        raise CheckpointError(f"{path}: not an sssegmentation checkpoint (expected a state dict or "
-                              "a dict with 'model': state dict)")
+    if (
+        not isinstance(state, dict)
+        or not state
+        or not all(torch.is_tensor(v) for v in state.values())
+    ):
+        raise CheckpointError(
+            f"{path}: not an sssegmentation checkpoint (expected a state dict or "
+            "a dict with 'model': state dict)"
+        )
     if not is_authors_state(state):
-        raise CheckpointError(f"{path}: its keys are not sssegmentation's (first key "
-                              f"{next(iter(state))!r}; expected e.g. 'backbone_net.*', 'memory_module.*')")
+        raise CheckpointError(
+            f"{path}: its keys are not sssegmentation's (first key "
+            f"{next(iter(state))!r}; expected e.g. 'backbone_net.*', 'memory_module.*')"
+        )
     return state
 
 
@@ -109,8 +128,9 @@ def _target(key: str, prefix: str, ctx_out: str, memory: str) -> str | None:
     for pat, rep in _COMPILED:
         m = pat.fullmatch(key)
         if m:
-            name = m.expand(rep.replace("{p}", prefix).replace("{ctx_out}", ctx_out)
-                            .replace("{memory}", memory))
+            name = m.expand(
+                rep.replace("{p}", prefix).replace("{ctx_out}", ctx_out).replace("{memory}", memory)
+            )
             for index, part in _STAGE.items():
                 name = name.replace("{stage_" + index + "}", part)
             return None if "{stage_" in name else name
@@ -120,7 +140,7 @@ def _target(key: str, prefix: str, ctx_out: str, memory: str) -> str | None:
 def _aspp_projection(weight: torch.Tensor, branches: int) -> torch.Tensor:
     """Their ASPP concatenates [branches..., image pool]; ours [image pool, branches...]."""
     width = weight.shape[1] // (branches + 1)
-    return torch.cat([weight[:, branches * width:], weight[:, :branches * width]], dim=1)
+    return torch.cat([weight[:, branches * width :], weight[:, : branches * width]], dim=1)
 
 
 def _split_swin_backbone(authors: dict, image, prefix: str, source: str) -> tuple[dict, dict]:
@@ -134,7 +154,9 @@ def _split_swin_backbone(authors: dict, image, prefix: str, source: str) -> tupl
     from vidseg.convert.ssseg_swin import map_swin_keys
 
     head = {k: v for k, v in authors.items() if not k.startswith("backbone_net.")}
-    swin = {k[len("backbone_net."):]: v for k, v in authors.items() if k.startswith("backbone_net.")}
+    swin = {
+        k[len("backbone_net.") :]: v for k, v in authors.items() if k.startswith("backbone_net.")
+    }
     try:
         mapped = map_swin_keys(swin, expected=image.backbone.state_dict())
     except ValueError as exc:
@@ -165,9 +187,13 @@ def map_state(authors: dict, model: torch.nn.Module, source: str = "checkpoint")
     for key, value in authors.items():
         name = _target(key, prefix, ctx_out, memory)
         if name is None or name not in own:
-            hint = "no vidseg layer corresponds to it" if name is None else f"the model has no {name}"
-            raise CheckpointError(f"{source}: authors' key {key!r} does not fit this model ({hint}); "
-                                  "is the config the one the checkpoint was trained with?")
+            hint = (
+                "no vidseg layer corresponds to it" if name is None else f"the model has no {name}"
+            )
+            raise CheckpointError(
+                f"{source}: authors' key {key!r} does not fit this model ({hint}); "
+                "is the config the one the checkpoint was trained with?"
+            )
         if name.endswith("context.project.0.weight") and isinstance(context, ASPP):
             value = _aspp_projection(value, len(context.branches))
         if name.endswith(("memory.stats", "memory.memory")):
@@ -175,9 +201,11 @@ def map_state(authors: dict, model: torch.nn.Module, source: str = "checkpoint")
         if name.endswith("fusion.fuse.0.weight") and value.shape != own[name].shape:
             value = expand_history_fusion(value, own[name].shape, f"{source}: {key}")
         if tuple(value.shape) != tuple(own[name].shape):
-            raise CheckpointError(f"{source}: authors' key {key!r} has shape {tuple(value.shape)}, "
-                                  f"vidseg {name} has {tuple(own[name].shape)}; the config does not "
-                                  "match the checkpoint (classes, widths or backbone)")
+            raise CheckpointError(
+                f"{source}: authors' key {key!r} has shape {tuple(value.shape)}, "
+                f"vidseg {name} has {tuple(own[name].shape)}; the config does not "
+                "match the checkpoint (classes, widths or backbone)"
+            )
         out[name] = value.to(own[name].dtype)
     # what the authors do not store: the memory's noise (drawn from seed k) and `seen` (their
     # distribution memory starts every class at (0, 1); a vector row is filled when first seen)
@@ -192,9 +220,11 @@ def map_state(authors: dict, model: torch.nn.Module, source: str = "checkpoint")
             out[name] = torch.ones_like(value)
     missing = [k for k in own if k not in out]
     if missing:
-        raise CheckpointError(f"{source}: the checkpoint has no tensor for vidseg {missing[0]!r} "
-                              f"({len(missing)} missing); the config builds layers the authors' "
-                              "model does not have")
+        raise CheckpointError(
+            f"{source}: the checkpoint has no tensor for vidseg {missing[0]!r} "
+            f"({len(missing)} missing); the config builds layers the authors' "
+            "model does not have"
+        )
     return out
 
 
@@ -205,10 +235,16 @@ def expand_history_fusion(weight: torch.Tensor, shape, source: str = "fusion") -
     model's did until training changes them.
     """
     shape = tuple(shape)
-    if weight.dim() != 4 or len(shape) != 4 or weight.shape[0] != shape[0] \
-            or tuple(weight.shape[2:]) != shape[2:] or weight.shape[1] > shape[1]:
-        raise CheckpointError(f"{source}: fusion weight {tuple(weight.shape)} cannot be widened to "
-                              f"{shape}")
+    if (
+        weight.dim() != 4
+        or len(shape) != 4
+        or weight.shape[0] != shape[0]
+        or tuple(weight.shape[2:]) != shape[2:]
+        or weight.shape[1] > shape[1]
+    ):
+        raise CheckpointError(
+            f"{source}: fusion weight {tuple(weight.shape)} cannot be widened to {shape}"
+        )
     out = weight.new_zeros(shape)
     out[:, : weight.shape[1]] = weight
     return out

@@ -84,10 +84,15 @@ class CheckReport:
 
     def to_dict(self) -> dict:
         return {
-            "root": self.root, "layout": self.layout, "ok": self.ok, "counts": self.counts,
-            "expected": self.expected, "refused_videos": self.refused,
+            "root": self.root,
+            "layout": self.layout,
+            "ok": self.ok,
+            "counts": self.counts,
+            "expected": self.expected,
+            "refused_videos": self.refused,
             "expected_source": self.expected_source,
-            "num_errors": len(self.errors), "num_warnings": len(self.warnings),
+            "num_errors": len(self.errors),
+            "num_warnings": len(self.warnings),
             "problems": [p.__dict__ for p in self.problems],
         }
 
@@ -95,8 +100,10 @@ class CheckReport:
         """Human-readable report: a count table, then up to `max_problems` problems."""
         name = "VSPW" if self.layout == "vspw" else f"data.format={self.layout}"
         head = f"{'split':<6} {'videos':>8} {'frames':>9} {'masks':>9}"
-        lines = [f"{name} check of {self.root}",
-                 head + (f"   expected ({self.expected_source})" if self.expected else "")]
+        lines = [
+            f"{name} check of {self.root}",
+            head + (f"   expected ({self.expected_source})" if self.expected else ""),
+        ]
         for split, c in self.counts.items():
             row = f"{split:<6} {c['videos']:>8} {c['frames']:>9} {c['masks']:>9}"
             if self.expected:
@@ -106,12 +113,16 @@ class CheckReport:
         for p in self.problems[:max_problems]:
             lines.append(f"{p.severity.upper():<7} {p.path}: {p.message}")
         if len(self.problems) > max_problems:
-            lines.append(f"... {len(self.problems) - max_problems} more problems (use --json for all)")
+            lines.append(
+                f"... {len(self.problems) - max_problems} more problems (use --json for all)"
+            )
         if self.refused:
             listed = ", ".join(self.refused[:20]) + (" ..." if len(self.refused) > 20 else "")
-            lines.append(f"REFUSED {len(self.refused)} video(s), their masks do not pair with their "
-                         f"frames: {listed}. Training and eval stop on them (data.bad_videos: "
-                         "refuse, the default); data.bad_videos: skip leaves them out")
+            lines.append(
+                f"REFUSED {len(self.refused)} video(s), their masks do not pair with their "
+                f"frames: {listed}. Training and eval stop on them (data.bad_videos: "
+                "refuse, the default); data.bad_videos: skip leaves them out"
+            )
         verdict = "OK" if self.ok else "NOT USABLE"
         lines.append(f"{verdict}: {len(self.errors)} error(s), {len(self.warnings)} warning(s)")
         return "\n".join(lines)
@@ -131,7 +142,7 @@ def _jpeg_segments(data: bytes):
         if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
             i += 2
             continue
-        (length,) = struct.unpack(">H", data[i + 2:i + 4])
+        (length,) = struct.unpack(">H", data[i + 2 : i + 4])
         yield marker, i + 4, min(i + 2 + length, len(data))
         if marker == 0xDA:
             return
@@ -146,7 +157,7 @@ def jpeg_size(data: bytes) -> tuple[int, int] | None:
         if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
             if start + 5 > len(data):
                 return None
-            h, w = struct.unpack(">HH", data[start + 1:start + 5])
+            h, w = struct.unpack(">HH", data[start + 1 : start + 5])
             return h, w
     return None
 
@@ -160,16 +171,16 @@ def jpeg_orientation(data: bytes) -> int:
     if data[:2] != b"\xff\xd8":
         return 1
     for marker, start, end in _jpeg_segments(data):
-        if marker != 0xE1 or data[start:start + 6] != b"Exif\x00\x00":
+        if marker != 0xE1 or data[start : start + 6] != b"Exif\x00\x00":
             continue
-        tiff = data[start + 6:end]
+        tiff = data[start + 6 : end]
         order = {b"II": "<", b"MM": ">"}.get(tiff[:2])
         if order is None or len(tiff) < 8:
             return 1
         (ifd,) = struct.unpack(order + "I", tiff[4:8])
-        count = struct.unpack(order + "H", tiff[ifd:ifd + 2])[0] if ifd + 2 <= len(tiff) else 0
+        count = struct.unpack(order + "H", tiff[ifd : ifd + 2])[0] if ifd + 2 <= len(tiff) else 0
         for k in range(count):
-            entry = tiff[ifd + 2 + 12 * k:ifd + 14 + 12 * k]
+            entry = tiff[ifd + 2 + 12 * k : ifd + 14 + 12 * k]
             if len(entry) < 12:
                 return 1
             tag, kind = struct.unpack(order + "HH", entry[:4])
@@ -215,11 +226,22 @@ def _check_video(root: str, split: str, name: str, decode_frames: bool):
     video_dir = os.path.join(root, "data", name)
     origin_dir, mask_dir = os.path.join(video_dir, "origin"), os.path.join(video_dir, "mask")
     if not os.path.isdir(video_dir):
-        return 0, 0, [Problem("error", video_dir, f"video listed in {split}.txt has no folder")], True
-    frames = {os.path.splitext(n)[0]: os.path.join(origin_dir, n) for n in _listdir(origin_dir)
-              if os.path.splitext(n)[1].lower() in FRAME_EXTENSIONS}
-    masks = {os.path.splitext(n)[0]: os.path.join(mask_dir, n) for n in _listdir(mask_dir)
-             if n.lower().endswith(".png")}
+        return (
+            0,
+            0,
+            [Problem("error", video_dir, f"video listed in {split}.txt has no folder")],
+            True,
+        )
+    frames = {
+        os.path.splitext(n)[0]: os.path.join(origin_dir, n)
+        for n in _listdir(origin_dir)
+        if os.path.splitext(n)[1].lower() in FRAME_EXTENSIONS
+    }
+    masks = {
+        os.path.splitext(n)[0]: os.path.join(mask_dir, n)
+        for n in _listdir(mask_dir)
+        if n.lower().endswith(".png")
+    }
     if not frames:
         problems.append(Problem("error", origin_dir, "no frames (expected origin/<8 digits>.jpg)"))
     needs_masks = split != "test" or bool(masks)
@@ -232,8 +254,13 @@ def _check_video(root: str, split: str, name: str, decode_frames: bool):
             problems.append(Problem("warning", frames[stem], warning))
         sizes[stem] = size
         if needs_masks and stem not in masks:
-            problems.append(Problem("error", frames[stem], "frame without mask "
-                                    f"(expected {os.path.join(mask_dir, stem + '.png')})"))
+            problems.append(
+                Problem(
+                    "error",
+                    frames[stem],
+                    f"frame without mask (expected {os.path.join(mask_dir, stem + '.png')})",
+                )
+            )
     for stem in sorted(masks):
         path = masks[stem]
         if stem not in frames:
@@ -245,12 +272,23 @@ def _check_video(root: str, split: str, name: str, decode_frames: bool):
             continue
         bad = invalid_raw_values(mask)
         if bad.size:
-            problems.append(Problem("error", path, f"values {bad[:10].tolist()} outside "
-                                    f"{{0..{NUM_RAW_CLASSES}, 255}}"))
+            problems.append(
+                Problem(
+                    "error",
+                    path,
+                    f"values {bad[:10].tolist()} outside {{0..{NUM_RAW_CLASSES}, 255}}",
+                )
+            )
         size = sizes.get(stem)
         if size is not None and tuple(mask.shape) != tuple(size):
-            problems.append(Problem("error", path, f"mask is {mask.shape[1]}x{mask.shape[0]} but the "
-                                    f"frame is {size[1]}x{size[0]} (WxH)"))
+            problems.append(
+                Problem(
+                    "error",
+                    path,
+                    f"mask is {mask.shape[1]}x{mask.shape[0]} but the "
+                    f"frame is {size[1]}x{size[0]} (WxH)",
+                )
+            )
     unpaired = ("no frames", "frame without mask", "mask without frame")
     refused = any(p.message.startswith(unpaired) for p in problems)
     return len(frames), len(masks), problems, refused
@@ -282,8 +320,13 @@ def _expected_from_manifest(root: str) -> dict | None:
     return out or None
 
 
-def check_vspw(root: str | os.PathLike, splits=SPLITS, expected: dict | None = None,
-               decode_frames: bool = False, workers: int | None = None) -> CheckReport:
+def check_vspw(
+    root: str | os.PathLike,
+    splits=SPLITS,
+    expected: dict | None = None,
+    decode_frames: bool = False,
+    workers: int | None = None,
+) -> CheckReport:
     """Check a VSPW root and return a report (`report.ok` False when the layout is unusable).
 
     Args:
@@ -297,8 +340,13 @@ def check_vspw(root: str | os.PathLike, splits=SPLITS, expected: dict | None = N
     root = os.fspath(root)
     report = CheckReport(root=root)
     if not os.path.isdir(os.path.join(root, "data")):
-        report.problems.append(Problem("error", os.path.join(root, "data"),
-                                       "missing: not a VSPW root (expected data/<video>/origin, mask)"))
+        report.problems.append(
+            Problem(
+                "error",
+                os.path.join(root, "data"),
+                "missing: not a VSPW root (expected data/<video>/origin, mask)",
+            )
+        )
         return report
     if expected is None:
         expected = _expected_from_manifest(root)
@@ -326,14 +374,23 @@ def check_vspw(root: str | os.PathLike, splits=SPLITS, expected: dict | None = N
     for split, names in split_videos.items():
         for name in names:
             if name in owner:
-                report.problems.append(Problem("warning", os.path.join(root, f"{split}.txt"),
-                                               f"video {name} is also listed in {owner[name]}.txt"))
+                report.problems.append(
+                    Problem(
+                        "warning",
+                        os.path.join(root, f"{split}.txt"),
+                        f"video {name} is also listed in {owner[name]}.txt",
+                    )
+                )
             else:
                 owner[name] = split
     workers = workers or min(16, 2 * (os.cpu_count() or 1))
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        results = dict(zip(owner, pool.map(
-            lambda name: _check_video(root, owner[name], name, decode_frames), owner)))
+        results = dict(
+            zip(
+                owner,
+                pool.map(lambda name: _check_video(root, owner[name], name, decode_frames), owner),
+            )
+        )
     for name, (_, _, problems, refused) in results.items():
         report.problems.extend(problems)
         if refused:
@@ -346,7 +403,11 @@ def check_vspw(root: str | os.PathLike, splits=SPLITS, expected: dict | None = N
         exp = report.expected.get(split, {})
         for key in ("videos", "frames", "masks"):
             if key in exp and exp[key] != counts[key]:
-                report.problems.append(Problem(
-                    "warning", os.path.join(root, f"{split}.txt"),
-                    f"{counts[key]} {key} in split {split}, expected {exp[key]} ({report.expected_source})"))
+                report.problems.append(
+                    Problem(
+                        "warning",
+                        os.path.join(root, f"{split}.txt"),
+                        f"{counts[key]} {key} in split {split}, expected {exp[key]} ({report.expected_source})",
+                    )
+                )
     return report

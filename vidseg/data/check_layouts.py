@@ -47,8 +47,9 @@ def _classes(root: str, report: CheckReport) -> int | None:
     return len(names)
 
 
-def _mask_problems(path: str, size: tuple[int, int] | None, label_format: str,
-                   num_classes: int | None) -> list[Problem]:
+def _mask_problems(
+    path: str, size: tuple[int, int] | None, label_format: str, num_classes: int | None
+) -> list[Problem]:
     """Problems of one mask: unreadable, values, size against its frame's `(H, W)`."""
     try:
         mask = read_mask(path)
@@ -57,19 +58,37 @@ def _mask_problems(path: str, size: tuple[int, int] | None, label_format: str,
     problems = []
     bad = invalid_raw_values(mask, label_format)
     if bad.size:
-        problems.append(Problem("error", path, f"values {bad[:10].tolist()} outside "
-                                f"{valid_values(label_format)} (data.labels: {label_format})"))
+        problems.append(
+            Problem(
+                "error",
+                path,
+                f"values {bad[:10].tolist()} outside "
+                f"{valid_values(label_format)} (data.labels: {label_format})",
+            )
+        )
     elif num_classes is not None:
         ids = to_train_ids(mask, path, label_format)
         over = (ids >= num_classes) & (ids != IGNORE_INDEX)
         if over.any():
             values = np.unique(mask[over])[:10].tolist()
-            problems.append(Problem("error", path, f"values {values} are classes beyond the "
-                                    f"{num_classes} of {CLASSES_FILE} "
-                                    f"(data.labels: {label_format})"))
+            problems.append(
+                Problem(
+                    "error",
+                    path,
+                    f"values {values} are classes beyond the "
+                    f"{num_classes} of {CLASSES_FILE} "
+                    f"(data.labels: {label_format})",
+                )
+            )
     if size is not None and tuple(mask.shape) != tuple(size):
-        problems.append(Problem("error", path, f"mask is {mask.shape[1]}x{mask.shape[0]} but the "
-                                f"frame is {size[1]}x{size[0]} (WxH)"))
+        problems.append(
+            Problem(
+                "error",
+                path,
+                f"mask is {mask.shape[1]}x{mask.shape[0]} but the "
+                f"frame is {size[1]}x{size[0]} (WxH)",
+            )
+        )
     return problems
 
 
@@ -77,8 +96,12 @@ def _refused_counts(root: str, fmt: str, name: str, backend: str) -> tuple[int, 
     """(frames, masks) of a video that does not index, counted as far as they can be."""
     if fmt == "frames":
         folder = os.path.join(root, name)
-        count = [len(os.listdir(os.path.join(folder, sub)))
-                 if os.path.isdir(os.path.join(folder, sub)) else 0 for sub in ("images", "masks")]
+        count = [
+            len(os.listdir(os.path.join(folder, sub)))
+            if os.path.isdir(os.path.join(folder, sub))
+            else 0
+            for sub in ("images", "masks")
+        ]
         return count[0], count[1]
     from vidseg.data.frame_access import VideoFileReaders
 
@@ -90,8 +113,15 @@ def _refused_counts(root: str, fmt: str, name: str, backend: str) -> tuple[int, 
         return 0, masks
 
 
-def _check_one(root: str, fmt: str, name: str, label_format: str, num_classes: int | None,
-               decode: bool, backend: str) -> tuple[int, int, list[Problem], bool]:
+def _check_one(
+    root: str,
+    fmt: str,
+    name: str,
+    label_format: str,
+    num_classes: int | None,
+    decode: bool,
+    backend: str,
+) -> tuple[int, int, list[Problem], bool]:
     """Check one video; returns (frames, masks, problems, refused)."""
     from vidseg.data.frame_access import VideoFileReaders, iter_video_frames, video_frame_size
 
@@ -120,14 +150,24 @@ def _check_one(root: str, fmt: str, name: str, label_format: str, num_classes: i
         for path in video.frame_paths:
             size, error, warning = frame_size(path, decode)
             sizes.append(size)
-            problems += [Problem(kind, path, text) for kind, text in
-                         (("error", error), ("warning", warning)) if text]
-        if video.mask_paths and os.path.splitext(os.path.basename(video.mask_paths[0]))[0] \
-                != video.stems[0]:
-            problems.append(Problem("warning", os.path.dirname(video.mask_paths[0]),
-                                    "no mask has the name of an image: masks paired with images "
-                                    f"by natural order ({video.stems[0]} with "
-                                    f"{os.path.basename(video.mask_paths[0])}, ...)"))
+            problems += [
+                Problem(kind, path, text)
+                for kind, text in (("error", error), ("warning", warning))
+                if text
+            ]
+        if (
+            video.mask_paths
+            and os.path.splitext(os.path.basename(video.mask_paths[0]))[0] != video.stems[0]
+        ):
+            problems.append(
+                Problem(
+                    "warning",
+                    os.path.dirname(video.mask_paths[0]),
+                    "no mask has the name of an image: masks paired with images "
+                    f"by natural order ({video.stems[0]} with "
+                    f"{os.path.basename(video.mask_paths[0])}, ...)",
+                )
+            )
     for path, size in zip(video.mask_paths, sizes):
         problems += _mask_problems(path, size, label_format, num_classes)
     return len(video), len(video.mask_paths), problems, False
@@ -142,12 +182,24 @@ def _decode_video(video: LabelledVideo, size: tuple[int, int], iter_video_frames
         count += 1
     problems = []
     if count != len(video):
-        problems.append(Problem("error", video.video_path, f"decodes {count} frames but "
-                                f"{len(video)} are indexed (truncated or damaged file): the masks "
-                                "after the last decodable frame have no frame"))
+        problems.append(
+            Problem(
+                "error",
+                video.video_path,
+                f"decodes {count} frames but "
+                f"{len(video)} are indexed (truncated or damaged file): the masks "
+                "after the last decodable frame have no frame",
+            )
+        )
     if odd is not None:
-        problems.append(Problem("error", video.video_path, f"frame {odd[0]} is {odd[1][1]}x"
-                                f"{odd[1][0]}, the header says {size[1]}x{size[0]} (WxH)"))
+        problems.append(
+            Problem(
+                "error",
+                video.video_path,
+                f"frame {odd[0]} is {odd[1][1]}x"
+                f"{odd[1][0]}, the header says {size[1]}x{size[0]} (WxH)",
+            )
+        )
     return problems
 
 
@@ -162,8 +214,13 @@ def _split_lists(root: str, fmt: str, splits, report: CheckReport) -> dict[str, 
     for split in splits or present:
         path = os.path.join(root, f"{split}.txt")
         if not os.path.isfile(path):
-            report.problems.append(Problem("error", path, f"split file missing (the root has "
-                                           f"{', '.join(s + '.txt' for s in present)})"))
+            report.problems.append(
+                Problem(
+                    "error",
+                    path,
+                    f"split file missing (the root has {', '.join(s + '.txt' for s in present)})",
+                )
+            )
             continue
         with open(path, encoding="utf-8") as f:
             names = [line.strip() for line in f if line.strip()]
@@ -175,8 +232,14 @@ def _split_lists(root: str, fmt: str, splits, report: CheckReport) -> dict[str, 
     return out
 
 
-def check_layout(root: str | os.PathLike, fmt: str, splits=None, label_format: str = "vspw",
-                 decode_frames: bool = False, workers: int | None = None) -> CheckReport:
+def check_layout(
+    root: str | os.PathLike,
+    fmt: str,
+    splits=None,
+    label_format: str = "vspw",
+    decode_frames: bool = False,
+    workers: int | None = None,
+) -> CheckReport:
     """Check a `video` or `frames` root; `report.ok` is False when it is not usable as is.
 
     Args:
@@ -203,14 +266,25 @@ def check_layout(root: str | os.PathLike, fmt: str, splits=None, label_format: s
     names = list(dict.fromkeys(n for group in lists.values() for n in group))
     workers = workers or min(16, 2 * (os.cpu_count() or 1))
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        results = dict(zip(names, pool.map(lambda n: _check_one(
-            root, fmt, n, label_format, num_classes, decode_frames, backend), names)))
+        results = dict(
+            zip(
+                names,
+                pool.map(
+                    lambda n: _check_one(
+                        root, fmt, n, label_format, num_classes, decode_frames, backend
+                    ),
+                    names,
+                ),
+            )
+        )
     for name, (_, _, problems, refused) in results.items():
         report.problems.extend(problems)
         if refused:
             report.refused.append(name)
     for split, group in lists.items():
-        report.counts[split] = {"videos": len(group),
-                                "frames": sum(results[n][0] for n in group),
-                                "masks": sum(results[n][1] for n in group)}
+        report.counts[split] = {
+            "videos": len(group),
+            "frames": sum(results[n][0] for n in group),
+            "masks": sum(results[n][1] for n in group),
+        }
     return report

@@ -78,8 +78,9 @@ def clip_indices(t: int, history: int, stride: int) -> list[int]:
     return [max(0, t - k * stride) for k in range(history, -1, -1)]
 
 
-def keep_usable(names: Sequence[str], build: Callable[[str], LabelledVideo], bad_videos: str,
-                root: str) -> tuple[list[LabelledVideo], list[str]]:
+def keep_usable(
+    names: Sequence[str], build: Callable[[str], LabelledVideo], bad_videos: str, root: str
+) -> tuple[list[LabelledVideo], list[str]]:
     """Index every named video; apply the bad-video policy to those that fail.
 
     Args:
@@ -96,8 +97,9 @@ def keep_usable(names: Sequence[str], build: Callable[[str], LabelledVideo], bad
         DataLayoutError: a bad video under "refuse", or no usable video at all.
     """
     if bad_videos not in BAD_VIDEO_POLICIES:
-        raise ValueError(f"bad_videos={bad_videos!r}; expected one of "
-                         f"{', '.join(BAD_VIDEO_POLICIES)}")
+        raise ValueError(
+            f"bad_videos={bad_videos!r}; expected one of {', '.join(BAD_VIDEO_POLICIES)}"
+        )
     videos, problems = [], []
     for name in names:
         try:
@@ -108,8 +110,10 @@ def keep_usable(names: Sequence[str], build: Callable[[str], LabelledVideo], bad
     if problems and bad_videos == "refuse":
         listed = "; ".join(message for _, message in problems[:3])
         more = f"; and {len(problems) - 3} more" if len(problems) > 3 else ""
-        raise DataLayoutError(f"{root}: {len(problems)} unusable video(s), refused: {listed}{more} "
-                              f"({hint}; data.bad_videos=skip leaves such videos out)")
+        raise DataLayoutError(
+            f"{root}: {len(problems)} unusable video(s), refused: {listed}{more} "
+            f"({hint}; data.bad_videos=skip leaves such videos out)"
+        )
     for name, message in problems:
         logger.warning("skipping video %s (data.bad_videos=skip): %s", name, message)
     if names and not videos:
@@ -142,18 +146,29 @@ class ClipDataset(Dataset):
     replaced by the nearest readable frame of the same video, with that frame's mask).
     """
 
-    def __init__(self, videos: Sequence[LabelledVideo], history: int = 2, stride: int = 1,
-                 mode: str = "train", transform: Callable | None = None,
-                 return_all_labels: bool = False, seed: int = 0, label_format: str = "vspw",
-                 num_classes: int | None = None, readers=None):
+    def __init__(
+        self,
+        videos: Sequence[LabelledVideo],
+        history: int = 2,
+        stride: int = 1,
+        mode: str = "train",
+        transform: Callable | None = None,
+        return_all_labels: bool = False,
+        seed: int = 0,
+        label_format: str = "vspw",
+        num_classes: int | None = None,
+        readers=None,
+    ):
         if mode not in ("train", "eval"):
             raise ValueError(f"mode={mode!r}; expected 'train' or 'eval'")
         if history < 0 or stride < 1:
-            raise ValueError(f"history={history}, stride={stride}; expected history >= 0, "
-                             "stride >= 1")
+            raise ValueError(
+                f"history={history}, stride={stride}; expected history >= 0, stride >= 1"
+            )
         if label_format not in LABEL_FORMATS:
-            raise ValueError(f"label_format={label_format!r}; expected one of "
-                             f"{', '.join(LABEL_FORMATS)}")
+            raise ValueError(
+                f"label_format={label_format!r}; expected one of {', '.join(LABEL_FORMATS)}"
+            )
         self.videos = list(videos)
         if not self.videos:
             raise DataLayoutError("no videos to read clips from")
@@ -173,8 +188,10 @@ class ClipDataset(Dataset):
         self._current = [video.current for video in self.videos]
         for video, current in zip(self.videos, self._current):
             if not current:
-                raise DataLayoutError(f"video {video.name}: no frame has a mask, so no clip can "
-                                      "end on a labelled frame")
+                raise DataLayoutError(
+                    f"video {video.name}: no frame has a mask, so no clip can "
+                    "end on a labelled frame"
+                )
         self._index = [(v, t) for v, current in enumerate(self._current) for t in current]
         self._bad: set[tuple[int, int]] = set()
         self._lock = threading.Lock()
@@ -206,8 +223,11 @@ class ClipDataset(Dataset):
             new = [i for i in indices if (v, i) not in self._bad]
             self._bad.update((v, i) for i in indices)
         if new:
-            logger.warning("unreadable frame, using the nearest readable frame of video %s "
-                           "instead: %s", self.videos[v].name, reason)
+            logger.warning(
+                "unreadable frame, using the nearest readable frame of video %s instead: %s",
+                self.videos[v].name,
+                reason,
+            )
 
     def _read(self, v: int, indices: Sequence[int]) -> dict[int, np.ndarray]:
         """The readable frames among `indices`, RGB uint8 `(H, W, 3)`; the others are marked bad."""
@@ -219,8 +239,9 @@ class ClipDataset(Dataset):
             got = self.readers.get(video.video_path, todo)
             missing = [i for i in todo if i not in got]
             if missing:
-                self._mark_bad(v, missing, f"video {video.video_path}: frame(s) {missing[:5]} "
-                                           "do not decode")
+                self._mark_bad(
+                    v, missing, f"video {video.video_path}: frame(s) {missing[:5]} do not decode"
+                )
             return got
         got = {}
         for i in todo:
@@ -235,14 +256,16 @@ class ClipDataset(Dataset):
         n = len(self.videos[v])
         order = [j for d in range(1, n) for j in (i - d, i + d) if 0 <= j < n]
         for start in range(0, len(order), _SEARCH_BATCH):
-            batch = order[start:start + _SEARCH_BATCH]
+            batch = order[start : start + _SEARCH_BATCH]
             got.update(self._read(v, [j for j in batch if j not in got]))
             for j in batch:
                 if j in got:
                     return j
         video = self.videos[v]
-        raise UnreadableImageError(f"video {video.name}: no readable frame in "
-                                   f"{video.video_path or os.path.dirname(video.frame_paths[0])}")
+        raise UnreadableImageError(
+            f"video {video.name}: no readable frame in "
+            f"{video.video_path or os.path.dirname(video.frame_paths[0])}"
+        )
 
     def _label(self, video: LabelledVideo, i: int, shape: tuple[int, int]) -> np.ndarray:
         """Train ids `(H, W)` uint8 of frame i (all ignore without a mask)."""
@@ -254,14 +277,18 @@ class ClipDataset(Dataset):
         except ValueError as exc:  # RGB / 16-bit mask, values outside the label format
             raise MaskError(str(exc)) from None
         if label.shape != tuple(shape):
-            raise MaskError(f"mask {path} is {label.shape[1]}x{label.shape[0]} but its frame "
-                            f"{video.describe_frame(i)} is {shape[1]}x{shape[0]} (WxH)")
+            raise MaskError(
+                f"mask {path} is {label.shape[1]}x{label.shape[0]} but its frame "
+                f"{video.describe_frame(i)} is {shape[1]}x{shape[0]} (WxH)"
+            )
         if self.num_classes is not None:
             bad = (label >= self.num_classes) & (label != IGNORE_INDEX)
             if bad.any():
-                raise MaskError(f"mask {path}: train ids {np.unique(label[bad])[:10].tolist()} "
-                                f">= model.num_classes={self.num_classes} (label format "
-                                f"{self.label_format})")
+                raise MaskError(
+                    f"mask {path}: train ids {np.unique(label[bad])[:10].tolist()} "
+                    f">= model.num_classes={self.num_classes} (label format "
+                    f"{self.label_format})"
+                )
         return label
 
     def __getitem__(self, index: int) -> dict:

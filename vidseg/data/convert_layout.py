@@ -22,8 +22,9 @@ VIDEO_CRF = 12  # x264 quality: near-transparent, so frames read back close to t
 
 def _prepare_out_dir(out_dir: str) -> None:
     if os.path.exists(out_dir) and (not os.path.isdir(out_dir) or os.listdir(out_dir)):
-        raise ValueError(f"output folder {out_dir} exists and is not empty; expected a new or "
-                         "empty folder")
+        raise ValueError(
+            f"output folder {out_dir} exists and is not empty; expected a new or empty folder"
+        )
     os.makedirs(out_dir, exist_ok=True)
 
 
@@ -42,13 +43,17 @@ def write_mp4(path: str, frames, fps: int = VIDEO_FPS, crf: int = VIDEO_CRF) -> 
             if size is None:
                 size = rgb.shape[:2]
                 if size[0] % 2 or size[1] % 2:
-                    raise ValueError(f"{path}: frame size {size[1]}x{size[0]} (WxH) has an odd "
-                                     "side; H.264 yuv420p needs even sizes")
+                    raise ValueError(
+                        f"{path}: frame size {size[1]}x{size[0]} (WxH) has an odd "
+                        "side; H.264 yuv420p needs even sizes"
+                    )
                 stream = container.add_stream("libx264", rate=fps, options={"crf": str(crf)})
                 stream.width, stream.height, stream.pix_fmt = size[1], size[0], "yuv420p"
             elif rgb.shape[:2] != size:
-                raise ValueError(f"{path}: frame {count} is {rgb.shape[1]}x{rgb.shape[0]}, the "
-                                 f"first was {size[1]}x{size[0]} (WxH)")
+                raise ValueError(
+                    f"{path}: frame {count} is {rgb.shape[1]}x{rgb.shape[0]}, the "
+                    f"first was {size[1]}x{size[0]} (WxH)"
+                )
             container.mux(stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")))
             count += 1
         if stream is not None:
@@ -57,8 +62,10 @@ def write_mp4(path: str, frames, fps: int = VIDEO_FPS, crf: int = VIDEO_CRF) -> 
 
 
 def _write_video(out_dir: str, video: VSPWVideo) -> None:
-    write_mp4(os.path.join(out_dir, "videos", video.name + ".mp4"),
-              (read_frame(p) for p in video.frame_paths))
+    write_mp4(
+        os.path.join(out_dir, "videos", video.name + ".mp4"),
+        (read_frame(p) for p in video.frame_paths),
+    )
     mask_dir = os.path.join(out_dir, "masks", video.name)
     os.makedirs(mask_dir)
     for i, path in enumerate(video.mask_paths):
@@ -77,8 +84,9 @@ def _write_frames(out_dir: str, video: VSPWVideo) -> None:
         shutil.copyfile(mask, os.path.join(masks, f"frame{i}.png"))
 
 
-def convert_vspw(src: str | os.PathLike, out_dir: str | os.PathLike, fmt: str,
-                 splits=("train", "val")) -> dict:
+def convert_vspw(
+    src: str | os.PathLike, out_dir: str | os.PathLike, fmt: str, splits=("train", "val")
+) -> dict:
     """Write the labelled splits of a VSPW-format root in the `video` or `frames` layout.
 
     Args:
@@ -105,8 +113,11 @@ def convert_vspw(src: str | os.PathLike, out_dir: str | os.PathLike, fmt: str,
         raise ValueError(f"{src}: no video in the splits {', '.join(splits)} to convert")
     # every video's frames and masks are paired before anything is written, so a bad video
     # leaves no half-written output behind
-    videos = {name: VSPWVideo.from_root(src, name, with_masks=True)
-              for names in todo.values() for name in names}
+    videos = {
+        name: VSPWVideo.from_root(src, name, with_masks=True)
+        for names in todo.values()
+        for name in names
+    }
     _prepare_out_dir(out_dir)
     with open(os.path.join(out_dir, CLASSES_FILE), "w", encoding="utf-8") as f:
         f.writelines(name + "\n" for name in classes)

@@ -76,8 +76,11 @@ class VideoFileReaders:
             if isinstance(reader, PyAVFrameReader):
                 raise
             # decord refuses the whole batch on a damaged stream; PyAV keeps what decodes
-            logger.warning("decord failed on %s (%s); reading it with PyAV", path,
-                           str(exc).strip().splitlines()[0] if str(exc).strip() else exc)
+            logger.warning(
+                "decord failed on %s (%s); reading it with PyAV",
+                path,
+                str(exc).strip().splitlines()[0] if str(exc).strip() else exc,
+            )
             self._readers[path] = PyAVFrameReader(path)
             return self._readers[path].get(indices)
 
@@ -154,5 +157,8 @@ def iter_labelled_frames(video) -> Iterator[tuple[np.ndarray | None, str | None]
     with contextlib.closing(iter_video_frames(video.video_path)) as decoded:
         for i in range(len(video)):
             rgb = next(decoded, None)
-            yield (rgb, None) if rgb is not None else (
-                None, f"video {video.video_path}: frame {i} does not decode")
+            yield (
+                (rgb, None)
+                if rgb is not None
+                else (None, f"video {video.video_path}: frame {i} does not decode")
+            )

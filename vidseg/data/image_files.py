@@ -27,14 +27,16 @@ LABEL_FORMATS = ("vspw", "train_ids")
 # table lookup both maps and detects them.
 _INVALID = 254
 _VALID = {"vspw": np.zeros(256, dtype=bool), "train_ids": np.zeros(256, dtype=bool)}
-_VALID["vspw"][:NUM_RAW_CLASSES + 1] = True
+_VALID["vspw"][: NUM_RAW_CLASSES + 1] = True
 _VALID["train_ids"][:NUM_RAW_CLASSES] = True
 for _valid in _VALID.values():
     _valid[IGNORE_INDEX] = True
-_LUT = {"vspw": np.full(256, _INVALID, dtype=np.uint8),
-        "train_ids": np.full(256, _INVALID, dtype=np.uint8)}
+_LUT = {
+    "vspw": np.full(256, _INVALID, dtype=np.uint8),
+    "train_ids": np.full(256, _INVALID, dtype=np.uint8),
+}
 _LUT["vspw"][[0, IGNORE_INDEX]] = IGNORE_INDEX
-_LUT["vspw"][1:NUM_RAW_CLASSES + 1] = np.arange(NUM_RAW_CLASSES, dtype=np.uint8)
+_LUT["vspw"][1 : NUM_RAW_CLASSES + 1] = np.arange(NUM_RAW_CLASSES, dtype=np.uint8)
 _LUT["train_ids"][:NUM_RAW_CLASSES] = np.arange(NUM_RAW_CLASSES, dtype=np.uint8)
 _LUT["train_ids"][IGNORE_INDEX] = IGNORE_INDEX
 _RAW_FROM_TRAIN_ID = np.full(256, IGNORE_INDEX, dtype=np.uint8)
@@ -51,8 +53,9 @@ class MaskError(VidsegError, ValueError):
 
 def _check_format(label_format: str) -> None:
     if label_format not in LABEL_FORMATS:
-        raise ValueError(f"label_format={label_format!r}; expected one of "
-                         f"{', '.join(LABEL_FORMATS)}")
+        raise ValueError(
+            f"label_format={label_format!r}; expected one of {', '.join(LABEL_FORMATS)}"
+        )
 
 
 def valid_values(label_format: str = "vspw") -> str:
@@ -76,8 +79,9 @@ def invalid_raw_values(raw: np.ndarray, label_format: str = "vspw") -> np.ndarra
     return values[~ok]
 
 
-def to_train_ids(raw: np.ndarray, path: str | os.PathLike | None = None,
-                 label_format: str = "vspw") -> np.ndarray:
+def to_train_ids(
+    raw: np.ndarray, path: str | os.PathLike | None = None, label_format: str = "vspw"
+) -> np.ndarray:
     """Map mask values to train ids.
 
     Args:
@@ -104,13 +108,16 @@ def to_train_ids(raw: np.ndarray, path: str | os.PathLike | None = None,
         where = f"mask {path}" if path is not None else "mask"
         kind = "raw values" if label_format == "vspw" else "values"
         name = "VSPW" if label_format == "vspw" else "train-id"
-        raise MaskError(f"{where}: {kind} {bad[:10].tolist()} outside the {name} range "
-                        f"{valid_values(label_format)}")
+        raise MaskError(
+            f"{where}: {kind} {bad[:10].tolist()} outside the {name} range "
+            f"{valid_values(label_format)}"
+        )
     return lut[raw.astype(np.uint8)]
 
 
-def to_vspw_raw(mask: np.ndarray, path: str | os.PathLike | None = None,
-                label_format: str = "vspw") -> np.ndarray:
+def to_vspw_raw(
+    mask: np.ndarray, path: str | os.PathLike | None = None, label_format: str = "vspw"
+) -> np.ndarray:
     """A mask in the VSPW raw convention (what the scorer reads), from either label format.
 
     "vspw" masks are checked and returned as they are; "train_ids" masks are checked, then
@@ -156,8 +163,10 @@ def read_mask(path: str | os.PathLike) -> np.ndarray:
 
         with Image.open(path) as im:
             if im.mode not in ("P", "L"):
-                raise MaskError(f"mask {path} is a {im.mode} image with {mask.shape[2]} channels; "
-                                f"expected a single-channel (or palette) label PNG")
+                raise MaskError(
+                    f"mask {path} is a {im.mode} image with {mask.shape[2]} channels; "
+                    f"expected a single-channel (or palette) label PNG"
+                )
             mask = np.array(im)
     if mask.dtype != np.uint8:
         raise MaskError(f"mask {path} has dtype {mask.dtype}; expected 8-bit labels")

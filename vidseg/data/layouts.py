@@ -51,8 +51,10 @@ def _files(folder: str, extensions: Sequence[str]) -> dict[str, str]:
         if ext.lower() not in extensions:
             continue
         if stem in out:
-            raise DataLayoutError(f"{folder}: {os.path.basename(out[stem])} and {name} have the "
-                                  "same name; expected one file per frame")
+            raise DataLayoutError(
+                f"{folder}: {os.path.basename(out[stem])} and {name} have the "
+                "same name; expected one file per frame"
+            )
         out[stem] = os.path.join(folder, name)
     return out
 
@@ -104,15 +106,19 @@ def split_names(root: str, fmt: str, split: str) -> list[str]:
     if not present:
         return found
     if not os.path.isfile(split_file):
-        raise FileNotFoundError(f"split file {split_file} not found: the root has "
-                                f"{', '.join(s + '.txt' for s in present)}, so every split needs "
-                                "its list (remove them all to use every video in every split)")
+        raise FileNotFoundError(
+            f"split file {split_file} not found: the root has "
+            f"{', '.join(s + '.txt' for s in present)}, so every split needs "
+            "its list (remove them all to use every video in every split)"
+        )
     with open(split_file, encoding="utf-8") as f:
         names = [line.strip() for line in f if line.strip()]
     missing = sorted(set(names) - set(found))
     if missing:
-        raise FileNotFoundError(f"{split_file} names {len(missing)} video(s) not in {root} "
-                                f"(expected {where}): {missing[:10]}")
+        raise FileNotFoundError(
+            f"{split_file} names {len(missing)} video(s) not in {root} "
+            f"(expected {where}): {missing[:10]}"
+        )
     return names
 
 
@@ -134,12 +140,16 @@ def mask_indices(mask_dir: str) -> dict[int, str]:
     out: dict[int, str] = {}
     for stem, path in _files(mask_dir, (".png",)).items():
         if not _INTEGER.match(stem):
-            raise DataLayoutError(f"mask {path}: the name must be the frame index (0-based decode "
-                                  "order, e.g. 0.png or 000000.png)")
+            raise DataLayoutError(
+                f"mask {path}: the name must be the frame index (0-based decode "
+                "order, e.g. 0.png or 000000.png)"
+            )
         index = int(stem)
         if index in out:
-            raise DataLayoutError(f"{mask_dir}: {os.path.basename(out[index])} and "
-                                  f"{os.path.basename(path)} both name frame {index}")
+            raise DataLayoutError(
+                f"{mask_dir}: {os.path.basename(out[index])} and "
+                f"{os.path.basename(path)} both name frame {index}"
+            )
         out[index] = path
     return out
 
@@ -156,8 +166,10 @@ def index_video_file(root: str, name: str, readers) -> LabelledVideo:
     path = video_file(root, name)
     mask_dir = os.path.join(root, "masks", name)
     if not os.path.isdir(mask_dir):
-        raise DataLayoutError(f"{name}: mask folder {mask_dir} missing (expected "
-                              f"masks/{name}/<frame index>.png, one per frame)")
+        raise DataLayoutError(
+            f"{name}: mask folder {mask_dir} missing (expected "
+            f"masks/{name}/<frame index>.png, one per frame)"
+        )
     masks = mask_indices(mask_dir)
     try:
         n = readers.num_frames(path)
@@ -166,15 +178,19 @@ def index_video_file(root: str, name: str, readers) -> LabelledVideo:
     if len(masks) != n or set(masks) != set(range(n)):
         no_mask = [i for i in range(n) if i not in masks]
         extra = sorted(i for i in masks if not 0 <= i < n)
-        details = [f"{len(no_mask)} frame(s) without mask {no_mask[:5]}" if no_mask else "",
-                   f"{len(extra)} mask(s) past the last frame {extra[:5]}" if extra else ""]
+        details = [
+            f"{len(no_mask)} frame(s) without mask {no_mask[:5]}" if no_mask else "",
+            f"{len(extra)} mask(s) past the last frame {extra[:5]}" if extra else "",
+        ]
         raise DataLayoutError(
             f"{name}: {len(masks)} masks for {n} frames in {mask_dir} (expected "
             f"{'0..' if n > 1 else ''}{n - 1}.png, one per decoded frame; "
-            f"{', '.join(d for d in details if d)})")
+            f"{', '.join(d for d in details if d)})"
+        )
     stems = [os.path.splitext(os.path.basename(masks[i]))[0] for i in range(n)]
-    return LabelledVideo(name=name, stems=stems, mask_paths=[masks[i] for i in range(n)],
-                         video_path=path)
+    return LabelledVideo(
+        name=name, stems=stems, mask_paths=[masks[i] for i in range(n)], video_path=path
+    )
 
 
 def index_frames_folder(root: str, name: str, with_masks: bool = True) -> LabelledVideo:
@@ -189,8 +205,10 @@ def index_frames_folder(root: str, name: str, with_masks: bool = True) -> Labell
     folder = os.path.join(root, name)
     images = _files(os.path.join(folder, "images"), IMAGE_EXTENSIONS)
     if not images:
-        raise DataLayoutError(f"{name}: no images in {os.path.join(folder, 'images')} "
-                              f"({', '.join(e[1:] for e in IMAGE_EXTENSIONS)})")
+        raise DataLayoutError(
+            f"{name}: no images in {os.path.join(folder, 'images')} "
+            f"({', '.join(e[1:] for e in IMAGE_EXTENSIONS)})"
+        )
     order = sorted(images, key=natural_key)
     frame_paths = [images[s] for s in order]
     if not with_masks:
@@ -201,8 +219,10 @@ def index_frames_folder(root: str, name: str, with_masks: bool = True) -> Labell
     masks = _files(mask_dir, (".png",))
     if len(masks) != len(images):
         no_mask = [s for s in order if s not in masks]
-        raise DataLayoutError(f"{name}: {len(masks)} masks for {len(images)} frames in {mask_dir} "
-                              f"(images without a mask of the same name: {no_mask[:5]})")
+        raise DataLayoutError(
+            f"{name}: {len(masks)} masks for {len(images)} frames in {mask_dir} "
+            f"(images without a mask of the same name: {no_mask[:5]})"
+        )
     shared = set(images) & set(masks)
     if shared == set(images):
         mask_paths = [masks[s] for s in order]
@@ -210,14 +230,22 @@ def index_frames_folder(root: str, name: str, with_masks: bool = True) -> Labell
         mask_paths = [masks[s] for s in sorted(masks, key=natural_key)]
     else:
         no_mask = [s for s in order if s not in masks]
-        raise DataLayoutError(f"{name}: {len(no_mask)} image(s) without a mask of the same name in "
-                              f"{mask_dir}: {no_mask[:5]} (masks pair with images by name, or by "
-                              "order when no name is shared)")
+        raise DataLayoutError(
+            f"{name}: {len(no_mask)} image(s) without a mask of the same name in "
+            f"{mask_dir}: {no_mask[:5]} (masks pair with images by name, or by "
+            "order when no name is shared)"
+        )
     return LabelledVideo(name=name, stems=order, mask_paths=mask_paths, frame_paths=frame_paths)
 
 
-def load_videos(root: str, fmt: str, names: Sequence[str], bad_videos: str = "refuse",
-                with_masks: bool = True, readers=None) -> tuple[list[LabelledVideo], list[str]]:
+def load_videos(
+    root: str,
+    fmt: str,
+    names: Sequence[str],
+    bad_videos: str = "refuse",
+    with_masks: bool = True,
+    readers=None,
+) -> tuple[list[LabelledVideo], list[str]]:
     """Index the named videos of a root in any format, applying the bad-video policy.
 
     Args:
@@ -247,6 +275,7 @@ def load_videos(root: str, fmt: str, names: Sequence[str], bad_videos: str = "re
         def build(name):
             return index_video_file(root, name, readers)
     elif fmt == "frames":
+
         def build(name):
             return index_frames_folder(root, name, with_masks=with_masks)
     else:

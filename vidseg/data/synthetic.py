@@ -82,8 +82,10 @@ def _render_video(out_dir: str, job: dict) -> dict:
             rgb += noise * rng.standard_normal(rgb.shape, dtype=np.float32)
             img = np.clip(rgb + 0.5, 0, 255).astype(np.uint8)
             stem = f"{first + t:08d}"
-            _write(os.path.join(folder, "origin", stem + ".jpg"),
-                   cv2.imencode(".jpg", img[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 90]))
+            _write(
+                os.path.join(folder, "origin", stem + ".jpg"),
+                cv2.imencode(".jpg", img[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 90]),
+            )
             if job["masks"]:
                 _write(os.path.join(folder, "mask", stem + ".png"), cv2.imencode(".png", labels))
                 counts += np.bincount(labels.ravel(), minlength=256)
@@ -108,43 +110,65 @@ def _mp4_writer(path: str, width: int, height: int):
     with av.open(path, "w") as container:
         stream = container.add_stream("libx264", rate=MP4_FPS)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        yield lambda rgb: container.mux(stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")))
+        yield lambda rgb: container.mux(
+            stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24"))
+        )
         container.mux(stream.encode(None))
 
 
 def _check_args(params: dict) -> None:
     for key in ("num_train", "num_val", "num_test", "frames", "height", "width"):
         if not isinstance(params[key], (int, np.integer)) or params[key] < 0:
-            raise ValueError(f"make_synthetic_vspw: {key}={params[key]!r}, expected an integer >= 0")
+            raise ValueError(
+                f"make_synthetic_vspw: {key}={params[key]!r}, expected an integer >= 0"
+            )
     if params["num_train"] + params["num_val"] + params["num_test"] == 0 or params["frames"] < 1:
-        raise ValueError(f"make_synthetic_vspw: nothing to write ({params}); expected at least "
-                         "one video of at least one frame")
+        raise ValueError(
+            f"make_synthetic_vspw: nothing to write ({params}); expected at least "
+            "one video of at least one frame"
+        )
     h, w = params["height"], params["width"]
     if h < 16 or w < 16:
         raise ValueError(f"make_synthetic_vspw: frame size {h}x{w} (HxW), expected >= 16x16")
     if params["write_mp4"] and params["num_val"] and (h % 2 or w % 2):
-        raise ValueError(f"make_synthetic_vspw: frame size {h}x{w} (HxW) has an odd side; yuv420p "
-                         "mp4 needs even sizes (or pass write_mp4=False)")
+        raise ValueError(
+            f"make_synthetic_vspw: frame size {h}x{w} (HxW) has an odd side; yuv420p "
+            "mp4 needs even sizes (or pass write_mp4=False)"
+        )
     if not len(USED_CLASSES) <= params["num_classes"] <= 124:
-        raise ValueError(f"make_synthetic_vspw: num_classes={params['num_classes']}, expected "
-                         f"{len(USED_CLASSES)}..124 (VSPW raw ids are 1..124)")
+        raise ValueError(
+            f"make_synthetic_vspw: num_classes={params['num_classes']}, expected "
+            f"{len(USED_CLASSES)}..124 (VSPW raw ids are 1..124)"
+        )
 
 
 def _prepare_out_dir(out_dir: str) -> None:
     """Create `out_dir`; replace an earlier synthetic dataset there, refuse any other content."""
     if os.path.isdir(out_dir) and os.listdir(out_dir):
         if not os.path.isfile(os.path.join(out_dir, MANIFEST)):
-            raise ValueError(f"output folder {out_dir} is not empty and holds no {MANIFEST}: "
-                             "expected a new or empty folder, or an earlier synthetic dataset")
+            raise ValueError(
+                f"output folder {out_dir} is not empty and holds no {MANIFEST}: "
+                "expected a new or empty folder, or an earlier synthetic dataset"
+            )
         for sub in ("data", "videos"):
             shutil.rmtree(os.path.join(out_dir, sub), ignore_errors=True)
     os.makedirs(os.path.join(out_dir, "data"), exist_ok=True)
 
 
-def make_synthetic_vspw(out_dir: str | os.PathLike, *, num_train: int = 16, num_val: int = 4,
-                        num_test: int = 2, frames: int = 30, height: int = 144, width: int = 256,
-                        seed: int = 0, write_mp4: bool = True, num_classes: int = 124,
-                        workers: int | None = None) -> dict:
+def make_synthetic_vspw(
+    out_dir: str | os.PathLike,
+    *,
+    num_train: int = 16,
+    num_val: int = 4,
+    num_test: int = 2,
+    frames: int = 30,
+    height: int = 144,
+    width: int = 256,
+    seed: int = 0,
+    write_mp4: bool = True,
+    num_classes: int = 124,
+    workers: int | None = None,
+) -> dict:
     """Write a deterministic synthetic dataset in the VSPW layout.
 
     Writes `train.txt`, `val.txt`, `test.txt`, `label_num_dic_final.json`, `vidseg_synthetic.json`
@@ -171,24 +195,52 @@ def make_synthetic_vspw(out_dir: str | os.PathLike, *, num_train: int = 16, num_
     start = time.perf_counter()
     out_dir = os.fspath(out_dir)
     sizes = {"train": num_train, "val": num_val, "test": num_test}
-    params = {"num_train": num_train, "num_val": num_val, "num_test": num_test, "frames": frames,
-              "height": height, "width": width, "write_mp4": write_mp4, "num_classes": num_classes}
+    params = {
+        "num_train": num_train,
+        "num_val": num_val,
+        "num_test": num_test,
+        "frames": frames,
+        "height": height,
+        "width": width,
+        "write_mp4": write_mp4,
+        "num_classes": num_classes,
+    }
     _check_args(params)
     _prepare_out_dir(out_dir)
     ids = class_ids(num_classes)
-    expected = {split: {"videos": n, "frames": n * frames, "masks": 0 if split == "test" else n * frames}
-                for split, n in sizes.items()}
+    expected = {
+        split: {"videos": n, "frames": n * frames, "masks": 0 if split == "test" else n * frames}
+        for split, n in sizes.items()
+    }
     # written first, so that an interrupted run is recognised (and replaced) by the next one
-    _write_json(os.path.join(out_dir, MANIFEST), {
-        "generator": "vidseg.data.synthetic", "version": GENERATOR_VERSION, "seed": seed,
-        "parameters": params, "expected": expected, "classes_used": ids})
+    _write_json(
+        os.path.join(out_dir, MANIFEST),
+        {
+            "generator": "vidseg.data.synthetic",
+            "version": GENERATOR_VERSION,
+            "seed": seed,
+            "parameters": params,
+            "expected": expected,
+            "classes_used": ids,
+        },
+    )
     _write_json(os.path.join(out_dir, CLASS_FILE), class_table(num_classes))
     if write_mp4 and num_val:
         os.makedirs(os.path.join(out_dir, "videos"), exist_ok=True)
     splits = [split for split, n in sizes.items() for _ in range(n)]
-    jobs = [{"index": k, "seed": seed, "frames": frames, "height": height, "width": width, "ids": ids,
-             "masks": split != "test", "mp4": write_mp4 and split == "val"}
-            for k, split in enumerate(splits)]
+    jobs = [
+        {
+            "index": k,
+            "seed": seed,
+            "frames": frames,
+            "height": height,
+            "width": width,
+            "ids": ids,
+            "masks": split != "test",
+            "mp4": write_mp4 and split == "val",
+        }
+        for k, split in enumerate(splits)
+    ]
     workers = max(1, min(len(jobs), workers or os.cpu_count() or 1))
     with ThreadPoolExecutor(workers) as pool:  # numpy and OpenCV release the GIL in the heavy parts
         results = list(pool.map(lambda job: _render_video(out_dir, job), jobs))
@@ -197,11 +249,14 @@ def make_synthetic_vspw(out_dir: str | os.PathLike, *, num_train: int = 16, num_
             f.writelines(r["name"] + "\n" for r, s in zip(results, splits) if s == split)
     total = sum(r["counts"] for r in results)
     names = {v: k for k, v in ids.items()} | {0: "others", 255: "void"}
-    return {"out_dir": out_dir, **{key: {s: e[key] for s, e in expected.items()}
-                                   for key in ("videos", "frames", "masks")},
-            "classes_used": ids,
-            "class_pixels": {names[v]: int(total[v]) for v in sorted(names) if total[v]},
-            "seconds": round(time.perf_counter() - start, 3), "workers": workers}
+    return {
+        "out_dir": out_dir,
+        **{key: {s: e[key] for s, e in expected.items()} for key in ("videos", "frames", "masks")},
+        "classes_used": ids,
+        "class_pixels": {names[v]: int(total[v]) for v in sorted(names) if total[v]},
+        "seconds": round(time.perf_counter() - start, 3),
+        "workers": workers,
+    }
 
 
 def _write_json(path: str, obj: dict) -> None:
@@ -209,6 +264,17 @@ def _write_json(path: str, obj: dict) -> None:
         json.dump(obj, f, indent=1)
 
 
-__all__ = ["make_synthetic_vspw", "class_ids", "class_table", "GENERATOR_VERSION", "MANIFEST",
-           "CLASS_FILE", "MP4_FPS", "BASE_HEIGHT", "TextureClass", "STUFF", "THINGS",
-           "USED_CLASSES"]
+__all__ = [
+    "make_synthetic_vspw",
+    "class_ids",
+    "class_table",
+    "GENERATOR_VERSION",
+    "MANIFEST",
+    "CLASS_FILE",
+    "MP4_FPS",
+    "BASE_HEIGHT",
+    "TextureClass",
+    "STUFF",
+    "THINGS",
+    "USED_CLASSES",
+]

@@ -55,16 +55,22 @@ USED_CLASSES = tuple(c.name for c in STUFF + THINGS)
 _BY_NAME = {c.name: c for c in STUFF + THINGS}
 
 
-def _texture(rng: np.random.Generator, cls: TextureClass, h: int, w: int, scale: float) -> np.ndarray:
+def _texture(
+    rng: np.random.Generator, cls: TextureClass, h: int, w: int, scale: float
+) -> np.ndarray:
     """Render `cls` as a float32 RGB `(h, w, 3)` image with per-call jitter."""
     ys = np.arange(h, dtype=np.float32)[:, None]
     xs = np.arange(w, dtype=np.float32)[None, :]
     freq = min(cls.freq * rng.uniform(0.9, 1.1) / scale, 0.45)  # stay below Nyquist
     theta = math.radians(cls.angle + rng.uniform(-8, 8))
     c, s = math.cos(theta), math.sin(theta)
-    value = cls.grating * np.sin((2 * math.pi * freq) * (xs * c + ys * s) + rng.uniform(0, 2 * math.pi))
+    value = cls.grating * np.sin(
+        (2 * math.pi * freq) * (xs * c + ys * s) + rng.uniform(0, 2 * math.pi)
+    )
     if cls.cross:
-        value += cls.grating * np.sin((2 * math.pi * freq) * (ys * c - xs * s) + rng.uniform(0, 6.3))
+        value += cls.grating * np.sin(
+            (2 * math.pi * freq) * (ys * c - xs * s) + rng.uniform(0, 6.3)
+        )
         value *= 0.5
     # shared blobs modulate along the tint; per-channel blobs spread the hue of every class
     cell = cls.blob_px * scale
@@ -75,23 +81,37 @@ def _texture(rng: np.random.Generator, cls: TextureClass, h: int, w: int, scale:
     return mean + value[..., None] * np.asarray(cls.tint, np.float32) + chroma
 
 
-def _smooth_noise(rng: np.random.Generator, h: int, w: int, channels: int, cell: float) -> np.ndarray:
+def _smooth_noise(
+    rng: np.random.Generator, h: int, w: int, channels: int, cell: float
+) -> np.ndarray:
     """Unit-scale blob noise `(h, w, channels)`: a Gaussian lattice of `cell` px, cubic-upsampled."""
     step = max(2, int(round(cell)))
     coarse = rng.standard_normal((h // step + 3, w // step + 3, channels), dtype=np.float32)
-    fine = cv2.resize(coarse, ((w // step + 3) * step, (h // step + 3) * step), interpolation=cv2.INTER_CUBIC)
-    return fine.reshape(fine.shape[0], fine.shape[1], channels)[step:step + h, step:step + w]
+    fine = cv2.resize(
+        coarse, ((w // step + 3) * step, (h // step + 3) * step), interpolation=cv2.INTER_CUBIC
+    )
+    return fine.reshape(fine.shape[0], fine.shape[1], channels)[step : step + h, step : step + w]
 
 
 def _others_texture(rng: np.random.Generator, h: int, w: int, scale: float) -> np.ndarray:
     """A texture for "others" (raw 0) with random parameters in the same colour range."""
-    cls = TextureClass("others", tuple(rng.uniform(110, 165, 3)), tuple(rng.uniform(0.8, 1.0, 3)),
-                       rng.uniform(0.03, 0.35), rng.uniform(-90, 90), rng.uniform(15, 35),
-                       rng.uniform(8, 25), rng.uniform(2, 15), rng.uniform(4, 16))
+    cls = TextureClass(
+        "others",
+        tuple(rng.uniform(110, 165, 3)),
+        tuple(rng.uniform(0.8, 1.0, 3)),
+        rng.uniform(0.03, 0.35),
+        rng.uniform(-90, 90),
+        rng.uniform(15, 35),
+        rng.uniform(8, 25),
+        rng.uniform(2, 15),
+        rng.uniform(4, 16),
+    )
     return _texture(rng, cls, h, w, scale)
 
 
-def _blob_polygon(rng: np.random.Generator, cx: float, cy: float, rx: float, ry: float) -> np.ndarray:
+def _blob_polygon(
+    rng: np.random.Generator, cx: float, cy: float, rx: float, ry: float
+) -> np.ndarray:
     n = int(rng.integers(6, 11))
     angles = np.sort(rng.uniform(0, 2 * math.pi, n))
     radius = rng.uniform(0.55, 1.0, n)
@@ -122,7 +142,9 @@ def _thing_mask(rng: np.random.Generator, kind: str, H: int, W: int) -> tuple[np
     if kind == "person":  # head and body ellipses
         head, cx = h * 0.12, int(pw / 2)
         cv2.ellipse(mask, (cx, int(2 + head)), (int(head * 0.8), int(head)), 0, 0, 360, 1, -1)
-        cv2.ellipse(mask, (cx, int(ph / 2 + head)), (int(w / 2), int(h / 2 - head)), 0, 0, 360, 1, -1)
+        cv2.ellipse(
+            mask, (cx, int(ph / 2 + head)), (int(w / 2), int(h / 2 - head)), 0, 0, 360, 1, -1
+        )
     elif kind == "car":  # body and cabin
         body = [[2, ph * 0.45], [pw - 3, ph * 0.5], [pw - 3, ph - 3], [2, ph - 3]]
         roof = [[pw * 0.25, ph * 0.48], [pw * 0.35, 2], [pw * 0.7, 2], [pw * 0.82, ph * 0.5]]
@@ -135,8 +157,9 @@ def _thing_mask(rng: np.random.Generator, kind: str, H: int, W: int) -> tuple[np
 class Scene:
     """One video's world: camera path, background canvas (RGB + labels) and moving objects."""
 
-    def __init__(self, rng: np.random.Generator, frames: int, height: int, width: int,
-                 ids: dict[str, int]):
+    def __init__(
+        self, rng: np.random.Generator, frames: int, height: int, width: int, ids: dict[str, int]
+    ):
         self.rng, self.T, self.H, self.W = rng, frames, height, width
         self.scale = scale = height / BASE_HEIGHT
         t = np.arange(frames, dtype=np.float64)
@@ -185,7 +208,9 @@ class Scene:
             split = split + _wave(rng, ys[:, 0], 5 * sc, 40 * sc)[:, None]
             layer[(ys >= horizon) & (xs[None, :] > split)] = 4
         for _ in range(int(rng.integers(0, 3))):  # "others" blobs (signs, rocks) fixed in the world
-            poly = _blob_polygon(rng, rng.uniform(0, cw), rng.uniform(0, ch), *rng.uniform(8, 25, 2) * sc)
+            poly = _blob_polygon(
+                rng, rng.uniform(0, cw), rng.uniform(0, ch), *rng.uniform(8, 25, 2) * sc
+            )
             cv2.fillPoly(layer, [poly], 5)
         labels = np.zeros((ch, cw), np.uint8)
         rgb = np.zeros((ch, cw, 3), np.float32)
@@ -208,41 +233,69 @@ class Scene:
             mask, h = _thing_mask(rng, kind, H, W)
             ph, pw = mask.shape
             cx, cy = pw / 2, ph / 2
-            tex = _others_texture(rng, ph, pw, sc) if kind == "others" else \
-                _texture(rng, _BY_NAME[kind], ph, pw, sc)
+            tex = (
+                _others_texture(rng, ph, pw, sc)
+                if kind == "others"
+                else _texture(rng, _BY_NAME[kind], ph, pw, sc)
+            )
             start = np.array([rng.uniform(0.1, 0.9) * W, rng.uniform(0.55, 0.9) * H])
-            world = (start - [W / 2, H / 2]) / self.zoom[0] + [self.cx[0] - self.ox, self.cy[0] - self.oy]
-            objs.append({
-                "label": 0 if kind == "others" else self.ids[kind], "mask": mask, "rgb": tex,
-                "center": np.array([cx, cy]), "pos": world,
-                "vel": np.array([rng.uniform(0.4, 2.5) * rng.choice([-1, 1]), rng.uniform(-0.3, 0.3)]) * sc,
-                "grow": rng.uniform(-0.25, 0.35),
-                "spin": rng.uniform(-1.0, 1.0) if kind == "others" else 0.0,
-                "wobble": 3.0 if kind == "person" else 0.0, "phase": rng.uniform(0, 6.3),
-                "void": rng.random() < 0.5, "depth": start[1] + h / 2,
-            })
+            world = (start - [W / 2, H / 2]) / self.zoom[0] + [
+                self.cx[0] - self.ox,
+                self.cy[0] - self.oy,
+            ]
+            objs.append(
+                {
+                    "label": 0 if kind == "others" else self.ids[kind],
+                    "mask": mask,
+                    "rgb": tex,
+                    "center": np.array([cx, cy]),
+                    "pos": world,
+                    "vel": np.array(
+                        [rng.uniform(0.4, 2.5) * rng.choice([-1, 1]), rng.uniform(-0.3, 0.3)]
+                    )
+                    * sc,
+                    "grow": rng.uniform(-0.25, 0.35),
+                    "spin": rng.uniform(-1.0, 1.0) if kind == "others" else 0.0,
+                    "wobble": 3.0 if kind == "person" else 0.0,
+                    "phase": rng.uniform(0, 6.3),
+                    "void": rng.random() < 0.5,
+                    "depth": start[1] + h / 2,
+                }
+            )
         objs.sort(key=lambda o: o["depth"])  # farther (higher in the frame) first, nearer occlude
         return objs
 
     def _camera(self, t: int) -> np.ndarray:
         """2x3 affine canvas -> frame for frame t."""
         z = self.zoom[t]
-        return np.array([[z, 0, z * (self.ox - self.cx[t]) + self.W / 2],
-                         [0, z, z * (self.oy - self.cy[t]) + self.H / 2]])
+        return np.array(
+            [
+                [z, 0, z * (self.ox - self.cx[t]) + self.W / 2],
+                [0, z, z * (self.oy - self.cy[t]) + self.H / 2],
+            ]
+        )
 
     def render(self, t: int) -> tuple[np.ndarray, np.ndarray]:
         """Frame t before photometric effects: float32 RGB `(H, W, 3)` and raw labels uint8 `(H, W)`."""
         size = (self.W, self.H)
         cam = self._camera(t)
-        rgb = cv2.warpAffine(self.rgb, cam, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
-        labels = cv2.warpAffine(self.labels, cam, size, flags=cv2.INTER_NEAREST,
-                                borderMode=cv2.BORDER_REFLECT)
+        rgb = cv2.warpAffine(
+            self.rgb, cam, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT
+        )
+        labels = cv2.warpAffine(
+            self.labels, cam, size, flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_REFLECT
+        )
         u = t / max(self.T - 1, 1)
         for o in self.objects:
             angle = math.radians(o["spin"] * t + o["wobble"] * math.sin(0.5 * t + o["phase"]))
             s = 1.0 + o["grow"] * u
-            lin = self.zoom[t] * s * np.array([[math.cos(angle), -math.sin(angle)],
-                                               [math.sin(angle), math.cos(angle)]])
+            lin = (
+                self.zoom[t]
+                * s
+                * np.array(
+                    [[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]]
+                )
+            )
             pos = o["pos"] + o["vel"] * t
             shift = cam[:, :2] @ pos + cam[:, 2] - lin @ o["center"]
             # warp only into the object's bounding box (+2 px for the void band): far cheaper
@@ -255,7 +308,9 @@ class Scene:
             m = np.hstack([lin, (shift - [x0, y0])[:, None]])
             box = (x1 - x0, y1 - y0)
             mask = cv2.warpAffine(o["mask"], m, box, flags=cv2.INTER_NEAREST)
-            tex = cv2.warpAffine(o["rgb"], m, box, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+            tex = cv2.warpAffine(
+                o["rgb"], m, box, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT
+            )
             sel = mask.astype(bool)
             rgb[y0:y1, x0:x1][sel] = tex[sel]
             labels[y0:y1, x0:x1][sel] = o["label"]
@@ -269,12 +324,14 @@ class Scene:
 def photometric(rng: np.random.Generator, frames: int, scale: float) -> list[tuple]:
     """Per frame (gain RGB, blur sigma, noise sigma): illumination ramp plus noise / blur bursts."""
     t = np.arange(frames)
-    gain = 1.0 + rng.uniform(0.05, 0.25) * np.sin(2 * math.pi * t / rng.uniform(15, 40) + rng.uniform(0, 6.3))
+    gain = 1.0 + rng.uniform(0.05, 0.25) * np.sin(
+        2 * math.pi * t / rng.uniform(15, 40) + rng.uniform(0, 6.3)
+    )
     tint = 1.0 + rng.uniform(-0.04, 0.04, 3)
     blur = np.zeros(frames)
     noise = np.full(frames, rng.uniform(1.0, 4.0))
     for arr, lo, hi in ((blur, 1.0 * scale, 2.5 * scale), (noise, 8.0, 16.0)):
         if rng.random() < 0.5:
             start, length = int(rng.integers(0, frames)), int(rng.integers(2, 6))
-            arr[start:start + length] = rng.uniform(lo, hi)
+            arr[start : start + length] = rng.uniform(lo, hi)
     return [(gain[k] * tint, blur[k], noise[k]) for k in range(frames)]

@@ -21,8 +21,9 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def resize_short_side(img: np.ndarray, short_side: int | None,
-                      interpolation: int | None = cv2.INTER_LINEAR) -> np.ndarray:
+def resize_short_side(
+    img: np.ndarray, short_side: int | None, interpolation: int | None = cv2.INTER_LINEAR
+) -> np.ndarray:
     """Resize so that min(H, W) == short_side, keeping the aspect ratio (None: unchanged).
 
     `interpolation=None` picks INTER_AREA when shrinking (averages source pixels, no aliasing)
@@ -85,9 +86,12 @@ def _normalise(frames: np.ndarray, mean: Sequence[float], std: Sequence[float]) 
     return out
 
 
-def prepare_frame(rgb: np.ndarray, short_side: int | None = None,
-                  mean: Sequence[float] = IMAGENET_MEAN,
-                  std: Sequence[float] = IMAGENET_STD) -> torch.Tensor:
+def prepare_frame(
+    rgb: np.ndarray,
+    short_side: int | None = None,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+) -> torch.Tensor:
     """Turn one RGB uint8 `(H, W, 3)` frame into a normalised `(1, 3, H', W')` float tensor.
 
     Grayscale `(H, W)` and RGBA frames are converted to RGB. `short_side=None` keeps the size.
@@ -132,12 +136,20 @@ class ClipTransform:
     an empty `(0, H', W')` tensor when no labels are given).
     """
 
-    def __init__(self, train: bool, short_side: int | None = 512,
-                 scale_range: tuple[float, float] = (0.5, 2.0),
-                 crop_size: int | tuple[int, int] = 512, cat_max_ratio: float = 0.75,
-                 flip_prob: float = 0.5, jitter: bool = True,
-                 mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
-                 ignore_index: int = 255, seed: int | None = None):
+    def __init__(
+        self,
+        train: bool,
+        short_side: int | None = 512,
+        scale_range: tuple[float, float] = (0.5, 2.0),
+        crop_size: int | tuple[int, int] = 512,
+        cat_max_ratio: float = 0.75,
+        flip_prob: float = 0.5,
+        jitter: bool = True,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+        ignore_index: int = 255,
+        seed: int | None = None,
+    ):
         self.train = train
         self.short_side = short_side
         self.scale_range = tuple(scale_range)
@@ -150,8 +162,12 @@ class ClipTransform:
         self.ignore_index = ignore_index
         self.rng = np.random.default_rng(seed)
 
-    def __call__(self, frames: Sequence[np.ndarray], labels: Sequence[np.ndarray] | None = None,
-                 rng: np.random.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(
+        self,
+        frames: Sequence[np.ndarray],
+        labels: Sequence[np.ndarray] | None = None,
+        rng: np.random.Generator | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         frames = [_as_rgb(np.asarray(f)) for f in frames]
         labels = [np.asarray(lab) for lab in (labels or [])]
         if not frames:
@@ -164,7 +180,9 @@ class ClipTransform:
             if lab.shape != shape:
                 raise ValueError(f"label of size {lab.shape} for frames of size {shape}")
         if len(labels) not in (0, 1, len(frames)):
-            raise ValueError(f"{len(labels)} label maps for {len(frames)} frames; expected 0, 1 or T")
+            raise ValueError(
+                f"{len(labels)} label maps for {len(frames)} frames; expected 0, 1 or T"
+            )
         if not self.train:
             return self._eval(frames, labels)
         return self._train(frames, labels, rng if rng is not None else self.rng)
@@ -174,8 +192,9 @@ class ClipTransform:
         labels = [resize_short_side(lab, self.short_side, cv2.INTER_NEAREST) for lab in labels]
         return self._to_tensors(_normalise(frames, self.mean, self.std), labels, frames.shape[1:3])
 
-    def sample_params(self, shape: tuple[int, int], label: np.ndarray | None,
-                      rng: np.random.Generator) -> ClipParams:
+    def sample_params(
+        self, shape: tuple[int, int], label: np.ndarray | None, rng: np.random.Generator
+    ) -> ClipParams:
         """Draw the clip's parameters; `label` is the current frame's map at the input size."""
         h, w = shape
         base = 1.0 if self.short_side is None else self.short_side / min(h, w)
@@ -197,8 +216,12 @@ class ClipTransform:
         brightness = contrast = saturation = hue = None
         if self.jitter:
             draws = rng.random(4)
-            values = (rng.uniform(-32, 32), rng.uniform(0.5, 1.5), rng.uniform(0.5, 1.5),
-                      int(rng.integers(-18, 19)))
+            values = (
+                rng.uniform(-32, 32),
+                rng.uniform(0.5, 1.5),
+                rng.uniform(0.5, 1.5),
+                int(rng.integers(-18, 19)),
+            )
             brightness = values[0] if draws[0] < 0.5 else None
             contrast = values[1] if draws[1] < 0.5 else None
             saturation = values[2] if draws[2] < 0.5 else None
@@ -216,8 +239,9 @@ class ClipTransform:
         params = self.sample_params(frames[0].shape[:2], labels[-1] if labels else None, rng)
         return self.apply(frames, labels, params)
 
-    def apply(self, frames: Sequence[np.ndarray], labels: Sequence[np.ndarray],
-              params: ClipParams) -> tuple[torch.Tensor, torch.Tensor]:
+    def apply(
+        self, frames: Sequence[np.ndarray], labels: Sequence[np.ndarray], params: ClipParams
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Apply fixed parameters to every frame and label map (see the class docstring)."""
         h, w = params.size
         y0, x0, y1, x1 = params.crop
@@ -230,7 +254,9 @@ class ClipTransform:
         for lab in labels:
             lab = cv2.resize(lab, (w, h), interpolation=cv2.INTER_NEAREST)[y0:y1, x0:x1]
             maps.append(lab[:, ::-1] if params.flip else lab)
-        return self._to_tensors(_normalise(clip, self.mean, self.std), maps, self.crop_size, pad=True)
+        return self._to_tensors(
+            _normalise(clip, self.mean, self.std), maps, self.crop_size, pad=True
+        )
 
     def _photometric(self, clip: np.ndarray, p: ClipParams) -> np.ndarray:
         """Jitter a uint8 `(T, H, W, 3)` clip with one set of parameters."""
@@ -262,5 +288,5 @@ class ClipTransform:
             frames = padded
         lab = np.full((len(labels), th, tw), self.ignore_index, dtype=np.int64)
         for i, m in enumerate(labels):
-            lab[i, :m.shape[0], :m.shape[1]] = m
+            lab[i, : m.shape[0], : m.shape[1]] = m
         return torch.from_numpy(np.ascontiguousarray(frames)), torch.from_numpy(lab)

@@ -37,10 +37,19 @@ class VideoFileClips(ClipDataset):
     index.
     """
 
-    def __init__(self, videos: Sequence[tuple[str, str | None]], history: int = 2, stride: int = 1,
-                 mode: str = "train", transform: Callable | None = None,
-                 return_all_labels: bool = False, seed: int = 0, label_format: str = "vspw",
-                 backend: str = "auto", num_classes: int | None = None):
+    def __init__(
+        self,
+        videos: Sequence[tuple[str, str | None]],
+        history: int = 2,
+        stride: int = 1,
+        mode: str = "train",
+        transform: Callable | None = None,
+        return_all_labels: bool = False,
+        seed: int = 0,
+        label_format: str = "vspw",
+        backend: str = "auto",
+        num_classes: int | None = None,
+    ):
         readers = VideoFileReaders(backend)  # ValueError / SelfTestError before any file is opened
         self.reader_decision, self.backend = readers.decision, readers.backend
         indexed = []
@@ -50,14 +59,28 @@ class VideoFileClips(ClipDataset):
                 raise FileNotFoundError(f"video file {path} not found")
             num = readers.num_frames(path)
             masks = None if mask_dir is None else self._masks(os.fspath(mask_dir), num)
-            indexed.append(LabelledVideo(
-                name=os.path.splitext(os.path.basename(path))[0],
-                stems=[f"{i:08d}" for i in range(num)], mask_paths=masks, video_path=path))
+            indexed.append(
+                LabelledVideo(
+                    name=os.path.splitext(os.path.basename(path))[0],
+                    stems=[f"{i:08d}" for i in range(num)],
+                    mask_paths=masks,
+                    video_path=path,
+                )
+            )
         if not indexed:
             raise ValueError("no videos given")
-        super().__init__(indexed, history=history, stride=stride, mode=mode, transform=transform,
-                         return_all_labels=return_all_labels, seed=seed, label_format=label_format,
-                         num_classes=num_classes, readers=readers)
+        super().__init__(
+            indexed,
+            history=history,
+            stride=stride,
+            mode=mode,
+            transform=transform,
+            return_all_labels=return_all_labels,
+            seed=seed,
+            label_format=label_format,
+            num_classes=num_classes,
+            readers=readers,
+        )
 
     @staticmethod
     def _masks(mask_dir: str, num_frames: int) -> list[str | None]:
@@ -67,8 +90,10 @@ class VideoFileClips(ClipDataset):
         beyond = sorted(i for i in found if i >= num_frames)
         if beyond:
             names = [os.path.basename(found[i]) for i in beyond[:5]]
-            raise DataLayoutError(f"mask folder {mask_dir}: masks {names} are past the last frame "
-                                  f"of the video ({num_frames} frames, 0-based names)")
+            raise DataLayoutError(
+                f"mask folder {mask_dir}: masks {names} are past the last frame "
+                f"of the video ({num_frames} frames, 0-based names)"
+            )
         if not found:
             raise DataLayoutError(f"mask folder {mask_dir} holds no <frame index>.png")
         return [found.get(i) for i in range(num_frames)]

@@ -40,9 +40,23 @@ from vidseg.data.image_files import (
 
 # the frame/mask readers and the label mapping live in image_files (shared with the other
 # layouts); they stay importable from here, where VSPW users have always found them
-__all__ = ["IGNORE_INDEX", "NUM_RAW_CLASSES", "SPLITS", "CLASS_FILE", "FRAME_EXTENSIONS",
-           "UnreadableImageError", "invalid_raw_values", "to_train_ids", "read_frame", "read_mask",
-           "read_split", "load_class_names", "clip_indices", "VSPWVideo", "VSPWClips"]
+__all__ = [
+    "IGNORE_INDEX",
+    "NUM_RAW_CLASSES",
+    "SPLITS",
+    "CLASS_FILE",
+    "FRAME_EXTENSIONS",
+    "UnreadableImageError",
+    "invalid_raw_values",
+    "to_train_ids",
+    "read_frame",
+    "read_mask",
+    "read_split",
+    "load_class_names",
+    "clip_indices",
+    "VSPWVideo",
+    "VSPWClips",
+]
 
 SPLITS = ("train", "val", "test")
 CLASS_FILE = "label_num_dic_final.json"
@@ -58,15 +72,18 @@ def read_split(root: str | os.PathLike, split: str) -> list[str]:
     """
     split_file = os.path.join(root, f"{split}.txt")
     if not os.path.isfile(split_file):
-        raise FileNotFoundError(f"split file {split_file} not found (expected one of "
-                                f"{', '.join(s + '.txt' for s in SPLITS)} in the VSPW root)")
+        raise FileNotFoundError(
+            f"split file {split_file} not found (expected one of "
+            f"{', '.join(s + '.txt' for s in SPLITS)} in the VSPW root)"
+        )
     with open(split_file, encoding="utf-8") as f:
         names = [line.strip() for line in f if line.strip()]
     missing = [n for n in names if not os.path.isdir(os.path.join(root, "data", n))]
     if missing:
         raise FileNotFoundError(
             f"{split_file} names {len(missing)} video(s) without a folder under "
-            f"{os.path.join(root, 'data')}: {missing[:10]}")
+            f"{os.path.join(root, 'data')}: {missing[:10]}"
+        )
     return names
 
 
@@ -79,8 +96,10 @@ def load_class_names(root: str | os.PathLike) -> list[str]:
     """
     path = os.path.join(root, CLASS_FILE)
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"class list {path} not found (VSPW ships {CLASS_FILE} in the "
-                                f"dataset root: a dict class name -> raw id)")
+        raise FileNotFoundError(
+            f"class list {path} not found (VSPW ships {CLASS_FILE} in the "
+            f"dataset root: a dict class name -> raw id)"
+        )
     with open(path, encoding="utf-8") as f:
         try:
             table = json.load(f)
@@ -91,8 +110,10 @@ def load_class_names(root: str | os.PathLike) -> list[str]:
     by_id = {raw_id: name for name, raw_id in table.items() if raw_id != 0}
     num = len(by_id)
     if sorted(by_id) != list(range(1, num + 1)) or len(by_id) != len(table) - (0 in table.values()):
-        raise ValueError(f"{path}: raw ids must be 0 (others) and 1..K each used once, "
-                         f"found {sorted(table.values())[:10]}...")
+        raise ValueError(
+            f"{path}: raw ids must be 0 (others) and 1..K each used once, "
+            f"found {sorted(table.values())[:10]}..."
+        )
     return [by_id[k] for k in range(1, num + 1)]
 
 
@@ -136,7 +157,8 @@ class VSPWVideo(LabelledVideo):
                 raise DataLayoutError(
                     f"video {name}: origin/ and mask/ stems differ in {video_dir}: "
                     f"{len(no_mask)} frame(s) without mask {no_mask[:5]}, "
-                    f"{len(no_frame)} mask(s) without frame {no_frame[:5]}")
+                    f"{len(no_frame)} mask(s) without frame {no_frame[:5]}"
+                )
             masks = [found[s] for s in stems]
         return cls(name=name, stems=stems, frame_paths=[frames[s] for s in stems], mask_paths=masks)
 
@@ -157,11 +179,20 @@ class VSPWClips(ClipDataset):
     Samples are those of `ClipDataset`.
     """
 
-    def __init__(self, root: str | os.PathLike, split: str, history: int = 2, stride: int = 1,
-                 mode: str = "train", transform: Callable | None = None,
-                 return_all_labels: bool = False, seed: int = 0,
-                 videos: Sequence[str] | None = None, bad_videos: str = "refuse",
-                 num_classes: int | None = None):
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        split: str,
+        history: int = 2,
+        stride: int = 1,
+        mode: str = "train",
+        transform: Callable | None = None,
+        return_all_labels: bool = False,
+        seed: int = 0,
+        videos: Sequence[str] | None = None,
+        bad_videos: str = "refuse",
+        num_classes: int | None = None,
+    ):
         self.root = os.fspath(root)
         self.split = split
         names = list(videos) if videos is not None else read_split(self.root, split)
@@ -169,7 +200,18 @@ class VSPWClips(ClipDataset):
             raise DataLayoutError(f"split {split} of {self.root} lists no videos")
         with_masks = split != "test"
         indexed, self.skipped_videos = keep_usable(
-            names, lambda n: VSPWVideo.from_root(self.root, n, with_masks=with_masks),
-            bad_videos, self.root)
-        super().__init__(indexed, history=history, stride=stride, mode=mode, transform=transform,
-                         return_all_labels=return_all_labels, seed=seed, num_classes=num_classes)
+            names,
+            lambda n: VSPWVideo.from_root(self.root, n, with_masks=with_masks),
+            bad_videos,
+            self.root,
+        )
+        super().__init__(
+            indexed,
+            history=history,
+            stride=stride,
+            mode=mode,
+            transform=transform,
+            return_all_labels=return_all_labels,
+            seed=seed,
+            num_classes=num_classes,
+        )

@@ -72,9 +72,11 @@ def _atomic_write(path: Path, write) -> None:
         except OSError:
             pass
         if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
-            raise CheckpointError(f"out of disk space while writing {path}; the previous "
-                                  f"checkpoint and '{LATEST}' in {path.parent} are unchanged",
-                                  code=EXIT_PARTIAL) from exc
+            raise CheckpointError(
+                f"out of disk space while writing {path}; the previous "
+                f"checkpoint and '{LATEST}' in {path.parent} are unchanged",
+                code=EXIT_PARTIAL,
+            ) from exc
         raise
     _fsync_dir(path.parent)
 
@@ -88,8 +90,9 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     _atomic_write(Path(path), lambda f: f.write(text.encode("utf-8")))
 
 
-def save_checkpoint(work_dir: str | os.PathLike, state: dict, iteration: int, keep: int = 3,
-                    is_best: bool = False) -> Path:
+def save_checkpoint(
+    work_dir: str | os.PathLike, state: dict, iteration: int, keep: int = 3, is_best: bool = False
+) -> Path:
     """Write `iter_<iteration>.pth`, point `latest` at it, optionally `best.pth`, prune old ones.
 
     Args:
@@ -113,7 +116,9 @@ def save_checkpoint(work_dir: str | os.PathLike, state: dict, iteration: int, ke
 
 
 def _prune(work_dir: Path, keep: int, protect: str) -> None:
-    found = sorted((int(m.group(1)), p) for p in work_dir.iterdir() if (m := _ITER_RE.match(p.name)))
+    found = sorted(
+        (int(m.group(1)), p) for p in work_dir.iterdir() if (m := _ITER_RE.match(p.name))
+    )
     for _, p in found[:-keep] if keep > 0 else []:
         if p.name != protect:
             try:
@@ -130,7 +135,9 @@ def find_latest(work_dir: str | os.PathLike) -> Path | None:
         target = work_dir / pointer.read_text(encoding="utf-8").strip()
         if target.is_file():
             return target
-    found = sorted((int(m.group(1)), p) for p in work_dir.glob("iter_*.pth") if (m := _ITER_RE.match(p.name)))
+    found = sorted(
+        (int(m.group(1)), p) for p in work_dir.glob("iter_*.pth") if (m := _ITER_RE.match(p.name))
+    )
     return found[-1][1] if found else None
 
 
@@ -139,8 +146,10 @@ def resolve_resume(resume: str | os.PathLike, work_dir: str | os.PathLike) -> Pa
     if str(resume) == "latest":
         found = find_latest(work_dir)
         if found is None:
-            raise CheckpointError(f"--resume: no checkpoint in {work_dir} (no '{LATEST}' pointer and "
-                                  f"no iter_*.pth); start without --resume or pass a checkpoint path")
+            raise CheckpointError(
+                f"--resume: no checkpoint in {work_dir} (no '{LATEST}' pointer and "
+                f"no iter_*.pth); start without --resume or pass a checkpoint path"
+            )
         return found
     path = Path(resume)
     if path.is_dir():
@@ -155,8 +164,9 @@ def resolve_resume(resume: str | os.PathLike, work_dir: str | os.PathLike) -> Pa
 
 def _check_file(path: Path, what: str) -> None:
     if path.is_dir():
-        raise CheckpointError(f"{what} {path} is a folder without a checkpoint ('{LATEST}' or "
-                              "iter_*.pth)")
+        raise CheckpointError(
+            f"{what} {path} is a folder without a checkpoint ('{LATEST}' or iter_*.pth)"
+        )
     if not path.is_file():
         raise CheckpointError(f"{what} {path} not found")
     if path.stat().st_size == 0:
@@ -169,10 +179,14 @@ def _why_unreadable(exc: Exception) -> str:
     if isinstance(exc, pickle.UnpicklingError) and "weights only" in text.lower():
         needs = re.search(r"Unsupported global: GLOBAL (\S+)", text)
         if needs:
-            return (f"it needs the Python object {needs.group(1)}, and no code from a file is "
-                    "run (weights_only=True); save a plain state_dict with torch.save instead")
-        return ("not a torch.save file of tensors and plain values (loading uses "
-                "weights_only=True, no code from a file is run)")
+            return (
+                f"it needs the Python object {needs.group(1)}, and no code from a file is "
+                "run (weights_only=True); save a plain state_dict with torch.save instead"
+            )
+        return (
+            "not a torch.save file of tensors and plain values (loading uses "
+            "weights_only=True, no code from a file is run)"
+        )
     if "zip archive" in text or isinstance(exc, EOFError):
         return "truncated or corrupt (not a complete torch.save file)"
     return f"{type(exc).__name__}: {text.splitlines()[0] if text else 'no detail'}"
@@ -191,7 +205,9 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
             # torch warns about foreign pickle protocols before refusing them: one message is enough
             warnings.filterwarnings("ignore", message="Detected pickle protocol")
             return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # truncated zip, foreign pickle, ... all mean "not a usable checkpoint"
+    except (
+        Exception
+    ) as exc:  # truncated zip, foreign pickle, ... all mean "not a usable checkpoint"
         raise CheckpointError(f"cannot read checkpoint {path}: {_why_unreadable(exc)}") from exc
 
 
@@ -206,20 +222,31 @@ def load_model_state(model: torch.nn.Module, state_dict: dict, source: str = "ch
     unexpected = [k for k in state_dict if k not in own]
     if own and len(missing) == len(own):
         shown = ", ".join(list(state_dict)[:3]) or "none"
-        raise CheckpointError(f"{source} holds none of this model's {len(own)} tensors (its own "
-                              f"start with: {shown}): a checkpoint of another model or program")
-    shapes = [f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(own[k].shape)}"
-              for k in own if k in state_dict and hasattr(state_dict[k], "shape")
-              and tuple(state_dict[k].shape) != tuple(own[k].shape)]
+        raise CheckpointError(
+            f"{source} holds none of this model's {len(own)} tensors (its own "
+            f"start with: {shown}): a checkpoint of another model or program"
+        )
+    shapes = [
+        f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in own
+        if k in state_dict
+        and hasattr(state_dict[k], "shape")
+        and tuple(state_dict[k].shape) != tuple(own[k].shape)
+    ]
     if missing or unexpected or shapes:
         parts = []
-        for title, items in (("missing in checkpoint", missing), ("not in model", unexpected),
-                             ("shape mismatch", shapes)):
+        for title, items in (
+            ("missing in checkpoint", missing),
+            ("not in model", unexpected),
+            ("shape mismatch", shapes),
+        ):
             if items:
                 more = f" ... (+{len(items) - 10} more)" if len(items) > 10 else ""
                 parts.append(f"{title} ({len(items)}): {', '.join(items[:10])}{more}")
-        raise CheckpointError(f"{source} does not fit this model (was it trained with a different "
-                              f"model config?): " + "; ".join(parts))
+        raise CheckpointError(
+            f"{source} does not fit this model (was it trained with a different "
+            f"model config?): " + "; ".join(parts)
+        )
     model.load_state_dict(state_dict, strict=True)
 
 
@@ -238,14 +265,17 @@ def load_weights_for_inference(path: str | os.PathLike) -> tuple[dict, dict | No
             return load_file(str(path)), None
         except Exception as exc:  # noqa: BLE001 - SafetensorError is a Rust exception type
             text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise CheckpointError(f"cannot read weight file {path}: not a valid .safetensors "
-                                  f"file ({text})") from exc
+            raise CheckpointError(
+                f"cannot read weight file {path}: not a valid .safetensors file ({text})"
+            ) from exc
     ckpt = load_checkpoint(path)
     if isinstance(ckpt, dict) and isinstance(ckpt.get("model"), dict):
         return ckpt["model"], ckpt.get("config")
     if isinstance(ckpt, dict) and ckpt and all(torch.is_tensor(v) for v in ckpt.values()):
         return ckpt, None
-    raise CheckpointError(f"{path}: neither a vidseg checkpoint (dict with 'model') nor a state dict")
+    raise CheckpointError(
+        f"{path}: neither a vidseg checkpoint (dict with 'model') nor a state dict"
+    )
 
 
 # --------------------------------------------------------------------------- RNG states
@@ -257,12 +287,20 @@ def capture_rng_state(generators: dict[str, torch.Generator] | None = None) -> d
     np_state = np.random.get_state()
     state = {
         "python": {"version": version, "state": list(mt), "gauss": gauss},
-        "numpy": {"kind": np_state[0], "keys": torch.from_numpy(np_state[1].astype(np.int64)),
-                  "pos": int(np_state[2]), "has_gauss": int(np_state[3]), "gauss": float(np_state[4])},
+        "numpy": {
+            "kind": np_state[0],
+            "keys": torch.from_numpy(np_state[1].astype(np.int64)),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "gauss": float(np_state[4]),
+        },
         "torch": torch.get_rng_state(),
         # only this process's device: reading every GPU would create a context on each of them
-        "cuda": (torch.cuda.get_rng_state()
-                 if torch.cuda.is_available() and torch.cuda.is_initialized() else None),
+        "cuda": (
+            torch.cuda.get_rng_state()
+            if torch.cuda.is_available() and torch.cuda.is_initialized()
+            else None
+        ),
         "generators": {k: g.get_state() for k, g in (generators or {}).items()},
     }
     return state
@@ -273,8 +311,9 @@ def restore_rng_state(state: dict, generators: dict[str, torch.Generator] | None
     py = state["python"]
     random.setstate((py["version"], tuple(py["state"]), py["gauss"]))
     n = state["numpy"]
-    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
-                         n["gauss"]))
+    np.random.set_state(
+        (n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"])
+    )
     torch.set_rng_state(state["torch"])
     if torch.is_tensor(state.get("cuda")) and torch.cuda.is_available():
         torch.cuda.set_rng_state(state["cuda"])
@@ -287,8 +326,14 @@ def git_revision(repo_dir: str | os.PathLike | None = None) -> str:
     """`git rev-parse HEAD` of the source tree, or "unknown"."""
     repo_dir = repo_dir or Path(__file__).resolve().parents[2]
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo_dir, capture_output=True,
-                             text=True, timeout=10, check=True)
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=repo_dir,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        )
         return out.stdout.strip() or "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"

@@ -36,8 +36,10 @@ def resolve_data_root(root: str, split: str, fmt: str = "vspw") -> str:
         root = os.environ.get("VSPW_ROOT", "")
         source = "$VSPW_ROOT"
     if not root:
-        raise FileNotFoundError("no data root: set data.root in the config (or --set data.root=DIR) "
-                                "or the environment variable VSPW_ROOT to the VSPW_480p folder")
+        raise FileNotFoundError(
+            "no data root: set data.root in the config (or --set data.root=DIR) "
+            "or the environment variable VSPW_ROOT to the VSPW_480p folder"
+        )
     path = Path(root).expanduser()
     hint = f"; run `vidseg data check {path}` to see what a {fmt} root needs (docs/DATA.md)"
     if not path.is_dir():
@@ -51,8 +53,9 @@ def resolve_data_root(root: str, split: str, fmt: str = "vspw") -> str:
     return str(path)
 
 
-def load_split(cfg, split: str, root: str | None = None, max_videos: int | None = None,
-               readers=None) -> tuple[str, list, list[str]]:
+def load_split(
+    cfg, split: str, root: str | None = None, max_videos: int | None = None, readers=None
+) -> tuple[str, list, list[str]]:
     """The labelled videos of `split` in the configured format, with the bad-video policy.
 
     Args:
@@ -72,8 +75,9 @@ def load_split(cfg, split: str, root: str | None = None, max_videos: int | None 
     names = split_names(root, d.format, split)
     if max_videos:
         names = names[:max_videos]
-    videos, skipped = load_videos(root, d.format, names, d.bad_videos, with_masks=True,
-                                  readers=readers)
+    videos, skipped = load_videos(
+        root, d.format, names, d.bad_videos, with_masks=True, readers=readers
+    )
     return root, videos, skipped
 
 
@@ -109,13 +113,22 @@ class InfiniteBatchSampler(Sampler):
         start: number of global batches already consumed (the resume position).
     """
 
-    def __init__(self, size: int, global_batch: int, rank: int = 0, world_size: int = 1,
-                 seed: int = 0, start: int = 0):
+    def __init__(
+        self,
+        size: int,
+        global_batch: int,
+        rank: int = 0,
+        world_size: int = 1,
+        seed: int = 0,
+        start: int = 0,
+    ):
         if size < 1:
             raise ValueError("the training set is empty")
         if global_batch < world_size or global_batch % world_size:
-            raise ValueError(f"data.batch_size={global_batch} must be a positive multiple of the "
-                             f"number of processes ({world_size})")
+            raise ValueError(
+                f"data.batch_size={global_batch} must be a positive multiple of the "
+                f"number of processes ({world_size})"
+            )
         self.size = size
         self.global_batch = global_batch
         self.per_rank = global_batch // world_size
@@ -151,7 +164,7 @@ class InfiniteBatchSampler(Sampler):
             s += 1
 
     def __len__(self) -> int:  # DataLoader asks; the stream is endless
-        return 2 ** 62
+        return 2**62
 
 
 def build_train_dataset(cfg):
@@ -178,16 +191,33 @@ def build_train_dataset(cfg):
 
         why = f"all {len(skipped)} skipped (data.bad_videos: skip)" if skipped else "it lists none"
         raise DataLayoutError(f"{root}: no videos to train on in split {d.train_split} ({why})")
-    transform = ClipTransform(train=True, short_side=d.short_side, scale_range=tuple(d.scale_range),
-                              crop_size=tuple(d.crop_size), cat_max_ratio=d.cat_max_ratio,
-                              flip_prob=d.flip_prob, jitter=d.jitter, mean=d.mean, std=d.std)
-    return ClipDataset(videos, history=cfg.model.history, stride=d.clip.stride, mode="train",
-                       transform=transform, seed=cfg.train.seed, label_format=d.labels,
-                       num_classes=cfg.model.num_classes, readers=readers)
+    transform = ClipTransform(
+        train=True,
+        short_side=d.short_side,
+        scale_range=tuple(d.scale_range),
+        crop_size=tuple(d.crop_size),
+        cat_max_ratio=d.cat_max_ratio,
+        flip_prob=d.flip_prob,
+        jitter=d.jitter,
+        mean=d.mean,
+        std=d.std,
+    )
+    return ClipDataset(
+        videos,
+        history=cfg.model.history,
+        stride=d.clip.stride,
+        mode="train",
+        transform=transform,
+        seed=cfg.train.seed,
+        label_format=d.labels,
+        num_classes=cfg.model.num_classes,
+        readers=readers,
+    )
 
 
-def build_train_loader(cfg, rank: int = 0, world_size: int = 1, start_batch: int = 0,
-                       dataset=None) -> tuple[DataLoader, InfiniteBatchSampler]:
+def build_train_loader(
+    cfg, rank: int = 0, world_size: int = 1, start_batch: int = 0, dataset=None
+) -> tuple[DataLoader, InfiniteBatchSampler]:
     """An endless DataLoader of training batches for this rank, starting at `start_batch`.
 
     Args:
@@ -200,13 +230,20 @@ def build_train_loader(cfg, rank: int = 0, world_size: int = 1, start_batch: int
         `label (b, H, W)`, `substituted (b,)`, with b = data.batch_size // world_size.
     """
     dataset = dataset if dataset is not None else build_train_dataset(cfg)
-    sampler = InfiniteBatchSampler(len(dataset), cfg.data.batch_size, rank, world_size,
-                                   seed=cfg.train.seed, start=start_batch)
+    sampler = InfiniteBatchSampler(
+        len(dataset), cfg.data.batch_size, rank, world_size, seed=cfg.train.seed, start=start_batch
+    )
     # a private generator: creating the iterator draws worker base seeds from it, not from the
     # global RNG, so starting (or restarting) the loader leaves the training RNG untouched
     generator = torch.Generator().manual_seed(int(cfg.train.seed) + 7919 * rank)
     workers = int(cfg.data.num_workers)
-    loader = DataLoader(EpochIndexed(dataset), batch_sampler=sampler, num_workers=workers,
-                        pin_memory=torch.cuda.is_available(), generator=generator,
-                        persistent_workers=False, prefetch_factor=2 if workers > 0 else None)
+    loader = DataLoader(
+        EpochIndexed(dataset),
+        batch_sampler=sampler,
+        num_workers=workers,
+        pin_memory=torch.cuda.is_available(),
+        generator=generator,
+        persistent_workers=False,
+        prefetch_factor=2 if workers > 0 else None,
+    )
     return loader, sampler

@@ -47,14 +47,17 @@ def _env_int(name: str, default: int | None) -> int:
     value = os.environ.get(name)
     if value is None or value == "":
         if default is None:
-            raise DistributedSetupError(f"WORLD_SIZE={os.environ.get('WORLD_SIZE')} but {name} is not "
-                                        f"set; start the processes with torchrun (scripts/train_vspw.sh)")
+            raise DistributedSetupError(
+                f"WORLD_SIZE={os.environ.get('WORLD_SIZE')} but {name} is not "
+                f"set; start the processes with torchrun (scripts/train_vspw.sh)"
+            )
         return default
     try:
         return int(value)
     except ValueError:
-        raise DistributedSetupError(f"environment variable {name}={value!r}; expected an integer "
-                                    f"(set by torchrun)") from None
+        raise DistributedSetupError(
+            f"environment variable {name}={value!r}; expected an integer (set by torchrun)"
+        ) from None
 
 
 def init_distributed(timeout_s: float = 1800.0, device_type: str | None = None) -> DistInfo:
@@ -83,21 +86,25 @@ def init_distributed(timeout_s: float = 1800.0, device_type: str | None = None) 
     rank = _env_int("RANK", None)
     local_rank = _env_int("LOCAL_RANK", None)
     if not 0 <= rank < world or local_rank < 0:
-        raise DistributedSetupError(f"RANK={rank}, LOCAL_RANK={local_rank} do not fit "
-                                    f"WORLD_SIZE={world} (expected 0 <= RANK < WORLD_SIZE)")
+        raise DistributedSetupError(
+            f"RANK={rank}, LOCAL_RANK={local_rank} do not fit "
+            f"WORLD_SIZE={world} (expected 0 <= RANK < WORLD_SIZE)"
+        )
     if cuda:
         visible = torch.cuda.device_count()
         if local_rank >= visible:
             raise DistributedSetupError(
                 f"LOCAL_RANK={local_rank} but only {visible} GPU(s) are visible on this node; use "
-                f"--nproc-per-node (the scripts' GPUS) <= the number of GPUs per node")
+                f"--nproc-per-node (the scripts' GPUS) <= the number of GPUs per node"
+            )
         torch.cuda.set_device(local_rank)
         device = torch.device("cuda", local_rank)
     else:
         device = torch.device("cpu")
     if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if cuda else "gloo",
-                                timeout=datetime.timedelta(seconds=timeout_s))
+        dist.init_process_group(
+            backend="nccl" if cuda else "gloo", timeout=datetime.timedelta(seconds=timeout_s)
+        )
     _INITIALISED = True
     return DistInfo(rank=rank, world_size=world, local_rank=local_rank, device=device)
 
@@ -206,8 +213,12 @@ def convert_sync_bn(model: nn.Module, enabled: bool, device: torch.device) -> nn
     return model
 
 
-def wrap_ddp(model: nn.Module, info: DistInfo, find_unused_parameters: bool = False,
-             broadcast_buffers: bool = True) -> nn.Module:
+def wrap_ddp(
+    model: nn.Module,
+    info: DistInfo,
+    find_unused_parameters: bool = False,
+    broadcast_buffers: bool = True,
+) -> nn.Module:
     """DistributedDataParallel around `model` (unchanged in a single process).
 
     `broadcast_buffers=False` suits SyncBatchNorm models: the class memory keeps itself in sync
@@ -222,12 +233,19 @@ def wrap_ddp(model: nn.Module, info: DistInfo, find_unused_parameters: bool = Fa
 
     # newer torch names the per-forward copy `forward_sync_buffers` and warns on the old name;
     # the new flag still copies once at construction, harmless since all ranks start equal
-    sync = ("forward_sync_buffers" if "forward_sync_buffers"
-            in inspect.signature(DistributedDataParallel).parameters else "broadcast_buffers")
+    sync = (
+        "forward_sync_buffers"
+        if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
+        else "broadcast_buffers"
+    )
     ids = [info.local_rank] if info.device.type == "cuda" else None
-    return DistributedDataParallel(model, device_ids=ids, output_device=ids[0] if ids else None,
-                                   find_unused_parameters=find_unused_parameters,
-                                   **{sync: broadcast_buffers})
+    return DistributedDataParallel(
+        model,
+        device_ids=ids,
+        output_device=ids[0] if ids else None,
+        find_unused_parameters=find_unused_parameters,
+        **{sync: broadcast_buffers},
+    )
 
 
 def cleanup() -> None:

@@ -23,8 +23,9 @@ log = logging.getLogger(__name__)
 
 
 @torch.no_grad()
-def predict_video(model, video, cfg: Config, device, on_frame=None,
-                  no_history: bool = False) -> int:
+def predict_video(
+    model, video, cfg: Config, device, on_frame=None, no_history: bool = False
+) -> int:
     """Run `step()` over one `LabelledVideo`; calls `on_frame(index, rgb, pred, mask)` per frame.
 
     The test-time protocol (`eval.mode/crop_size/stride/scales/flip`) is applied per frame by
@@ -50,25 +51,46 @@ def predict_video(model, video, cfg: Config, device, on_frame=None,
     for i, (frame, problem) in enumerate(iter_labelled_frames(video)):
         if frame is None:
             if rgb is None:
-                raise UnreadableImageError(f"video {video.name}: its first frame is unreadable: "
-                                           f"{problem}")
+                raise UnreadableImageError(
+                    f"video {video.name}: its first frame is unreadable: {problem}"
+                )
             log.warning("%s; reusing the previous frame", problem)
             bad += 1
         else:
             rgb = frame
         path = video.mask_paths[i] if video.mask_paths else None
         mask = None if path is None else to_vspw_raw(read_mask(path), path, cfg.data.labels)
-        pred, state = segment_frame(model, rgb, state, short_side, cfg.data.mean, cfg.data.std,
-                                    device, out_size=None if mask is None else mask.shape,
-                                    video_id=video.name, no_history=no_history, tta=tta)
+        pred, state = segment_frame(
+            model,
+            rgb,
+            state,
+            short_side,
+            cfg.data.mean,
+            cfg.data.std,
+            device,
+            out_size=None if mask is None else mask.shape,
+            video_id=video.name,
+            no_history=no_history,
+            tta=tta,
+        )
         if on_frame is not None:
             on_frame(i, rgb, pred, mask)
     return bad
 
 
-def evaluate(model, cfg: Config, split: str | None = None, max_videos: int | None = None,
-             out_dir: str | Path | None = None, *, root: str | None = None, save_pred: bool = False,
-             save_color: bool = False, progress: bool = True, no_history: bool = False) -> dict:
+def evaluate(
+    model,
+    cfg: Config,
+    split: str | None = None,
+    max_videos: int | None = None,
+    out_dir: str | Path | None = None,
+    *,
+    root: str | None = None,
+    save_pred: bool = False,
+    save_color: bool = False,
+    progress: bool = True,
+    no_history: bool = False,
+) -> dict:
     """Score `model` on a split; returns the metrics dict (see `SplitScorer.result`).
 
     The split is read in `data.format` (vspw, video, frames); videos whose masks do not pair
@@ -111,7 +133,7 @@ def evaluate(model, cfg: Config, split: str | None = None, max_videos: int | Non
     device = next(model.parameters()).device
     # contiguous blocks, so that merging the ranks' partial results in rank order is video order
     per_rank = -(-len(videos) // world)
-    mine = list(enumerate(videos))[rank * per_rank:(rank + 1) * per_rank]
+    mine = list(enumerate(videos))[rank * per_rank : (rank + 1) * per_rank]
     start = time.perf_counter()
     unreadable = 0
     bar = tqdm(mine, desc=f"eval {split}", unit="video", disable=not progress or rank != 0)
@@ -139,9 +161,16 @@ def evaluate(model, cfg: Config, split: str | None = None, max_videos: int | Non
             scorer.merge_state(state)
         unreadable = sum(n for _, n in states)  # every rank's skipped frames, not rank 0's
     result = scorer.result()
-    result.update({"split": split, "unreadable_frames": unreadable, "tta": _protocol(ec),
-                   "format": cfg.data.format, "skipped_videos": skipped,
-                   "seconds": round(time.perf_counter() - start, 2)})
+    result.update(
+        {
+            "split": split,
+            "unreadable_frames": unreadable,
+            "tta": _protocol(ec),
+            "format": cfg.data.format,
+            "skipped_videos": skipped,
+            "seconds": round(time.perf_counter() - start, 2),
+        }
+    )
     if out_dir is not None and rank == 0:
         write_metrics(result, Path(out_dir) / "metrics.json")
     return result
@@ -149,8 +178,13 @@ def evaluate(model, cfg: Config, split: str | None = None, max_videos: int | Non
 
 def _protocol(ec) -> dict:
     """The test-time protocol in metrics.json (how the numbers were obtained)."""
-    return {"mode": ec.mode, "crop_size": ec.crop_size, "stride": ec.stride,
-            "scales": list(ec.scales), "flip": ec.flip}
+    return {
+        "mode": ec.mode,
+        "crop_size": ec.crop_size,
+        "stride": ec.stride,
+        "scales": list(ec.scales),
+        "flip": ec.flip,
+    }
 
 
 def _new_scorer(cfg: Config, root: str):
@@ -159,6 +193,12 @@ def _new_scorer(cfg: Config, root: str):
 
     ec = cfg.eval
     names = class_names(root, cfg.data.format, cfg.model.num_classes)
-    return SplitScorer(cfg.model.num_classes, names, tc=ec.tc, tc_videos=ec.tc_videos,
-                       flow=ec.flow, include_last_window=ec.include_last_window,
-                       raft_weights=ec.raft_weights or None)
+    return SplitScorer(
+        cfg.model.num_classes,
+        names,
+        tc=ec.tc,
+        tc_videos=ec.tc_videos,
+        flow=ec.flow,
+        include_last_window=ec.include_last_window,
+        raft_weights=ec.raft_weights or None,
+    )

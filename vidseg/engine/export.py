@@ -37,8 +37,10 @@ class StepGraph(nn.Module):
     def __init__(self, model):
         super().__init__()
         if model.history < 1:
-            raise ExportError("model.history is 0: export the image model with a plain "
-                              "torch.onnx.export of model(frames); this wrapper carries history")
+            raise ExportError(
+                "model.history is 0: export the image model with a plain "
+                "torch.onnx.export of model(frames); this wrapper carries history"
+            )
         if tuple(model.scales) != (1.0,):
             raise ExportError(f"export supports the single scale 1.0, the model has {model.scales}")
         self.model = model
@@ -60,7 +62,9 @@ class StepGraph(nn.Module):
         w = first.view(1, 1, 1, 1)
         # 1 * current + 0 * zeros is exact, so the first frame matches step() bit for bit in fp32.
         history = [w * current + (1 - w) * h for h in hist]
-        logits, _ = m.predict_frame(enc, m.within_image_context(enc), self.c_dl, history, m.iis_stages)
+        logits, _ = m.predict_frame(
+            enc, m.within_image_context(enc), self.c_dl, history, m.iis_stages
+        )
         return logits, current
 
 
@@ -84,14 +88,28 @@ def export_onnx(model, path: str | Path, size: tuple[int, int], opset: int = 17)
         with warnings.catch_warnings():
             # Shape checks inside the model become constants in the trace: right for a fixed size.
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
-            torch.onnx.export(graph, (frame, torch.ones(1), *hist), str(path), input_names=names,
-                              output_names=["logits", "new_map"], opset_version=opset, dynamo=False)
+            torch.onnx.export(
+                graph,
+                (frame, torch.ones(1), *hist),
+                str(path),
+                input_names=names,
+                output_names=["logits", "new_map"],
+                opset_version=opset,
+                dynamo=False,
+            )
     except Exception as exc:  # noqa: BLE001 - tracing fails in many ways; report the first line
-        raise ExportError(f"torch.onnx.export failed for backbone "
-                          f"'{getattr(model.backbone, 'name', '?')}': "
-                          f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from exc
-    return {"inputs": names, "outputs": ["logits", "new_map"], "size": list(size),
-            "map_shape": list(current.shape), "history": graph.history}
+        raise ExportError(
+            f"torch.onnx.export failed for backbone "
+            f"'{getattr(model.backbone, 'name', '?')}': "
+            f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+        ) from exc
+    return {
+        "inputs": names,
+        "outputs": ["logits", "new_map"],
+        "size": list(size),
+        "map_shape": list(current.shape),
+        "history": graph.history,
+    }
 
 
 class OnnxStreamer:
@@ -121,7 +139,10 @@ class OnnxStreamer:
             hist = [np.zeros(shape, np.float32) for _ in range(self.history)]
         else:
             hist = pick_history(list(self.buffer), self.history, self.history_stride, None)
-        feeds = {"frame": frame.astype(np.float32), "first": np.array([1.0 if first else 0.0], np.float32)}
+        feeds = {
+            "frame": frame.astype(np.float32),
+            "first": np.array([1.0 if first else 0.0], np.float32),
+        }
         feeds.update({f"hist_{i + 1}": h for i, h in enumerate(hist)})
         logits, new_map = self.session.run(["logits", "new_map"], feeds)
         self.buffer.append(new_map)

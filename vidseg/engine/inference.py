@@ -32,25 +32,33 @@ def check_device(spec: str | None):
     try:
         device = torch.device(text)
     except (RuntimeError, TypeError, ValueError):
-        raise DeviceError(f"device {text!r} is not a device name; expected {DEVICE_NAMES}") from None
+        raise DeviceError(
+            f"device {text!r} is not a device name; expected {DEVICE_NAMES}"
+        ) from None
     if device.type == "cpu":
         return device
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            why = ("this torch build has no CUDA support" if torch.version.cuda is None
-                   else "no NVIDIA GPU or driver was found")
+            why = (
+                "this torch build has no CUDA support"
+                if torch.version.cuda is None
+                else "no NVIDIA GPU or driver was found"
+            )
             raise DeviceError(f"device {text!r}: CUDA is not available ({why}); use --device cpu")
         count = torch.cuda.device_count()
         if device.index is not None and device.index >= count:
-            raise DeviceError(f"device {text!r}: this machine has {count} CUDA device(s), "
-                              f"cuda:0 to cuda:{count - 1}")
+            raise DeviceError(
+                f"device {text!r}: this machine has {count} CUDA device(s), "
+                f"cuda:0 to cuda:{count - 1}"
+            )
         return device
     if device.type == "mps":
         if not torch.backends.mps.is_available():
             raise DeviceError(f"device {text!r}: Apple MPS is not available here; use --device cpu")
         return device
-    raise DeviceError(f"device {text!r}: {device.type} devices are not supported; expected "
-                      f"{DEVICE_NAMES}")
+    raise DeviceError(
+        f"device {text!r}: {device.type} devices are not supported; expected {DEVICE_NAMES}"
+    )
 
 
 def build_checked(cfg: Config, source: str):
@@ -70,8 +78,10 @@ def build_checked(cfg: Config, source: str):
         raise
     except (ValueError, KeyError, FileNotFoundError) as exc:
         text = str(exc).strip("'\"")
-        raise ConfigError(f"cannot build the model from {source}: "
-                          f"{text.splitlines()[0] if text else type(exc).__name__}") from exc
+        raise ConfigError(
+            f"cannot build the model from {source}: "
+            f"{text.splitlines()[0] if text else type(exc).__name__}"
+        ) from exc
 
 
 def read_weights(path: str | Path) -> tuple[dict, dict | None]:
@@ -83,8 +93,9 @@ def read_weights(path: str | Path) -> tuple[dict, dict | None]:
     if path.is_dir():
         latest = find_latest(path)
         if latest is None:
-            raise CheckpointError(f"{path} is a folder without a checkpoint ('latest' or "
-                                  "iter_*.pth)")
+            raise CheckpointError(
+                f"{path} is a folder without a checkpoint ('latest' or iter_*.pth)"
+            )
         path = latest
     return load_weights_for_inference(path)
 
@@ -113,19 +124,27 @@ def _drop_removed_keys(tree: dict) -> dict:
 
 
 def _check_compatible(cfg: Config, ckpt_cfg: Config, path) -> None:
-    pairs = [("model.history", cfg.model.history, ckpt_cfg.model.history),
-             ("model.num_classes", cfg.model.num_classes, ckpt_cfg.model.num_classes),
-             ("model.channels", cfg.model.channels, ckpt_cfg.model.channels),
-             ("model.backbone.name", cfg.model.backbone.name, ckpt_cfg.model.backbone.name),
-             ("model.context", cfg.model.context, ckpt_cfg.model.context),
-             ("model.memory.type", cfg.model.memory.type, ckpt_cfg.model.memory.type)]
+    pairs = [
+        ("model.history", cfg.model.history, ckpt_cfg.model.history),
+        ("model.num_classes", cfg.model.num_classes, ckpt_cfg.model.num_classes),
+        ("model.channels", cfg.model.channels, ckpt_cfg.model.channels),
+        ("model.backbone.name", cfg.model.backbone.name, ckpt_cfg.model.backbone.name),
+        ("model.context", cfg.model.context, ckpt_cfg.model.context),
+        ("model.memory.type", cfg.model.memory.type, ckpt_cfg.model.memory.type),
+    ]
     # an image checkpoint (h = 0) starts a video model exactly (`adapt_state`)
     widen = ckpt_cfg.model.history == 0 and cfg.model.history > 0
-    bad = [f"{key}: config {a!r}, checkpoint {b!r}" for key, a, b in pairs
-           if a != b and not (widen and key == "model.history")]
+    bad = [
+        f"{key}: config {a!r}, checkpoint {b!r}"
+        for key, a, b in pairs
+        if a != b and not (widen and key == "model.history")
+    ]
     if bad:
-        raise ConfigError(f"checkpoint {path} was trained with a different model than the config: "
-                         + "; ".join(bad) + " (use the checkpoint's own config, or a matching one)")
+        raise ConfigError(
+            f"checkpoint {path} was trained with a different model than the config: "
+            + "; ".join(bad)
+            + " (use the checkpoint's own config, or a matching one)"
+        )
 
 
 def adapt_state(state: dict, model, source: str) -> dict:
@@ -142,16 +161,30 @@ def adapt_state(state: dict, model, source: str) -> dict:
         return map_state(state, model, source)
     own = model.state_dict()
     key = next((k for k in own if k.endswith("fusion.fuse.0.weight")), None)
-    if key is not None and key in state and state[key].shape != own[key].shape \
-            and state[key].dim() == 4 and state[key].shape[1] < own[key].shape[1]:
-        log.info("%s: image-model fusion %s widened to %s for the history inputs (zero weights)",
-                 source, tuple(state[key].shape), tuple(own[key].shape))
+    if (
+        key is not None
+        and key in state
+        and state[key].shape != own[key].shape
+        and state[key].dim() == 4
+        and state[key].shape[1] < own[key].shape[1]
+    ):
+        log.info(
+            "%s: image-model fusion %s widened to %s for the history inputs (zero weights)",
+            source,
+            tuple(state[key].shape),
+            tuple(own[key].shape),
+        )
         state = {**state, key: expand_history_fusion(state[key], own[key].shape, source)}
     return state
 
 
-def load_inference_model(config: str | Path | Config | None, checkpoint: str | Path | None = None,
-                         overrides=(), random_init: bool = False, device: str = "cpu"):
+def load_inference_model(
+    config: str | Path | Config | None,
+    checkpoint: str | Path | None = None,
+    overrides=(),
+    random_init: bool = False,
+    device: str = "cpu",
+):
     """Return `(cfg, model)` ready for `step()` (eval mode, on `device`).
 
     Args:
@@ -167,7 +200,9 @@ def load_inference_model(config: str | Path | Config | None, checkpoint: str | P
 
     device = check_device(device)
     if checkpoint is None and not random_init:
-        raise ConfigError("no checkpoint given: pass --checkpoint CKPT, or --random-init for a smoke test")
+        raise ConfigError(
+            "no checkpoint given: pass --checkpoint CKPT, or --random-init for a smoke test"
+        )
     if config is None and overrides:
         raise ConfigError("--set overrides need an explicit config file")
     # a bad config fails in a second, before a (possibly large) checkpoint is read
@@ -185,11 +220,16 @@ def load_inference_model(config: str | Path | Config | None, checkpoint: str | P
         _check_compatible(cfg, ckpt_cfg, checkpoint)
     if state is not None:
         cfg.model.backbone.pretrained = False  # weights come from the checkpoint
-    source = f"the config in {checkpoint}" if config is None else (
-        str(config) if isinstance(config, (str, Path)) else "the config")
+    source = (
+        f"the config in {checkpoint}"
+        if config is None
+        else (str(config) if isinstance(config, (str, Path)) else "the config")
+    )
     model = build_checked(cfg, source)
     if state is not None:
         load_model_state(model, adapt_state(state, model, str(checkpoint)), str(checkpoint))
     else:
-        log.warning("RANDOM WEIGHTS: no checkpoint loaded, predictions are meaningless (smoke test only)")
+        log.warning(
+            "RANDOM WEIGHTS: no checkpoint loaded, predictions are meaningless (smoke test only)"
+        )
     return cfg, model.eval().to(device)

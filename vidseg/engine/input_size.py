@@ -44,8 +44,9 @@ def network_stride(model) -> int:
     return int(max(strides)) if strides else 1
 
 
-def check_input_size(size: Sequence[int], stride: int, scales: Sequence[float] = (1.0,),
-                     what: str = "model input") -> None:
+def check_input_size(
+    size: Sequence[int], stride: int, scales: Sequence[float] = (1.0,), what: str = "model input"
+) -> None:
     """Refuse an input of `size` = (H, W) that some scale brings below `stride` or above the limits.
 
     Args:
@@ -64,18 +65,23 @@ def check_input_size(size: Sequence[int], stride: int, scales: Sequence[float] =
     at = "" if low == 1.0 else f" (at scale {low:g}: {small_h}x{small_w})"
     if min(small_h, small_w) < stride:
         need = math.ceil(stride / low)
-        raise InputSizeError(f"{what}: {h}x{w}{at} is smaller than the network stride {stride}; "
-                             f"every side must be at least {need} px")
+        raise InputSizeError(
+            f"{what}: {h}x{w}{at} is smaller than the network stride {stride}; "
+            f"every side must be at least {need} px"
+        )
     big_h, big_w = math.floor(h * high), math.floor(w * high)
     at = "" if high == 1.0 else f" (at scale {high:g}: {big_h}x{big_w})"
     if max(big_h, big_w) > MAX_SIDE or big_h * big_w > MAX_PIXELS:
-        raise InputSizeError(f"{what}: {h}x{w}{at} exceeds the input limit of {MAX_SIDE} px on "
-                             f"the long side and {MAX_PIXELS / 1e6:.2f} Mpx in all "
-                             f"(docs/RELIABILITY.md); use a smaller short side")
+        raise InputSizeError(
+            f"{what}: {h}x{w}{at} exceeds the input limit of {MAX_SIDE} px on "
+            f"the long side and {MAX_PIXELS / 1e6:.2f} Mpx in all "
+            f"(docs/RELIABILITY.md); use a smaller short side"
+        )
 
 
-def check_frame_size(model, frame_hw: Sequence[int], short_side: int | None,
-                     scales: Sequence[float] = (1.0,)) -> tuple[int, int]:
+def check_frame_size(
+    model, frame_hw: Sequence[int], short_side: int | None, scales: Sequence[float] = (1.0,)
+) -> tuple[int, int]:
     """Check the input `model` would get from a frame of `frame_hw` at `short_side`.
 
     Args:
@@ -91,11 +97,21 @@ def check_frame_size(model, frame_hw: Sequence[int], short_side: int | None,
     size = scaled_size(frame_hw, short_side)
     every = [t * m for t in scales for m in getattr(model, "scales", (1.0,))]
     frame = f"{int(frame_hw[0])}x{int(frame_hw[1])} frame"
-    what = f"model input of a {frame}" if short_side is None else \
-        f"model input of a {frame} at short side {short_side}"
+    what = (
+        f"model input of a {frame}"
+        if short_side is None
+        else f"model input of a {frame} at short side {short_side}"
+    )
     check_input_size(size, network_stride(model), every, what)
     return size
 
 
-__all__ = ["MAX_PIXELS", "MAX_SIDE", "InputSizeError", "check_frame_size", "check_input_size",
-           "network_stride", "scaled_size"]
+__all__ = [
+    "MAX_PIXELS",
+    "MAX_SIDE",
+    "InputSizeError",
+    "check_frame_size",
+    "check_input_size",
+    "network_stride",
+    "scaled_size",
+]

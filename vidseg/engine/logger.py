@@ -29,8 +29,10 @@ def _setup_file_logging(path: Path) -> logging.Handler:
 def lr_by_group(optimizer) -> dict[str, float]:
     """The current rate of every optimizer group as scalars, e.g.
     `{"lr_backbone": 0.001, "lr_heads": 0.01}` (unnamed groups are `lr_group<i>`)."""
-    return {f"lr_{g.get('name', f'group{i}')}": float(g["lr"])
-            for i, g in enumerate(optimizer.param_groups)}
+    return {
+        f"lr_{g.get('name', f'group{i}')}": float(g["lr"])
+        for i, g in enumerate(optimizer.param_groups)
+    }
 
 
 def _open_tensorboard(log_dir: Path, purge_step: int | None):
@@ -41,9 +43,14 @@ def _open_tensorboard(log_dir: Path, purge_step: int | None):
         from torch.utils.tensorboard import SummaryWriter
     except ImportError as exc:
         if getattr(exc, "name", None) == "tensorboard":
-            return None, ("TensorBoard: not installed; `pip install 'vidseg[tb]'` adds it (and "
-                          f"matplotlib, for `vidseg plot {run_dir}`)")
-        return None, f"TensorBoard: disabled ({exc}); `pip install 'vidseg[tb]'` installs one that works"
+            return None, (
+                "TensorBoard: not installed; `pip install 'vidseg[tb]'` adds it (and "
+                f"matplotlib, for `vidseg plot {run_dir}`)"
+            )
+        return (
+            None,
+            f"TensorBoard: disabled ({exc}); `pip install 'vidseg[tb]'` installs one that works",
+        )
     try:
         # purge_step: TensorBoard discards the old events from this step on
         writer = SummaryWriter(str(log_dir), purge_step=purge_step)
@@ -88,8 +95,15 @@ class RunLogger:
         progress: show a tqdm bar on stderr.
     """
 
-    def __init__(self, work_dir: str | Path, total_iters: int, start_iter: int = 0,
-                 enabled: bool = True, tensorboard: bool = True, progress: bool = True):
+    def __init__(
+        self,
+        work_dir: str | Path,
+        total_iters: int,
+        start_iter: int = 0,
+        enabled: bool = True,
+        tensorboard: bool = True,
+        progress: bool = True,
+    ):
         self.enabled = enabled
         self.log = logging.getLogger(f"{LOG_NAME}.train")
         self._handler = None
@@ -107,11 +121,19 @@ class RunLogger:
         if progress:
             from tqdm import tqdm
 
-            self._bar = tqdm(total=total_iters, initial=start_iter, desc="train", unit="it",
-                             dynamic_ncols=True, file=sys.stderr, mininterval=1.0)
+            self._bar = tqdm(
+                total=total_iters,
+                initial=start_iter,
+                desc="train",
+                unit="it",
+                dynamic_ncols=True,
+                file=sys.stderr,
+                mininterval=1.0,
+            )
         if tensorboard:
-            self._tb, hint = _open_tensorboard(self.work_dir / "tb",
-                                               start_iter + 1 if start_iter > 0 else None)
+            self._tb, hint = _open_tensorboard(
+                self.work_dir / "tb", start_iter + 1 if start_iter > 0 else None
+            )
             self.info(hint)
 
     def info(self, message: str) -> None:

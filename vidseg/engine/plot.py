@@ -19,8 +19,11 @@ SCALARS_FILE = "scalars.jsonl"
 CURVES_FILE = "curves.png"
 # validation metrics drawn, in this order, with their names in the papers; fractions in the jsonl
 VAL_METRICS = {"miou": "mIoU", "mvc8": "mVC_8", "mvc16": "mVC_16", "tc": "TC"}
-PANEL_TITLES = {"loss": "training loss", "lr": "learning rate per parameter group",
-                "val": "validation"}
+PANEL_TITLES = {
+    "loss": "training loss",
+    "lr": "learning rate per parameter group",
+    "val": "validation",
+}
 FIG_SIZE_IN = (15.0, 4.4)
 DPI = 100
 
@@ -59,15 +62,19 @@ class CurvesSummary:
 
     def describe(self) -> str:
         """A few lines for the terminal: the file, then the series of each panel."""
-        lines = [f"wrote {self.out} ({self.size[0]}x{self.size[1]} px) from {self.rows} rows "
-                 f"up to iteration {self.last_iter}"]
+        lines = [
+            f"wrote {self.out} ({self.size[0]}x{self.size[1]} px) from {self.rows} rows "
+            f"up to iteration {self.last_iter}"
+        ]
         for key, labels in self.panels.items():
             lines.append(f"  {PANEL_TITLES[key]}: {', '.join(labels) if labels else 'no rows'}")
         if self.no_values:
             lines.append(f"  not drawn, no finite value: {', '.join(self.no_values)}")
         if self.bad_lines:
-            lines.append(f"  skipped {self.bad_lines} unreadable line(s) of {SCALARS_FILE} "
-                         "(a stopped run can cut its last line short)")
+            lines.append(
+                f"  skipped {self.bad_lines} unreadable line(s) of {SCALARS_FILE} "
+                "(a stopped run can cut its last line short)"
+            )
         return "\n".join(lines)
 
 
@@ -145,8 +152,11 @@ def collect_series(rows: list[dict]) -> tuple[dict[str, Series], list[str], list
             panels[panel][label] = (its, [points[i] * scale for i in its])
         else:
             no_values.append(label)
-    panels["val"] = {VAL_METRICS[k]: panels["val"][VAL_METRICS[k]]
-                     for k in VAL_METRICS if VAL_METRICS[k] in panels["val"]}
+    panels["val"] = {
+        VAL_METRICS[k]: panels["val"][VAL_METRICS[k]]
+        for k in VAL_METRICS
+        if VAL_METRICS[k] in panels["val"]
+    }
     panels["loss"] = dict(sorted(panels["loss"].items(), key=lambda kv: kv[0] != "loss (total)"))
     not_plotted = sorted(f"{p}/{k}" for p, k in values if (p, k) not in placed)
     return panels, not_plotted, no_values
@@ -174,8 +184,15 @@ def _draw_lines(ax, series: Series, smoothed: bool, markers: bool) -> None:
             ax.plot(its, vals, color=colour, alpha=0.25, linewidth=0.8)
             ax.plot(its, smooth(vals, span), color=colour, linewidth=1.6, label=label)
         else:
-            ax.plot(its, vals, color=colour, linewidth=1.4, label=label,
-                    marker="o" if markers or len(vals) <= 20 else None, markersize=3.5)
+            ax.plot(
+                its,
+                vals,
+                color=colour,
+                linewidth=1.4,
+                label=label,
+                marker="o" if markers or len(vals) <= 20 else None,
+                markersize=3.5,
+            )
 
 
 def _wants_log(series: Series) -> bool:
@@ -194,8 +211,17 @@ def _panel(ax, key: str, series: Series, empty_note: str, last_iter: int) -> Non
     ax.set_xlim(0, max(last_iter, 1) * 1.02)  # the same x range in every panel, so they line up
     ax.grid(True, alpha=0.3)
     if not series:
-        ax.text(0.5, 0.5, empty_note, transform=ax.transAxes, ha="center", va="center",
-                fontsize=9, color="0.4", wrap=True)
+        ax.text(
+            0.5,
+            0.5,
+            empty_note,
+            transform=ax.transAxes,
+            ha="center",
+            va="center",
+            fontsize=9,
+            color="0.4",
+            wrap=True,
+        )
         ax.set_yticks([])
         return
     if key == "loss":
@@ -222,8 +248,9 @@ def _matplotlib():
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
     except ImportError as exc:
-        raise PlotError(f"matplotlib is not installed ({exc}); `pip install 'vidseg[tb]'` "
-                        "adds it") from exc
+        raise PlotError(
+            f"matplotlib is not installed ({exc}); `pip install 'vidseg[tb]'` adds it"
+        ) from exc
     return Figure, FigureCanvasAgg
 
 
@@ -267,13 +294,19 @@ def plot_curves(run_dir: str | os.PathLike, out: str | os.PathLike | None = None
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, 3)
     # the folder's own name only: a full path would put this machine's layout into the picture
-    fig.suptitle(f"{run.resolve().name}: {len(rows)} rows of {SCALARS_FILE}, up to iteration "
-                 f"{last_iter}", fontsize=12)
+    fig.suptitle(
+        f"{run.resolve().name}: {len(rows)} rows of {SCALARS_FILE}, up to iteration {last_iter}",
+        fontsize=12,
+    )
     _panel(axes[0], "loss", panels["loss"], "no training rows", last_iter)
     _panel(axes[1], "lr", panels["lr"], "no learning-rate values", last_iter)
-    _panel(axes[2], "val", panels["val"],
-           "no validation rows\n(train.validate: true and train.val_interval\nlog mIoU / mVC / TC)",
-           last_iter)
+    _panel(
+        axes[2],
+        "val",
+        panels["val"],
+        "no validation rows\n(train.validate: true and train.val_interval\nlog mIoU / mVC / TC)",
+        last_iter,
+    )
     try:
         out_path.parent.mkdir(parents=True, exist_ok=True)
         tmp = out_path.with_name(f".{out_path.name}.tmp")
@@ -282,7 +315,13 @@ def plot_curves(run_dir: str | os.PathLike, out: str | os.PathLike | None = None
     except OSError as exc:
         raise PlotError(f"{out_path}: cannot write ({exc.strerror or exc})") from exc
     width, height = (round(s * DPI) for s in FIG_SIZE_IN)
-    return CurvesSummary(out=out_path, size=(width, height),
-                         panels={k: list(v) for k, v in panels.items()}, rows=len(rows),
-                         bad_lines=bad, not_plotted=not_plotted, no_values=no_values,
-                         last_iter=last_iter)
+    return CurvesSummary(
+        out=out_path,
+        size=(width, height),
+        panels={k: list(v) for k, v in panels.items()},
+        rows=len(rows),
+        bad_lines=bad,
+        not_plotted=not_plotted,
+        no_values=no_values,
+        last_iter=last_iter,
+    )

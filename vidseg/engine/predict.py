@@ -46,18 +46,32 @@ def upsample_argmax(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor
         can_win = (corner_max + margin >= floor).flatten(2).any(2)[0]
         classes = can_win.nonzero().squeeze(1)
         if classes.numel() < k:
-            up = F.interpolate(logits.index_select(1, classes), size=tuple(size), mode="bilinear",
-                               align_corners=False)
+            up = F.interpolate(
+                logits.index_select(1, classes),
+                size=tuple(size),
+                mode="bilinear",
+                align_corners=False,
+            )
             return classes[up[0].argmax(0)]
     up = F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=False)
     return up[0].argmax(0)
 
 
 @torch.no_grad()
-def segment_frame(model, rgb: np.ndarray, state, short_side: int | None, mean: Sequence[float],
-                  std: Sequence[float], device: torch.device | str = "cpu", out_size=None,
-                  video_id=None, no_history: bool = False, shot_cut_threshold: float | None = None,
-                  tta=None):
+def segment_frame(
+    model,
+    rgb: np.ndarray,
+    state,
+    short_side: int | None,
+    mean: Sequence[float],
+    std: Sequence[float],
+    device: torch.device | str = "cpu",
+    out_size=None,
+    video_id=None,
+    no_history: bool = False,
+    shot_cut_threshold: float | None = None,
+    tta=None,
+):
     """Segment one frame causally with `model.step()` under the test-time protocol `tta`.
 
     Args:
@@ -84,18 +98,29 @@ def segment_frame(model, rgb: np.ndarray, state, short_side: int | None, mean: S
     # before the resize: a huge short side or aspect ratio must not allocate anything
     check_frame_size(model, rgb.shape[:2], short_side, settings.scales)
     x = prepare_frame(rgb, short_side, mean, std).to(device)
-    scores, _, state = frame_scores(model, x, state, settings, video_id, no_history,
-                                    shot_cut_threshold)
+    scores, _, state = frame_scores(
+        model, x, state, settings, video_id, no_history, shot_cut_threshold
+    )
     size = tuple(out_size) if out_size is not None else rgb.shape[:2]
     return upsample_argmax(scores, size).to(torch.uint8).cpu().numpy(), state
 
 
 @torch.no_grad()
-def predict_scores(model, rgb: np.ndarray, states, settings=None, out_size=None, *,
-                   short_side: int | None = None, mean: Sequence[float] | None = None,
-                   std: Sequence[float] | None = None, device: torch.device | str | None = None,
-                   video_id=None, no_history: bool = False,
-                   shot_cut_threshold: float | None = None):
+def predict_scores(
+    model,
+    rgb: np.ndarray,
+    states,
+    settings=None,
+    out_size=None,
+    *,
+    short_side: int | None = None,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    device: torch.device | str | None = None,
+    video_id=None,
+    no_history: bool = False,
+    shot_cut_threshold: float | None = None,
+):
     """Class scores of one frame, the same computation `segment_frame` takes the argmax of.
 
     Args:
@@ -129,8 +154,9 @@ def predict_scores(model, rgb: np.ndarray, states, settings=None, out_size=None,
     tta = TTASettings.from_config(settings)
     check_frame_size(model, rgb.shape[:2], short_side, tta.scales)
     x = prepare_frame(rgb, short_side, mean, std).to(device)
-    scores, _, states = frame_scores(model, x, states, tta, video_id, no_history,
-                                     shot_cut_threshold)
+    scores, _, states = frame_scores(
+        model, x, states, tta, video_id, no_history, shot_cut_threshold
+    )
     size = tuple(out_size) if out_size is not None else tuple(rgb.shape[:2])
     if tuple(scores.shape[-2:]) != size:
         scores = F.interpolate(scores, size=size, mode="bilinear", align_corners=False)

@@ -10,8 +10,15 @@ from __future__ import annotations
 from torch import nn
 
 
-def poly_lr(iteration: int, base_lr: float, max_iters: int, power: float = 0.9,
-            warmup_iters: int = 0, warmup_ratio: float = 0.1, min_lr: float = 0.0) -> float:
+def poly_lr(
+    iteration: int,
+    base_lr: float,
+    max_iters: int,
+    power: float = 0.9,
+    warmup_iters: int = 0,
+    warmup_ratio: float = 0.1,
+    min_lr: float = 0.0,
+) -> float:
     """Learning rate of iteration `iteration` (0-based, the update about to be made).
 
     poly: `lr = (base_lr - min_lr) * (1 - t / T) ** power + min_lr`. During the first
@@ -41,15 +48,23 @@ def param_groups(model: nn.Module, lr: float, backbone_lr_mult: float = 1.0) -> 
     if backbone_lr_mult < 0:
         raise ValueError(f"backbone_lr_mult must be >= 0, got {backbone_lr_mult}")
     backbone = getattr(model, "backbone", None)
-    backbone_ids = {id(p) for p in backbone.parameters()} if isinstance(backbone, nn.Module) else set()
+    backbone_ids = (
+        {id(p) for p in backbone.parameters()} if isinstance(backbone, nn.Module) else set()
+    )
     bb, rest = [], []
     for p in model.parameters():
         if p.requires_grad:
             (bb if id(p) in backbone_ids else rest).append(p)
     groups = []
     if bb:
-        groups.append({"params": bb, "lr": lr * backbone_lr_mult, "lr_mult": float(backbone_lr_mult),
-                       "name": "backbone"})
+        groups.append(
+            {
+                "params": bb,
+                "lr": lr * backbone_lr_mult,
+                "lr_mult": float(backbone_lr_mult),
+                "name": "backbone",
+            }
+        )
     if rest:
         groups.append({"params": rest, "lr": lr, "lr_mult": 1.0, "name": "heads"})
     if not groups:
@@ -59,8 +74,9 @@ def param_groups(model: nn.Module, lr: float, backbone_lr_mult: float = 1.0) -> 
 
 def describe_lrs(optimizer) -> str:
     """One line with every named group's current rate, e.g. `lr: backbone 0.001, heads 0.01`."""
-    return "lr: " + ", ".join(f"{g.get('name', f'group{i}')} {g['lr']:.4g}"
-                              for i, g in enumerate(optimizer.param_groups))
+    return "lr: " + ", ".join(
+        f"{g.get('name', f'group{i}')} {g['lr']:.4g}" for i, g in enumerate(optimizer.param_groups)
+    )
 
 
 class PolyLR:
@@ -71,8 +87,16 @@ class PolyLR:
         base_lr, max_iters, power, warmup_iters, warmup_ratio, min_lr: see `poly_lr`.
     """
 
-    def __init__(self, optimizer, base_lr: float, max_iters: int, power: float = 0.9,
-                 warmup_iters: int = 0, warmup_ratio: float = 0.1, min_lr: float = 0.0):
+    def __init__(
+        self,
+        optimizer,
+        base_lr: float,
+        max_iters: int,
+        power: float = 0.9,
+        warmup_iters: int = 0,
+        warmup_ratio: float = 0.1,
+        min_lr: float = 0.0,
+    ):
         self.optimizer = optimizer
         self.base_lr = float(base_lr)
         self.max_iters = int(max_iters)
@@ -83,8 +107,15 @@ class PolyLR:
         self.last_iter = -1
 
     def lr_at(self, iteration: int) -> float:
-        return poly_lr(iteration, self.base_lr, self.max_iters, self.power, self.warmup_iters,
-                       self.warmup_ratio, self.min_lr)
+        return poly_lr(
+            iteration,
+            self.base_lr,
+            self.max_iters,
+            self.power,
+            self.warmup_iters,
+            self.warmup_ratio,
+            self.min_lr,
+        )
 
     def step(self, iteration: int) -> float:
         """Set the rates for update `iteration` (0-based); returns the base rate (the heads')."""
@@ -95,9 +126,15 @@ class PolyLR:
         return lr
 
     def state_dict(self) -> dict:
-        return {"base_lr": self.base_lr, "max_iters": self.max_iters, "power": self.power,
-                "warmup_iters": self.warmup_iters, "warmup_ratio": self.warmup_ratio,
-                "min_lr": self.min_lr, "last_iter": self.last_iter}
+        return {
+            "base_lr": self.base_lr,
+            "max_iters": self.max_iters,
+            "power": self.power,
+            "warmup_iters": self.warmup_iters,
+            "warmup_ratio": self.warmup_ratio,
+            "min_lr": self.min_lr,
+            "last_iter": self.last_iter,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         # the schedule settings come from the (possibly edited) config; only the position resumes

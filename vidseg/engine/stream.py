@@ -79,19 +79,23 @@ class StreamSummary:
 
     def table(self) -> str:
         """A two-column text table for the console."""
-        rows = [("frames", f"{self.frames}"), ("dropped", f"{self.dropped}"),
-                ("skipped", f"{self.skipped}"),
-                ("decode wait / frame", f"{self.ms_decode:.1f} ms"),
-                ("model / frame", f"{self.ms_model:.1f} ms"),
-                ("write / frame", f"{self.ms_write:.1f} ms"),
-                ("FPS end to end", f"{self.fps_end_to_end:.2f}"),
-                ("FPS model only", f"{self.fps_model:.2f}"),
-                ("peak RSS", f"{self.peak_rss_mb:.0f} MiB"),
-                ("stream state", f"{self.state_bytes / 1024:.1f} KiB"),
-                ("history resets", f"{self.resets}")]
+        rows = [
+            ("frames", f"{self.frames}"),
+            ("dropped", f"{self.dropped}"),
+            ("skipped", f"{self.skipped}"),
+            ("decode wait / frame", f"{self.ms_decode:.1f} ms"),
+            ("model / frame", f"{self.ms_model:.1f} ms"),
+            ("write / frame", f"{self.ms_write:.1f} ms"),
+            ("FPS end to end", f"{self.fps_end_to_end:.2f}"),
+            ("FPS model only", f"{self.fps_model:.2f}"),
+            ("peak RSS", f"{self.peak_rss_mb:.0f} MiB"),
+            ("stream state", f"{self.state_bytes / 1024:.1f} KiB"),
+            ("history resets", f"{self.resets}"),
+        ]
         if self.frames_written:
-            rows.append(("frames written", ", ".join(f"{k} {v}"
-                                                     for k, v in self.frames_written.items())))
+            rows.append(
+                ("frames written", ", ".join(f"{k} {v}" for k, v in self.frames_written.items()))
+            )
         if self.stopped_early:
             rows.append(("stopped early", self.error or "yes"))
         width = max(len(k) for k, _ in rows)
@@ -118,9 +122,11 @@ def set_inference_scales(model, scales: Sequence[float] | None) -> None:
     if 1.0 not in scales:
         raise ValueError(f"--scales must include 1.0, got {scales}")
     if len(scales) > 1 and getattr(model.image_model, "attention_head", None) is None:
-        raise ValueError(f"--scales {','.join(map(str, scales))} needs a model with the HMSA "
-                         "attention head (model.hmsa.enabled: true, trained with it); this model "
-                         "has none, so only --scales 1.0 works")
+        raise ValueError(
+            f"--scales {','.join(map(str, scales))} needs a model with the HMSA "
+            "attention head (model.hmsa.enabled: true, trained with it); this model "
+            "has none, so only --scales 1.0 works"
+        )
     model.scales = scales
 
 
@@ -170,11 +176,23 @@ class StreamRunner:
         ValueError: bad `scales`, or both `outputs` and single writers.
     """
 
-    def __init__(self, model, cfg, overlay=None, label_writer=None, color_writer=None,
-                 show: bool = False, scales: Sequence[float] | None = None, no_history: bool = False,
-                 device: str | torch.device = "cpu", short_side: int | None = None,
-                 video_name: str = "stream", on_frame: Callable[[int, float], None] | None = None,
-                 live_view=None, outputs: StreamOutputs | None = None):
+    def __init__(
+        self,
+        model,
+        cfg,
+        overlay=None,
+        label_writer=None,
+        color_writer=None,
+        show: bool = False,
+        scales: Sequence[float] | None = None,
+        no_history: bool = False,
+        device: str | torch.device = "cpu",
+        short_side: int | None = None,
+        video_name: str = "stream",
+        on_frame: Callable[[int, float], None] | None = None,
+        live_view=None,
+        outputs: StreamOutputs | None = None,
+    ):
         writers = (overlay, label_writer, color_writer)
         if outputs is not None and any(w is not None for w in writers):
             raise ValueError("StreamRunner: pass the writers or outputs=, not both")
@@ -182,8 +200,16 @@ class StreamRunner:
         self.model = model
         self.cfg = cfg
         self.outputs = StreamOutputs(video_name, *writers) if outputs is None else outputs
-        window = LiveWindow(title=f"vidseg {self.outputs.video_name}", alpha=cfg.stream.alpha,
-                            class_names=class_names_for(cfg), legend=cfg.stream.legend) if show else None
+        window = (
+            LiveWindow(
+                title=f"vidseg {self.outputs.video_name}",
+                alpha=cfg.stream.alpha,
+                class_names=class_names_for(cfg),
+                legend=cfg.stream.legend,
+            )
+            if show
+            else None
+        )
         self.views = [v for v in (window, live_view) if v is not None]
         self.stop_reason: str | None = None
         self.no_history = no_history
@@ -202,9 +228,18 @@ class StreamRunner:
         The logits are upsampled to the frame size before the argmax (`upsample_argmax`), so
         boundaries are decided at full resolution.
         """
-        return segment_frame(self.model, rgb, state, self.short_side, self.cfg.data.mean,
-                             self.cfg.data.std, self.device, no_history=self.no_history,
-                             shot_cut_threshold=self.shot_cut, tta=self.tta)
+        return segment_frame(
+            self.model,
+            rgb,
+            state,
+            self.short_side,
+            self.cfg.data.mean,
+            self.cfg.data.std,
+            self.device,
+            no_history=self.no_history,
+            shot_cut_threshold=self.shot_cut,
+            tta=self.tta,
+        )
 
     def _write(self, source, index: int, rgb: np.ndarray, labels: np.ndarray, fps: float) -> bool:
         """Hand one result to the files and the live views; False when a view asked to stop."""
@@ -290,5 +325,11 @@ def _stop_on_write_error(summary: StreamSummary):
         summary.error = f"{summary.error}; then {cause}" if summary.error else cause
 
 
-__all__ = ["StreamRunner", "StreamSummary", "default_threads", "model_short_side", "peak_rss_mb",
-           "set_inference_scales"]
+__all__ = [
+    "StreamRunner",
+    "StreamSummary",
+    "default_threads",
+    "model_short_side",
+    "peak_rss_mb",
+    "set_inference_scales",
+]

@@ -54,8 +54,11 @@ def class_names_for(cfg) -> list[str] | None:
 def output_paths(out_dir: str | Path, video_name: str) -> dict:
     """Where a run writes: overlay mp4, label PNG root, colour PNG root."""
     out = Path(out_dir)
-    return {"overlay": out / f"{video_name}_overlay.mp4", "labels": out / "labels",
-            "color": out / "color"}
+    return {
+        "overlay": out / f"{video_name}_overlay.mp4",
+        "labels": out / "labels",
+        "color": out / "color",
+    }
 
 
 def source_video_name(source) -> str:
@@ -69,8 +72,13 @@ def source_video_name(source) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in stem) or "stream"
 
 
-def render_overlay(rgb: np.ndarray, labels: np.ndarray, alpha: float = 0.5, legend: bool = True,
-                   class_names: Sequence[str] | None = None) -> np.ndarray:
+def render_overlay(
+    rgb: np.ndarray,
+    labels: np.ndarray,
+    alpha: float = 0.5,
+    legend: bool = True,
+    class_names: Sequence[str] | None = None,
+) -> np.ndarray:
     """A frame as the overlay mp4 of `vidseg stream` shows it, without the FPS counter.
 
     Args:
@@ -105,9 +113,14 @@ class StreamOutputs:
         paths: where the files are (`output_paths`); None when the writers were opened elsewhere.
     """
 
-    def __init__(self, video_name: str, overlay: OverlayVideoWriter | None = None,
-                 labels: LabelPngWriter | None = None, color: ColorPngWriter | None = None,
-                 paths: dict | None = None):
+    def __init__(
+        self,
+        video_name: str,
+        overlay: OverlayVideoWriter | None = None,
+        labels: LabelPngWriter | None = None,
+        color: ColorPngWriter | None = None,
+        paths: dict | None = None,
+    ):
         self.video_name = video_name
         self.overlay, self.labels, self.color = overlay, labels, color
         self.paths = paths
@@ -115,10 +128,20 @@ class StreamOutputs:
         self._resized = False
 
     @classmethod
-    def open(cls, out_dir: str | Path, video_name: str, fps: float, *, alpha: float = 0.5,
-             legend: bool = True, class_names: Sequence[str] | None = None,
-             overlay: bool = True, labels: bool = False, color: bool = False,
-             queue_size: int = 8) -> StreamOutputs:
+    def open(
+        cls,
+        out_dir: str | Path,
+        video_name: str,
+        fps: float,
+        *,
+        alpha: float = 0.5,
+        legend: bool = True,
+        class_names: Sequence[str] | None = None,
+        overlay: bool = True,
+        labels: bool = False,
+        color: bool = False,
+        queue_size: int = 8,
+    ) -> StreamOutputs:
         """Check `out_dir` is writable and open the asked writers (the mp4 encodes in a thread).
 
         Args:
@@ -135,29 +158,45 @@ class StreamOutputs:
         paths = output_paths(out_dir, video_name)
         return cls(
             video_name,
-            OverlayVideoWriter(paths["overlay"], fps=fps, alpha=alpha, legend=legend,
-                               class_names=class_names, threaded=True,
-                               queue_size=queue_size) if overlay else None,
+            OverlayVideoWriter(
+                paths["overlay"],
+                fps=fps,
+                alpha=alpha,
+                legend=legend,
+                class_names=class_names,
+                threaded=True,
+                queue_size=queue_size,
+            )
+            if overlay
+            else None,
             LabelPngWriter(paths["labels"]) if labels else None,
             ColorPngWriter(paths["color"], alpha=alpha) if color else None,
-            paths)
+            paths,
+        )
 
     @classmethod
-    def for_source(cls, out_dir: str | Path, source, cfg, class_names=None, **outputs
-                   ) -> StreamOutputs:
+    def for_source(
+        cls, out_dir: str | Path, source, cfg, class_names=None, **outputs
+    ) -> StreamOutputs:
         """The outputs `vidseg stream` opens for `source` (a `FrameSource`) under `cfg.stream`.
 
         `class_names` default to `class_names_for(cfg)`; `outputs` are the `overlay` /
         `labels` / `color` switches of `open`.
         """
-        return cls.open(out_dir, source_video_name(source), (source.fps or 25.0) / source.stride,
-                        alpha=cfg.stream.alpha, legend=cfg.stream.legend,
-                        class_names=class_names if class_names is not None
-                        else class_names_for(cfg),
-                        queue_size=cfg.stream.queue_size, **outputs)
+        return cls.open(
+            out_dir,
+            source_video_name(source),
+            (source.fps or 25.0) / source.stride,
+            alpha=cfg.stream.alpha,
+            legend=cfg.stream.legend,
+            class_names=class_names if class_names is not None else class_names_for(cfg),
+            queue_size=cfg.stream.queue_size,
+            **outputs,
+        )
 
-    def write(self, stem: str, rgb: np.ndarray, labels: np.ndarray,
-              fps_value: float | None = None) -> None:
+    def write(
+        self, stem: str, rgb: np.ndarray, labels: np.ndarray, fps_value: float | None = None
+    ) -> None:
         """Hand one frame to every writer.
 
         Args:
@@ -174,8 +213,14 @@ class StreamOutputs:
         elif size != self._first_size:
             # one mp4 has one frame size, and the PNGs follow it so that they match the video
             if not self._resized:
-                log.warning("%s: frame %s is %s, the stream started at %s; outputs are resized "
-                            "to the first size", self.video_name, stem, size, self._first_size)
+                log.warning(
+                    "%s: frame %s is %s, the stream started at %s; outputs are resized "
+                    "to the first size",
+                    self.video_name,
+                    stem,
+                    size,
+                    self._first_size,
+                )
                 self._resized = True
             wh = (self._first_size[1], self._first_size[0])
             rgb = cv2.resize(rgb, wh, interpolation=cv2.INTER_LINEAR)
@@ -192,9 +237,15 @@ class StreamOutputs:
 
         After `close`, the mp4's count is that of its complete fragments (`frames_kept`).
         """
-        return {name: getattr(w, "frames_kept", w.frames_written)
-                for name, w in (("overlay", self.overlay), ("labels", self.labels),
-                                ("color", self.color)) if w is not None}
+        return {
+            name: getattr(w, "frames_kept", w.frames_written)
+            for name, w in (
+                ("overlay", self.overlay),
+                ("labels", self.labels),
+                ("color", self.color),
+            )
+            if w is not None
+        }
 
     def close(self) -> None:
         """Finish every file (the mp4 stays playable); safe to call twice."""

@@ -84,9 +84,12 @@ def _prepare_run_dir(work_dir: Path, resume, overwrite: bool, info) -> Path | No
         found = run_dir_contents(work_dir)
         if found and not overwrite:
             shown = ", ".join(found[:4]) + (f", ... (+{len(found) - 4})" if len(found) > 4 else "")
-            outcome = ("error", f"{work_dir} already holds a training run ({shown}); pass --resume "
-                                f"to continue it or --overwrite to move it aside and start fresh "
-                                f"(from Python: resume='latest' or overwrite=True)")
+            outcome = (
+                "error",
+                f"{work_dir} already holds a training run ({shown}); pass --resume "
+                f"to continue it or --overwrite to move it aside and start fresh "
+                f"(from Python: resume='latest' or overwrite=True)",
+            )
         elif found:
             try:
                 outcome = ("moved", str(move_aside(work_dir)))
@@ -140,7 +143,7 @@ def _build_model(cfg):
 
 def _seed_everything(seed: int) -> None:
     random.seed(seed)
-    np.random.seed(seed % 2 ** 32)
+    np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
 
 
@@ -173,8 +176,14 @@ def _validate(model, cfg, work_dir: Path, iteration: int) -> dict:
 
     model.eval()
     try:
-        return evaluate(model, cfg, split=cfg.data.val_split, max_videos=cfg.train.val_videos or None,
-                        out_dir=str(work_dir / "val" / f"iter_{iteration:07d}"), progress=False)
+        return evaluate(
+            model,
+            cfg,
+            split=cfg.data.val_split,
+            max_videos=cfg.train.val_videos or None,
+            out_dir=str(work_dir / "val" / f"iter_{iteration:07d}"),
+            progress=False,
+        )
     finally:
         model.train()
 
@@ -185,8 +194,14 @@ def _find_unused(model) -> bool:
     return bool(getattr(model, "ddp_find_unused_parameters", False))
 
 
-def train(cfg, resume: str | os.PathLike | None = None, work_dir: str | os.PathLike | None = None,
-          model_factory=None, dataset=None, overwrite: bool = False) -> dict:
+def train(
+    cfg,
+    resume: str | os.PathLike | None = None,
+    work_dir: str | os.PathLike | None = None,
+    model_factory=None,
+    dataset=None,
+    overwrite: bool = False,
+) -> dict:
     """Train `cfg` for `cfg.train.iters` iterations.
 
     Args:
@@ -215,12 +230,23 @@ def train(cfg, resume: str | os.PathLike | None = None, work_dir: str | os.PathL
     from vidseg.config import config_to_dict, save_config
 
     if resume is not None and overwrite:
-        raise ValueError("resume and overwrite exclude each other: resume continues the run in the "
-                         "directory, overwrite moves it aside")
+        raise ValueError(
+            "resume and overwrite exclude each other: resume continues the run in the "
+            "directory, overwrite moves it aside"
+        )
     info = du.init_distributed()
     try:
-        return _train(cfg, info, resume, work_dir, model_factory, dataset, config_to_dict, save_config,
-                      overwrite)
+        return _train(
+            cfg,
+            info,
+            resume,
+            work_dir,
+            model_factory,
+            dataset,
+            config_to_dict,
+            save_config,
+            overwrite,
+        )
     finally:
         du.cleanup()
 
@@ -231,11 +257,22 @@ def _init_weights(model, spec: str) -> None:
     from vidseg.engine.inference import adapt_state, read_weights
 
     state, _ = read_weights(spec)
-    ckpt_io.load_model_state(model, adapt_state(state, model, str(spec)), source=f"init_from {spec}")
+    ckpt_io.load_model_state(
+        model, adapt_state(state, model, str(spec)), source=f"init_from {spec}"
+    )
 
 
-def _train(cfg, info, resume, work_dir, model_factory, dataset, config_to_dict, save_config,
-           overwrite=False) -> dict:
+def _train(
+    cfg,
+    info,
+    resume,
+    work_dir,
+    model_factory,
+    dataset,
+    config_to_dict,
+    save_config,
+    overwrite=False,
+) -> dict:
     import dataclasses
 
     tc = cfg.train
@@ -273,7 +310,9 @@ def _train(cfg, info, resume, work_dir, model_factory, dataset, config_to_dict, 
     raw = model
     use_amp = bool(tc.amp and device.type == "cuda")
     groups = param_groups(raw, tc.lr, tc.backbone_lr_mult)
-    optimizer = torch.optim.SGD(groups, lr=tc.lr, momentum=tc.momentum, weight_decay=tc.weight_decay)
+    optimizer = torch.optim.SGD(
+        groups, lr=tc.lr, momentum=tc.momentum, weight_decay=tc.weight_decay
+    )
     scheduler = PolyLR(optimizer, tc.lr, tc.iters, tc.poly_power, tc.warmup_iters, tc.warmup_ratio)
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     start_iter, best_miou = 0, -1.0
@@ -282,8 +321,10 @@ def _train(cfg, info, resume, work_dir, model_factory, dataset, config_to_dict, 
         try:
             optimizer.load_state_dict(ckpt["optimizer"])
         except (ValueError, KeyError) as exc:
-            raise ckpt_io.CheckpointError(f"checkpoint {path}: optimizer state does not fit this "
-                                          f"model's parameter groups: {exc}") from exc
+            raise ckpt_io.CheckpointError(
+                f"checkpoint {path}: optimizer state does not fit this "
+                f"model's parameter groups: {exc}"
+            ) from exc
         # load_state_dict restores each group's saved settings: the multipliers come from the
         # config (a checkpoint written with other multipliers resumes at the config's rates)
         for group, fresh in zip(optimizer.param_groups, groups):
@@ -295,12 +336,15 @@ def _train(cfg, info, resume, work_dir, model_factory, dataset, config_to_dict, 
         best_miou = float(ckpt.get("best_miou", -1.0))
         start_batch = int(ckpt.get("sampler", {}).get("batches", start_iter))
     if start_iter > tc.iters:
-        raise ckpt_io.CheckpointError(f"checkpoint is at iteration {start_iter} but train.iters={tc.iters}")
+        raise ckpt_io.CheckpointError(
+            f"checkpoint is at iteration {start_iter} but train.iters={tc.iters}"
+        )
 
     # without SyncBN (CPU / gloo) rank 0's BN statistics are broadcast before each forward so
     # that every rank holds the same model
-    model = du.wrap_ddp(raw, info, find_unused_parameters=_find_unused(raw),
-                        broadcast_buffers=not sync_bn)
+    model = du.wrap_ddp(
+        raw, info, find_unused_parameters=_find_unused(raw), broadcast_buffers=not sync_bn
+    )
     loader, sampler = build_train_loader_for(cfg, info, start_batch, dataset)
     loader_gen = loader.generator
     if ckpt is not None:
@@ -316,16 +360,22 @@ def _train(cfg, info, resume, work_dir, model_factory, dataset, config_to_dict, 
     du.barrier()
     log = RunLogger(work_dir, tc.iters, start_iter, enabled=info.is_main)
     if tc.sync_bn and info.distributed and not sync_bn:
-        log.warning("train.sync_bn: SyncBatchNorm needs CUDA; on the CPU rank 0's BatchNorm "
-                    "statistics are broadcast instead")
-    log.info(f"{'resuming at' if start_iter else 'starting'} iteration {start_iter}/{tc.iters} on "
-             f"{device} x{info.world_size}, amp={use_amp}, batch {cfg.data.batch_size} "
-             f"({sampler.per_rank}/process), work_dir={work_dir}")
+        log.warning(
+            "train.sync_bn: SyncBatchNorm needs CUDA; on the CPU rank 0's BatchNorm "
+            "statistics are broadcast instead"
+        )
+    log.info(
+        f"{'resuming at' if start_iter else 'starting'} iteration {start_iter}/{tc.iters} on "
+        f"{device} x{info.world_size}, amp={use_amp}, batch {cfg.data.batch_size} "
+        f"({sampler.per_rank}/process), work_dir={work_dir}"
+    )
     scheduler.step(start_iter)
     log.info(describe_lrs(optimizer) + (f" at iteration {start_iter}" if start_iter else ""))
     if log.dropped_rows:
-        log.info(f"scalars.jsonl: dropped {log.dropped_rows} rows logged after iteration "
-                 f"{start_iter} by the interrupted run (they are logged again)")
+        log.info(
+            f"scalars.jsonl: dropped {log.dropped_rows} rows logged after iteration "
+            f"{start_iter} by the interrupted run (they are logged again)"
+        )
     if moved_to is not None:
         log.info(f"--overwrite: the previous run in {work_dir} was moved to {moved_to}")
     if resume is None and tc.init_from:
@@ -343,14 +393,23 @@ def _train(cfg, info, resume, work_dir, model_factory, dataset, config_to_dict, 
         import vidseg
 
         state = {
-            "model": raw.state_dict(), "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict() if use_amp else {},
-            "iteration": iteration, "rng": rng, "rng_per_rank": rng_all,
-            "sampler": sampler.position(iteration), "world_size": info.world_size,
-            "best_miou": best_miou, "config": cfg_dict, "git_revision": revision,
+            "model": raw.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict() if use_amp else {},
+            "iteration": iteration,
+            "rng": rng,
+            "rng_per_rank": rng_all,
+            "sampler": sampler.position(iteration),
+            "world_size": info.world_size,
+            "best_miou": best_miou,
+            "config": cfg_dict,
+            "git_revision": revision,
             "vidseg_version": vidseg.__version__,
         }
-        return ckpt_io.save_checkpoint(work_dir, state, iteration, keep=tc.keep_checkpoints, is_best=is_best)
+        return ckpt_io.save_checkpoint(
+            work_dir, state, iteration, keep=tc.keep_checkpoints, is_best=is_best
+        )
 
     model.train()
     it_iter = iter(loader)
@@ -379,7 +438,8 @@ def _train(cfg, info, resume, work_dir, model_factory, dataset, config_to_dict, 
                 log.close()
                 raise NonFiniteLossError(
                     f"loss is not finite at iteration {it + 1} (terms: {values}); stopped without "
-                    f"saving; last good checkpoint: {last_path or 'none yet'}")
+                    f"saving; last good checkpoint: {last_path or 'none yet'}"
+                )
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             if tc.grad_clip:
@@ -402,25 +462,36 @@ def _train(cfg, info, resume, work_dir, model_factory, dataset, config_to_dict, 
                 n = window["n"]
                 means = du.reduce_scalars({k: v / n for k, v in losses_acc.items()}, device)
                 last_loss = means["loss"]
-                row = {**means, "lr": lr, **lr_by_group(optimizer), **_memory_stats(raw),
-                       "iter_time": window["iter"] / n,
-                       "data_time": window["data"] / n,
-                       "samples_per_s": window["samples"] / max(window["iter"], 1e-9),
-                       "substituted": window["substituted"]}
+                row = {
+                    **means,
+                    "lr": lr,
+                    **lr_by_group(optimizer),
+                    **_memory_stats(raw),
+                    "iter_time": window["iter"] / n,
+                    "data_time": window["data"] / n,
+                    "samples_per_s": window["samples"] / max(window["iter"], 1e-9),
+                    "substituted": window["substituted"],
+                }
                 log.scalars(done, row)
-                log.info(f"iter {done}/{tc.iters} " + " ".join(
-                    f"{k}={v:.4g}" for k, v in row.items() if isinstance(v, float)))
+                log.info(
+                    f"iter {done}/{tc.iters} "
+                    + " ".join(f"{k}={v:.4g}" for k, v in row.items() if isinstance(v, float))
+                )
                 window = {"data": 0.0, "iter": 0.0, "n": 0, "samples": 0, "substituted": 0}
                 losses_acc = {}
 
             is_best = False
-            if tc.validate and ((tc.val_interval and done % tc.val_interval == 0) or done == tc.iters):
+            if tc.validate and (
+                (tc.val_interval and done % tc.val_interval == 0) or done == tc.iters
+            ):
                 try:  # every rank: the evaluator splits the videos across ranks and merges the scores
                     metrics = _validate(raw, cfg, work_dir, done)
                 except Exception as exc:
                     # keep the trained iterations: checkpoint first, then report the evaluator's error
                     if not info.distributed:  # (a rank-0-only save would wait for the other ranks)
-                        log.warning(f"validation failed at iteration {done}; checkpoint written first")
+                        log.warning(
+                            f"validation failed at iteration {done}; checkpoint written first"
+                        )
                         save(done, False)
                         if isinstance(exc, VidsegError):  # e.g. a bad val mask: stopped, work kept
                             exc.code = EXIT_PARTIAL
@@ -430,9 +501,17 @@ def _train(cfg, info, resume, work_dir, model_factory, dataset, config_to_dict, 
                 if metrics is not None:
                     last_val = metrics
                     miou = float(metrics.get("miou", float("nan")))
-                    log.scalars(done, {k: v for k, v in metrics.items() if isinstance(v, (int, float))}, "val")
-                    log.info(f"validation at iter {done}: " + ", ".join(
-                        f"{k}={v:.4f}" for k, v in metrics.items() if isinstance(v, float)))
+                    log.scalars(
+                        done,
+                        {k: v for k, v in metrics.items() if isinstance(v, (int, float))},
+                        "val",
+                    )
+                    log.info(
+                        f"validation at iter {done}: "
+                        + ", ".join(
+                            f"{k}={v:.4f}" for k, v in metrics.items() if isinstance(v, float)
+                        )
+                    )
                     if math.isfinite(miou) and miou > best_miou:
                         best_miou, is_best = miou, True
             saved = done % max(tc.ckpt_interval, 1) == 0 or done == tc.iters or is_best
@@ -448,20 +527,30 @@ def _train(cfg, info, resume, work_dir, model_factory, dataset, config_to_dict, 
                     path = save(done, False)
                     if path is not None:
                         last_path = path
-                log.info(f"{stopped} received: stopped after iteration {done}/{tc.iters}; "
-                         f"checkpoint {last_path}; continue with --resume")
+                log.info(
+                    f"{stopped} received: stopped after iteration {done}/{tc.iters}; "
+                    f"checkpoint {last_path}; continue with --resume"
+                )
                 break
 
     if stopped is None:
         log.info(f"finished {tc.iters} iterations; last checkpoint {last_path}")
     log.close()
-    return {"iterations": done, "work_dir": str(work_dir),
-            "checkpoint": str(last_path) if last_path else None, "loss": last_loss,
-            "best_miou": best_miou if best_miou >= 0 else None, "val": last_val,
-            "stopped": stopped, "moved_to": str(moved_to) if moved_to else None}
+    return {
+        "iterations": done,
+        "work_dir": str(work_dir),
+        "checkpoint": str(last_path) if last_path else None,
+        "loss": last_loss,
+        "best_miou": best_miou if best_miou >= 0 else None,
+        "val": last_val,
+        "stopped": stopped,
+        "moved_to": str(moved_to) if moved_to else None,
+    }
 
 
 def build_train_loader_for(cfg, info, start_batch: int, dataset):
     from vidseg.engine.data import build_train_loader
 
-    return build_train_loader(cfg, info.rank, info.world_size, start_batch=start_batch, dataset=dataset)
+    return build_train_loader(
+        cfg, info.rank, info.world_size, start_batch=start_batch, dataset=dataset
+    )

@@ -59,8 +59,9 @@ class TTASettings:
             if value is not None:
                 object.__setattr__(self, key, tuple(value))
         object.__setattr__(self, "scales", tuple(float(s) for s in self.scales))
-        EvalConfig.check_tta(self.mode, self.crop_size, self.stride, self.scales, self.flip,
-                             prefix="")
+        EvalConfig.check_tta(
+            self.mode, self.crop_size, self.stride, self.scales, self.flip, prefix=""
+        )
 
     @classmethod
     def from_config(cls, cfg) -> TTASettings:
@@ -70,8 +71,9 @@ class TTASettings:
         if isinstance(cfg, cls):
             return cfg
         ec = cfg.eval if hasattr(cfg, "eval") and not hasattr(cfg, "mode") else cfg
-        return cls(mode=ec.mode, crop_size=ec.crop_size, stride=ec.stride, scales=ec.scales,
-                   flip=ec.flip)
+        return cls(
+            mode=ec.mode, crop_size=ec.crop_size, stride=ec.stride, scales=ec.scales, flip=ec.flip
+        )
 
     @property
     def plain(self) -> bool:
@@ -158,8 +160,13 @@ class TTAState:
 
     def _reset(self, reason: str | None) -> None:
         if reason is not None:
-            log.warning("stream %s: %s; history of all %d views reset at frame %d", self.video_id,
-                        reason, len(self.streams), self.frame_index)
+            log.warning(
+                "stream %s: %s; history of all %d views reset at frame %d",
+                self.video_id,
+                reason,
+                len(self.streams),
+                self.frame_index,
+            )
             self.own_resets += 1
         self.streams = {}
         self.last_thumb = None
@@ -183,18 +190,21 @@ def _check_state(state, frame: torch.Tensor, video_id, shot_cut_threshold) -> TT
     return state
 
 
-def _view_probs(model, x: torch.Tensor, settings: TTASettings, streams: dict, key: tuple,
-                video_id) -> torch.Tensor:
+def _view_probs(
+    model, x: torch.Tensor, settings: TTASettings, streams: dict, key: tuple, video_id
+) -> torch.Tensor:
     """Window-averaged probabilities `(1, K, H, W)` of one (scaled, maybe flipped) frame."""
     height, width = x.shape[-2:]
     windows = settings.windows(height, width)
     total = None
     for index, (y1, y2, x1, x2) in enumerate(windows):
         crop = x if len(windows) == 1 else x[..., y1:y2, x1:x2].contiguous()
-        logits, streams[(*key, index)] = model.step(crop, streams.get((*key, index)),
-                                                    video_id=video_id)
-        probs = F.interpolate(logits, size=(y2 - y1, x2 - x1), mode="bilinear",
-                              align_corners=False).softmax(1)
+        logits, streams[(*key, index)] = model.step(
+            crop, streams.get((*key, index)), video_id=video_id
+        )
+        probs = F.interpolate(
+            logits, size=(y2 - y1, x2 - x1), mode="bilinear", align_corners=False
+        ).softmax(1)
         if total is None:
             total = probs.new_zeros(1, probs.shape[1], height, width)
         total[..., y1:y2, x1:x2] += probs
@@ -204,8 +214,15 @@ def _view_probs(model, x: torch.Tensor, settings: TTASettings, streams: dict, ke
 
 
 @torch.no_grad()
-def frame_scores(model, frame: torch.Tensor, state: TTAState | None, settings: TTASettings,
-                 video_id=None, no_history: bool = False, shot_cut_threshold: float | None = None):
+def frame_scores(
+    model,
+    frame: torch.Tensor,
+    state: TTAState | None,
+    settings: TTASettings,
+    video_id=None,
+    no_history: bool = False,
+    shot_cut_threshold: float | None = None,
+):
     """Scores of one prepared frame under `settings`, causally.
 
     Args:
@@ -223,14 +240,16 @@ def frame_scores(model, frame: torch.Tensor, state: TTAState | None, settings: T
         True.
     """
     if state is not None and not isinstance(state, TTAState):
-        raise ValueError(f"state must be None or the TTAState of the previous frame, got "
-                         f"{type(state).__name__}")
+        raise ValueError(
+            f"state must be None or the TTAState of the previous frame, got {type(state).__name__}"
+        )
     if no_history or state is None:
         state = TTAState(video_id=video_id)
     if settings.plain:  # the single view handles size changes and shot cuts itself, as before
         key = (1.0, False, 0)
-        logits, state.streams[key] = model.step(frame, state.streams.get(key), video_id=video_id,
-                                                shot_cut_threshold=shot_cut_threshold)
+        logits, state.streams[key] = model.step(
+            frame, state.streams.get(key), video_id=video_id, shot_cut_threshold=shot_cut_threshold
+        )
         state.video_id = video_id if video_id is not None else state.video_id
         state.input_size = tuple(frame.shape[-2:])
         state.frame_index += 1
@@ -240,11 +259,25 @@ def frame_scores(model, frame: torch.Tensor, state: TTAState | None, settings: T
     total = None
     views = settings.views()
     for scale, flipped in views:
-        x = frame if scale == 1.0 else F.interpolate(frame, scale_factor=scale, mode="bilinear",
-                                                     align_corners=False,
-                                                     recompute_scale_factor=False)
-        probs = _view_probs(model, x.flip(-1) if flipped else x, settings, state.streams,
-                            (scale, flipped), state.video_id)
+        x = (
+            frame
+            if scale == 1.0
+            else F.interpolate(
+                frame,
+                scale_factor=scale,
+                mode="bilinear",
+                align_corners=False,
+                recompute_scale_factor=False,
+            )
+        )
+        probs = _view_probs(
+            model,
+            x.flip(-1) if flipped else x,
+            settings,
+            state.streams,
+            (scale, flipped),
+            state.video_id,
+        )
         if flipped:
             probs = probs.flip(-1)
         if tuple(probs.shape[-2:]) != size:

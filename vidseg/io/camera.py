@@ -88,14 +88,23 @@ class CameraSource(FrameSource):
         ValueError: ``timeout_s`` is not a positive finite number.
     """
 
-    def __init__(self, device: int | str, stride: int = 1, max_frames: int | None = None,
-                 short_side: int | None = None, reconnect_attempts: int = 3,
-                 reconnect_delay_s: float = 0.5, queue_size: int = 1,
-                 timeout_s: float | None = DEFAULT_TIMEOUT_S):
+    def __init__(
+        self,
+        device: int | str,
+        stride: int = 1,
+        max_frames: int | None = None,
+        short_side: int | None = None,
+        reconnect_attempts: int = 3,
+        reconnect_delay_s: float = 0.5,
+        queue_size: int = 1,
+        timeout_s: float | None = DEFAULT_TIMEOUT_S,
+    ):
         label = f"camera {device}" if isinstance(device, int) else str(device)
         super().__init__(label, stride, max_frames, short_side, queue_size)
         if timeout_s is not None and not 0 < timeout_s < float("inf"):
-            raise ValueError(f"{label}: timeout_s must be a positive number or None, got {timeout_s}")
+            raise ValueError(
+                f"{label}: timeout_s must be a positive number or None, got {timeout_s}"
+            )
         self.device = device
         self.reconnect_attempts = reconnect_attempts
         self.reconnect_delay_s = reconnect_delay_s
@@ -112,14 +121,18 @@ class CameraSource(FrameSource):
         else:
             log.debug("%s: OpenCV / FFmpeg said: %s", label, " | ".join(native))
             if isinstance(device, int):
-                raise SourceError(f"{label}: could not open device index "
-                                  "(cv2.VideoCapture.isOpened() is False)")
+                raise SourceError(
+                    f"{label}: could not open device index (cv2.VideoCapture.isOpened() is False)"
+                )
             waited = time.monotonic() - start
             if self.timeout_s is not None and waited >= _TIMED_OUT_FRACTION * self.timeout_s:
-                raise SourceError(f"{label}: could not open stream URL: timed out, no answer "
-                                  f"within {self.timeout_s:g} s")
-            cause = _ffmpeg_cause(native) or ("refused, not found or not a video stream: "
-                                              "cv2.VideoCapture.isOpened() is False")
+                raise SourceError(
+                    f"{label}: could not open stream URL: timed out, no answer "
+                    f"within {self.timeout_s:g} s"
+                )
+            cause = _ffmpeg_cause(native) or (
+                "refused, not found or not a video stream: cv2.VideoCapture.isOpened() is False"
+            )
             raise SourceError(f"{label}: could not open stream URL ({cause})")
         fps = self._cap.get(cv2.CAP_PROP_FPS)
         self.fps = float(fps) if fps and fps > 0 else None
@@ -168,9 +181,11 @@ class CameraSource(FrameSource):
             cap = cv2.VideoCapture(self.device, cv2.CAP_FFMPEG)
         else:
             ms = max(1, round(1000 * self.timeout_s))
-            cap = cv2.VideoCapture(self.device, cv2.CAP_FFMPEG,
-                                   [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms,
-                                    cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms])
+            cap = cv2.VideoCapture(
+                self.device,
+                cv2.CAP_FFMPEG,
+                [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms],
+            )
         if not cap.isOpened():
             cap.release()
             return None
@@ -191,7 +206,9 @@ class CameraSource(FrameSource):
                     captured += 1
                     if index % self.stride:
                         continue
-                    rgb = resize_short_side(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), self.short_side, None)
+                    rgb = resize_short_side(
+                        cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), self.short_side, None
+                    )
                     self.frames_decoded += 1
                     with self._cond:
                         if self._slot is not None:
@@ -200,13 +217,19 @@ class CameraSource(FrameSource):
                         self._cond.notify_all()
                     continue
                 if failures >= self.reconnect_attempts:
-                    self.error = (f"{self.name}: stream ended or disconnected after {captured} "
-                                  f"frames; {failures} reconnect attempts failed")
+                    self.error = (
+                        f"{self.name}: stream ended or disconnected after {captured} "
+                        f"frames; {failures} reconnect attempts failed"
+                    )
                     break
                 failures += 1
                 self.reconnects += 1
-                log.warning("%s: read failed, reconnecting (%d/%d)", self.name, failures,
-                            self.reconnect_attempts)
+                log.warning(
+                    "%s: read failed, reconnecting (%d/%d)",
+                    self.name,
+                    failures,
+                    self.reconnect_attempts,
+                )
                 if self._cap is not None:
                     self._cap.release()
                 if self._stop.wait(self.reconnect_delay_s):
@@ -247,5 +270,6 @@ class CameraSource(FrameSource):
             return
         self._thread.join(_CLOSE_GRACE_S)
         if self._thread.is_alive():
-            log.info("%s: a read is still blocked; the capture is released when it returns",
-                     self.name)
+            log.info(
+                "%s: a read is still blocked; the capture is released when it returns", self.name
+            )

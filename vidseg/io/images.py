@@ -52,7 +52,7 @@ def jpeg_is_truncated(data: bytes) -> bool:
             continue
         if i + 4 > n:
             return True
-        end = i + 2 + int.from_bytes(data[i + 2:i + 4], "big")
+        end = i + 2 + int.from_bytes(data[i + 2 : i + 4], "big")
         if end > n:
             return True
         if marker == _SOS:
@@ -82,8 +82,9 @@ def read_rgb(path: str | os.PathLike, what: str = "image") -> np.ndarray:
     if not data:
         raise UnreadableImageError(f"{what} {path} is empty (0 bytes)")
     if jpeg_is_truncated(data):
-        raise UnreadableImageError(f"{what} {path} is a truncated JPEG (its data ends before the "
-                                   "end-of-image marker)")
+        raise UnreadableImageError(
+            f"{what} {path} is a truncated JPEG (its data ends before the end-of-image marker)"
+        )
     # IMREAD_COLOR applies the EXIF orientation; IMREAD_UNCHANGED would not
     bgr = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
     if bgr is None:

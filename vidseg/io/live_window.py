@@ -36,8 +36,13 @@ class LiveWindow:
 
     stop_reason = "stopped from the live window (q, Esc or window closed)"
 
-    def __init__(self, title: str = "vidseg", alpha: float = 0.5,
-                 class_names: Sequence[str] | None = None, legend: bool = True):
+    def __init__(
+        self,
+        title: str = "vidseg",
+        alpha: float = 0.5,
+        class_names: Sequence[str] | None = None,
+        legend: bool = True,
+    ):
         self.title, self.alpha, self.class_names, self.legend = title, alpha, class_names, legend
         decision = live_window()
         self.enabled = decision.choice == "available"
@@ -66,8 +71,9 @@ class LiveWindow:
             draw_legend(img, labels, self.class_names)
         try:
             if not self._opened:
-                cv2.namedWindow(self.title, cv2.WINDOW_NORMAL | cv2.WINDOW_KEEPRATIO
-                                | cv2.WINDOW_GUI_NORMAL)
+                cv2.namedWindow(
+                    self.title, cv2.WINDOW_NORMAL | cv2.WINDOW_KEEPRATIO | cv2.WINDOW_GUI_NORMAL
+                )
             cv2.imshow(self.title, cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
             now = time.monotonic()
             if now - self._title_at >= 0.5:  # a number that changes every frame is unreadable

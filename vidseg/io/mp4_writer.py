@@ -83,10 +83,20 @@ class OverlayVideoWriter:
         frames_kept: frames the finished file holds (set by ``close``).
     """
 
-    def __init__(self, path: str | Path, fps: float, alpha: float = 0.5,
-                 class_names: Sequence[str] | None = None, legend: bool = True,
-                 show_fps: bool = True, threaded: bool = False, queue_size: int = 8,
-                 crf: int = 23, preset: str = "veryfast", fragment_s: float = 1.0):
+    def __init__(
+        self,
+        path: str | Path,
+        fps: float,
+        alpha: float = 0.5,
+        class_names: Sequence[str] | None = None,
+        legend: bool = True,
+        show_fps: bool = True,
+        threaded: bool = False,
+        queue_size: int = 8,
+        crf: int = 23,
+        preset: str = "veryfast",
+        fragment_s: float = 1.0,
+    ):
         if not fps or fps <= 0:
             raise ValueError(f"{path}: fps must be > 0, got {fps}")
         if not fragment_s > 0:
@@ -111,8 +121,9 @@ class OverlayVideoWriter:
         self._thread: threading.Thread | None = None
         if threaded:
             self._queue = queue.Queue(maxsize=queue_size)
-            self._thread = threading.Thread(target=self._worker, name=f"encode:{self.path.name}",
-                                            daemon=True)
+            self._thread = threading.Thread(
+                target=self._worker, name=f"encode:{self.path.name}", daemon=True
+            )
             self._thread.start()
 
     def write(self, rgb: np.ndarray, labels: np.ndarray, fps_value: float | None = None) -> None:
@@ -170,15 +181,19 @@ class OverlayVideoWriter:
         import av
 
         self.size = (height, width)
-        options = {"movflags": _MOVFLAGS, "frag_duration": str(round(self.fragment_s * 1e6)),
-                   "flush_packets": "1"}
+        options = {
+            "movflags": _MOVFLAGS,
+            "frag_duration": str(round(self.fragment_s * 1e6)),
+            "flush_packets": "1",
+        }
         try:
             self._container = av.open(str(self.path), "w", format="mp4", options=options)
         except OSError as exc:
             raise SinkError(f"{self.path}: cannot create video file ({exc})") from exc
         rate = Fraction(self.fps).limit_denominator(1001)
         self._stream = self._container.add_stream(
-            "libx264", rate=rate, options={"crf": str(self.crf), "preset": self.preset})
+            "libx264", rate=rate, options={"crf": str(self.crf), "preset": self.preset}
+        )
         self._stream.width, self._stream.height = width + width % 2, height + height % 2
         self._stream.pix_fmt = "yuv420p"
 
@@ -199,8 +214,9 @@ class OverlayVideoWriter:
             if self._container is None:
                 self._open(h, w)
             if (h, w) != self.size:
-                raise ValueError(f"{self.path}: frame size {(h, w)} differs from the first "
-                                 f"frame's {self.size}")
+                raise ValueError(
+                    f"{self.path}: frame size {(h, w)} differs from the first frame's {self.size}"
+                )
             if h % 2 or w % 2:
                 img = np.pad(img, ((0, h % 2), (0, w % 2), (0, 0)))
             frame = av.VideoFrame.from_ndarray(img, format="rgb24")
@@ -252,8 +268,9 @@ class OverlayVideoWriter:
             if self.frames_kept == 0:
                 self.path.unlink(missing_ok=True)  # a header without frames is not a video
         except (OSError, av.FFmpegError) as exc:
-            log.warning("%s: could not cut the file back to its last complete fragment: %s",
-                        self.path, exc)
+            log.warning(
+                "%s: could not cut the file back to its last complete fragment: %s", self.path, exc
+            )
 
     def __enter__(self) -> OverlayVideoWriter:
         return self

@@ -60,11 +60,16 @@ class Orientation:
         return _NAMES[(self.transpose, self.hflip, self.vflip)]
 
 
-_NAMES = {(False, False, False): "upright", (False, True, False): "mirrored left-right",
-          (False, True, True): "rotated 180 degrees", (False, False, True): "mirrored top-bottom",
-          (True, False, False): "transposed", (True, True, False): "rotated 90 degrees clockwise",
-          (True, True, True): "anti-transposed",
-          (True, False, True): "rotated 90 degrees counter-clockwise"}
+_NAMES = {
+    (False, False, False): "upright",
+    (False, True, False): "mirrored left-right",
+    (False, True, True): "rotated 180 degrees",
+    (False, False, True): "mirrored top-bottom",
+    (True, False, False): "transposed",
+    (True, True, False): "rotated 90 degrees clockwise",
+    (True, True, True): "anti-transposed",
+    (True, False, True): "rotated 90 degrees counter-clockwise",
+}
 
 UPRIGHT = Orientation()
 
@@ -94,8 +99,12 @@ def _rotate_tag(value: str) -> Orientation | None:
         degrees = int(float(value)) % 360
     except ValueError:
         return None
-    return {0: UPRIGHT, 90: Orientation(True, True, False), 180: Orientation(False, True, True),
-            270: Orientation(True, False, True)}.get(degrees)
+    return {
+        0: UPRIGHT,
+        90: Orientation(True, True, False),
+        180: Orientation(False, True, True),
+        270: Orientation(True, False, True),
+    }.get(degrees)
 
 
 def frame_orientation(frame, stream=None) -> Orientation | None:
@@ -139,8 +148,11 @@ class UprightConverter:
         orientation = frame_orientation(frame, stream)
         if orientation is None:
             if not self._warned:
-                log.warning("%s: the display matrix is not a right-angle rotation or mirror; "
-                            "frames are used as stored", self.name)
+                log.warning(
+                    "%s: the display matrix is not a right-angle rotation or mirror; "
+                    "frames are used as stored",
+                    self.name,
+                )
                 self._warned = True
             return rgb
         return orientation.apply(rgb)

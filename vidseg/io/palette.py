@@ -18,7 +18,9 @@ def _build_palette(n: int) -> np.ndarray:
     grid = np.stack(np.meshgrid(levels, levels, levels, indexing="ij"), -1).reshape(-1, 3)
     weights = np.array([2.0, 4.0, 3.0])
     # Start as if black (ignore) and white (legend text) were already taken.
-    dist = np.minimum((((grid - 0.0) ** 2) * weights).sum(1), (((grid - 255.0) ** 2) * weights).sum(1))
+    dist = np.minimum(
+        (((grid - 0.0) ** 2) * weights).sum(1), (((grid - 255.0) ** 2) * weights).sum(1)
+    )
     chosen = []
     for _ in range(n):
         k = int(np.argmax(dist))  # ties resolve to the lowest grid index: deterministic
@@ -52,8 +54,10 @@ def label_counts(labels: np.ndarray) -> np.ndarray:
     counts = np.bincount(labels.ravel(), minlength=256)
     bad = np.nonzero(counts[NUM_COLORS:IGNORE_INDEX])[0] + NUM_COLORS
     if bad.size:
-        raise ValueError(f"labels hold values {bad[:8].tolist()}, expected train ids "
-                         f"0..{NUM_COLORS - 1} or {IGNORE_INDEX}")
+        raise ValueError(
+            f"labels hold values {bad[:8].tolist()}, expected train ids "
+            f"0..{NUM_COLORS - 1} or {IGNORE_INDEX}"
+        )
     return counts
 
 
@@ -82,8 +86,9 @@ def overlay(rgb: np.ndarray, labels: np.ndarray, alpha: float = 0.5) -> np.ndarr
         RGB uint8 ``(H, W, 3)``.
     """
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.shape[:2] != labels.shape:
-        raise ValueError(f"overlay: rgb {rgb.shape} and labels {labels.shape} must be "
-                         "(H, W, 3) and (H, W)")
+        raise ValueError(
+            f"overlay: rgb {rgb.shape} and labels {labels.shape} must be (H, W, 3) and (H, W)"
+        )
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"overlay: alpha must be in [0, 1], got {alpha}")
     counts = label_counts(labels)

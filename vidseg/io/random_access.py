@@ -133,8 +133,9 @@ class PyAVFrameReader:
                         self._get_seeking(container, stream, wanted, out)
                         return out
                     except _LostTrack as exc:
-                        log.warning("%s: %s; reading this file from the start from now on",
-                                    self.path, exc)
+                        log.warning(
+                            "%s: %s; reading this file from the start from now on", self.path, exc
+                        )
                         self._pts = self._index = None
                     container.seek(0)
                     self.seeks += 1
@@ -243,8 +244,9 @@ class DecordFrameReader:
         self.reader = decord.VideoReader(self.path, ctx=decord.cpu(0), num_threads=1)
         shape = tuple(self.reader[0].shape)
         if len(shape) != 3 or shape[2] != 3:
-            raise ValueError(f"{self.path}: decord returned frames of shape {shape}, "
-                             "expected (H, W, 3)")
+            raise ValueError(
+                f"{self.path}: decord returned frames of shape {shape}, expected (H, W, 3)"
+            )
         refusal = decord_refusal(self.path)
         if refusal is not None:
             raise ValueError(refusal)
@@ -259,8 +261,9 @@ class DecordFrameReader:
             return {}
         batch = self.reader.get_batch(unique).asnumpy()
         if batch.ndim != 4 or batch.shape[3] != 3:
-            raise ValueError(f"{self.path}: decord get_batch returned shape {batch.shape}, "
-                             "expected (N, H, W, 3)")
+            raise ValueError(
+                f"{self.path}: decord get_batch returned shape {batch.shape}, expected (N, H, W, 3)"
+            )
         return {i: batch[k] for k, i in enumerate(unique)}
 
 
@@ -276,8 +279,11 @@ def open_frame_reader(path: str | os.PathLike, reader: str = "pyav"):
         try:
             return DecordFrameReader(path)
         except Exception as exc:  # noqa: BLE001 - DECORDError is not exported consistently
-            log.warning("decord cannot read %s (%s); reading it with PyAV", path,
-                        str(exc).strip().splitlines()[0] if str(exc).strip() else exc)
+            log.warning(
+                "decord cannot read %s (%s); reading it with PyAV",
+                path,
+                str(exc).strip().splitlines()[0] if str(exc).strip() else exc,
+            )
     elif reader != "pyav":
         raise ValueError(f"reader={reader!r}; expected 'pyav' or 'decord'")
     return PyAVFrameReader(path)

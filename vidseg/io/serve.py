@@ -67,8 +67,10 @@ def parse_address(text: str) -> tuple[str, int]:
     except ValueError:
         port = -1
     if not 0 <= port <= 65535:
-        raise ServeError(f"{text!r}: expected PORT, :PORT or HOST:PORT with a port 0..65535 "
-                         "(0 = any free port), e.g. 8000 or 127.0.0.1:8000")
+        raise ServeError(
+            f"{text!r}: expected PORT, :PORT or HOST:PORT with a port 0..65535 "
+            "(0 = any free port), e.g. 8000 or 127.0.0.1:8000"
+        )
     return host or DEFAULT_HOST, port
 
 
@@ -125,9 +127,15 @@ class LiveServer:
 
     stop_reason = "stopped from the browser (Stop button)"
 
-    def __init__(self, host: str = DEFAULT_HOST, port: int = 0, title: str = "vidseg",
-                 class_names: Sequence[str] | None = None, alpha: float = 0.5,
-                 jpeg_quality: int = 80):
+    def __init__(
+        self,
+        host: str = DEFAULT_HOST,
+        port: int = 0,
+        title: str = "vidseg",
+        class_names: Sequence[str] | None = None,
+        alpha: float = 0.5,
+        jpeg_quality: int = 80,
+    ):
         self.title, self.class_names, self.alpha = title, class_names, alpha
         self.jpeg_quality = int(jpeg_quality)
         self._cond = threading.Condition()
@@ -142,8 +150,9 @@ class LiveServer:
         except OSError as exc:
             raise ServeError(f"{_netloc(host, port)}: {_bind_problem(exc)}") from None
         self.host, self.port = host, int(self._httpd.server_address[1])
-        self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.2,),
-                                        name=f"serve:{self.port}", daemon=True)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, args=(0.2,), name=f"serve:{self.port}", daemon=True
+        )
         self._thread.start()
 
     @property
@@ -198,15 +207,24 @@ class LiveServer:
         frame = self._frame
         frames, fps = (frame[0], frame[3]) if frame is not None else (0, 0.0)
         legend = legend_rows(frame[2], self.class_names) if frame is not None else []
-        return {"title": self.title, "frames": frames, "fps": round(fps, 2),
-                "stopping": self._stop.is_set(), "legend": legend}
+        return {
+            "title": self.title,
+            "frames": frames,
+            "fps": round(fps, 2),
+            "stopping": self._stop.is_set(),
+            "legend": legend,
+        }
 
     def wait_for_frame(self, after: int, timeout: float) -> bool:
         """Block until a frame newer than number ``after`` exists (True) or close / timeout."""
         with self._cond:
-            return self._cond.wait_for(
-                lambda: self._closed or (self._frame is not None and self._frame[0] > after),
-                timeout) and not self._closed
+            return (
+                self._cond.wait_for(
+                    lambda: self._closed or (self._frame is not None and self._frame[0] > after),
+                    timeout,
+                )
+                and not self._closed
+            )
 
     def latest_jpeg(self) -> tuple[int, bytes] | None:
         """``(frame number, JPEG bytes)`` of the latest overlay; encoded once per frame."""
@@ -247,8 +265,10 @@ def _netloc(host: str, port: int) -> str:
 
 def _bind_problem(exc: OSError) -> str:
     if exc.errno == errno.EADDRINUSE:
-        return "port already in use (another program listens there); choose another port, " \
-               "or 0 for any free one"
+        return (
+            "port already in use (another program listens there); choose another port, "
+            "or 0 for any free one"
+        )
     if exc.errno == errno.EACCES:
         return "permission denied (ports below 1024 need administrator rights)"
     if exc.errno == errno.EADDRNOTAVAIL:

@@ -23,8 +23,9 @@ def class_name(class_id: int, class_names: Sequence[str] | None) -> str:
     return f"class {class_id}"
 
 
-def legend_rows(labels: np.ndarray, class_names: Sequence[str] | None,
-                max_items: int = 12) -> list[dict]:
+def legend_rows(
+    labels: np.ndarray, class_names: Sequence[str] | None, max_items: int = 12
+) -> list[dict]:
     """The classes visible in a label map, largest area first.
 
     Args:
@@ -40,17 +41,25 @@ def legend_rows(labels: np.ndarray, class_names: Sequence[str] | None,
     ids = np.nonzero(counts)[0]
     order = ids[np.argsort(-counts[ids], kind="stable")][:max_items]
     total = max(int(labels.size), 1)
-    return [{"id": int(k), "name": class_name(int(k), class_names),
-             "color": "#{:02x}{:02x}{:02x}".format(*(int(c) for c in PALETTE[k])),
-             "share": round(float(counts[k]) / total, 4)} for k in order]
+    return [
+        {
+            "id": int(k),
+            "name": class_name(int(k), class_names),
+            "color": "#{:02x}{:02x}{:02x}".format(*(int(c) for c in PALETTE[k])),
+            "share": round(float(counts[k]) / total, 4),
+        }
+        for k in order
+    ]
 
 
 def _legend_html(rows: list[dict]) -> str:
     # Same markup as rows() in the page's script, so the first render and the updates agree.
     return "".join(
         f'<li><span class="sw" style="background:{r["color"]}"></span>'
-        f'<span>{html.escape(r["name"])}</span>'
-        f'<span class="share">{100 * r["share"]:.1f}%</span></li>' for r in rows)
+        f"<span>{html.escape(r['name'])}</span>"
+        f'<span class="share">{100 * r["share"]:.1f}%</span></li>'
+        for r in rows
+    )
 
 
 _STYLE = """

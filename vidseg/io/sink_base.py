@@ -34,8 +34,9 @@ class SinkWriteError(SinkError):
 
     def __init__(self, path: str | Path, exc: OSError):
         name = errno.errorcode.get(exc.errno, "") if exc.errno else ""
-        super().__init__(f"{path}: write failed: {exc.strerror or exc}"
-                         + (f" [{name}]" if name else ""))
+        super().__init__(
+            f"{path}: write failed: {exc.strerror or exc}" + (f" [{name}]" if name else "")
+        )
         self.path, self.errno = Path(path), exc.errno
 
 
@@ -67,8 +68,12 @@ def _font_scale(height: int) -> float:
     return float(np.clip(height / 720.0 * 0.9, 0.35, 1.2))
 
 
-def draw_legend(img: np.ndarray, labels: np.ndarray, class_names: Sequence[str] | None = None,
-                max_items: int = 10) -> np.ndarray:
+def draw_legend(
+    img: np.ndarray,
+    labels: np.ndarray,
+    class_names: Sequence[str] | None = None,
+    max_items: int = 10,
+) -> np.ndarray:
     """Draw, in place, a top-left box listing the classes visible in ``labels`` (largest first).
 
     Args:
@@ -82,8 +87,10 @@ def draw_legend(img: np.ndarray, labels: np.ndarray, class_names: Sequence[str] 
     if ids.size == 0:
         return img
     order = ids[np.argsort(-counts[ids], kind="stable")]
-    names = [class_names[k] if class_names is not None and k < len(class_names) else f"class {k}"
-             for k in order[:max_items]]
+    names = [
+        class_names[k] if class_names is not None and k < len(class_names) else f"class {k}"
+        for k in order[:max_items]
+    ]
     if order.size > max_items:
         names.append(f"+{order.size - max_items} more")
     font, scale = cv2.FONT_HERSHEY_SIMPLEX, _font_scale(img.shape[0])

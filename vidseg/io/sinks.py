@@ -37,9 +37,19 @@ from vidseg.io.sink_base import (
 
 # the writers and errors callers import from here, wherever they are defined
 __all__ = [
-    "ColorPngWriter", "Interrupted", "LabelPngWriter", "LiveWindow", "OverlayVideoWriter",
-    "SinkError", "SinkWriteError", "close_on_signal", "count_video_frames", "draw_fps",
-    "draw_legend", "ensure_writable_dir", "write_png_atomic",
+    "ColorPngWriter",
+    "Interrupted",
+    "LabelPngWriter",
+    "LiveWindow",
+    "OverlayVideoWriter",
+    "SinkError",
+    "SinkWriteError",
+    "close_on_signal",
+    "count_video_frames",
+    "draw_fps",
+    "draw_legend",
+    "ensure_writable_dir",
+    "write_png_atomic",
 ]
 
 log = logging.getLogger(__name__)
@@ -75,8 +85,10 @@ def _check_ids(labels: np.ndarray, where: Path) -> None:
         raise ValueError(f"{where}: labels must be uint8 (H, W), got {labels.dtype} {labels.shape}")
     if labels.size and labels.max() >= NUM_COLORS:
         bad = np.unique(labels[labels >= NUM_COLORS])[:8].tolist()
-        raise ValueError(f"{where}: label values {bad} outside the train ids 0..{NUM_COLORS - 1} "
-                         "that the VSPW evaluation expects")
+        raise ValueError(
+            f"{where}: label values {bad} outside the train ids 0..{NUM_COLORS - 1} "
+            "that the VSPW evaluation expects"
+        )
 
 
 class LabelPngWriter:
@@ -110,7 +122,9 @@ class ColorPngWriter:
         self.alpha = alpha
         self.frames_written = 0
 
-    def write(self, video: str, stem: str, labels: np.ndarray, rgb: np.ndarray | None = None) -> Path:
+    def write(
+        self, video: str, stem: str, labels: np.ndarray, rgb: np.ndarray | None = None
+    ) -> Path:
         """Write ``colorize(labels)`` or ``overlay(rgb, labels)``; returns the PNG path."""
         path = self.out_dir / video / f"{stem}.png"
         img = colorize(labels) if rgb is None else overlay(rgb, labels, self.alpha)
@@ -123,8 +137,9 @@ class ColorPngWriter:
 
 
 @contextlib.contextmanager
-def close_on_signal(*closables, signals: Sequence[int] = (signal.SIGINT, signal.SIGTERM)
-                    ) -> Iterator[None]:
+def close_on_signal(
+    *closables, signals: Sequence[int] = (signal.SIGINT, signal.SIGTERM)
+) -> Iterator[None]:
     """Close writers on exit, including on Ctrl-C / SIGTERM.
 
     Inside the block the first SIGINT / SIGTERM raises ``Interrupted`` (a KeyboardInterrupt) in

@@ -61,8 +61,14 @@ class FrameSource:
         error: None, or why decoding stopped early (the frames before it are still yielded).
     """
 
-    def __init__(self, name: str, stride: int = 1, max_frames: int | None = None,
-                 short_side: int | None = None, queue_size: int = 8):
+    def __init__(
+        self,
+        name: str,
+        stride: int = 1,
+        max_frames: int | None = None,
+        short_side: int | None = None,
+        queue_size: int = 8,
+    ):
         _check_options(name, stride, max_frames, short_side)
         if queue_size < 1:
             raise ValueError(f"{name}: queue_size must be >= 1, got {queue_size}")
@@ -117,7 +123,9 @@ class FrameSource:
         if self._closed:
             raise RuntimeError(f"{self.name}: source is closed")
         if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name=f"decode:{self.name}", daemon=True)
+            self._thread = threading.Thread(
+                target=self._run, name=f"decode:{self.name}", daemon=True
+            )
             self._thread.start()
         return self
 
@@ -138,8 +146,13 @@ class FrameSource:
             self.frames_read += 1
             yield item
         if self.error:
-            log.warning("%s (%d frames read, %d dropped, %d skipped)", self.error,
-                        self.frames_read, self.dropped, self.skipped)
+            log.warning(
+                "%s (%d frames read, %d dropped, %d skipped)",
+                self.error,
+                self.frames_read,
+                self.dropped,
+                self.skipped,
+            )
 
     def close(self) -> None:
         """Stop the background thread and free the decoder; safe to call twice."""

@@ -50,8 +50,15 @@ class VideoFileSource(FrameSource):
             or if decord is required but fails its self-test or misreads this file.
     """
 
-    def __init__(self, path: str | Path, stride: int = 1, max_frames: int | None = None,
-                 short_side: int | None = None, backend: str = "pyav", queue_size: int = 8):
+    def __init__(
+        self,
+        path: str | Path,
+        stride: int = 1,
+        max_frames: int | None = None,
+        short_side: int | None = None,
+        backend: str = "pyav",
+        queue_size: int = 8,
+    ):
         super().__init__(str(path), stride, max_frames, short_side, queue_size)
         self.path = Path(path)
         if not self.path.is_file():
@@ -59,8 +66,9 @@ class VideoFileSource(FrameSource):
         self._container = None
         self._reader = None
         if backend not in ("pyav", "decord", "auto"):
-            raise ValueError(f"{self.path}: backend must be 'pyav', 'decord' or 'auto', "
-                             f"got {backend!r}")
+            raise ValueError(
+                f"{self.path}: backend must be 'pyav', 'decord' or 'auto', got {backend!r}"
+            )
         from vidseg.io.selftest import SelfTestError, video_reader
 
         try:
@@ -113,8 +121,9 @@ class VideoFileSource(FrameSource):
         shape = tuple(self._reader[0].shape)
         if len(shape) != 3 or shape[2] != 3:
             self._reader = None
-            raise _DecordMisreads(f"{self.path}: decord returned frames of shape {shape}, "
-                                  "expected (H, W, 3)")
+            raise _DecordMisreads(
+                f"{self.path}: decord returned frames of shape {shape}, expected (H, W, 3)"
+            )
         self._reader.seek(0)
         self.fps = float(self._reader.get_avg_fps()) or None
         self.num_frames = _expected_count(self._total, self.stride, self.max_frames)
@@ -127,8 +136,10 @@ class VideoFileSource(FrameSource):
         elif self.error is None and self._total and self.max_frames is None:
             expected = _expected_count(self._total, self.stride, None)
             if self.frames_decoded < expected:
-                self.error = (f"{self.path}: truncated or corrupt, decoded {self.frames_decoded} "
-                              f"of the {expected} frames the container index lists")
+                self.error = (
+                    f"{self.path}: truncated or corrupt, decoded {self.frames_decoded} "
+                    f"of the {expected} frames the container index lists"
+                )
 
     def _produce_pyav(self) -> Iterator[Frame]:
         stream = self._container.streams.video[0]
@@ -190,17 +201,27 @@ class FrameDirSource(FrameSource):
         SourceError: at construction, if the folder is missing or holds no images.
     """
 
-    def __init__(self, path: str | Path, stride: int = 1, max_frames: int | None = None,
-                 short_side: int | None = None, fps: float = 25.0, queue_size: int = 8):
+    def __init__(
+        self,
+        path: str | Path,
+        stride: int = 1,
+        max_frames: int | None = None,
+        short_side: int | None = None,
+        fps: float = 25.0,
+        queue_size: int = 8,
+    ):
         super().__init__(str(path), stride, max_frames, short_side, queue_size)
         self.path = Path(path)
         if not self.path.is_dir():
             raise SourceError(f"{self.path}: no such frame folder")
-        self.paths = sorted(p for p in self.path.iterdir()
-                            if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+        self.paths = sorted(
+            p for p in self.path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+        )
         if not self.paths:
-            raise SourceError(f"{self.path}: frame folder holds no images "
-                              f"(looked for {', '.join(IMAGE_EXTENSIONS)})")
+            raise SourceError(
+                f"{self.path}: frame folder holds no images "
+                f"(looked for {', '.join(IMAGE_EXTENSIONS)})"
+            )
         self.fps = fps
         self.num_frames = _expected_count(len(self.paths), stride, max_frames)
         self.skipped_paths: list[Path] = []
@@ -221,8 +242,9 @@ class FrameDirSource(FrameSource):
             yield i, i / self.fps, resize_short_side(rgb, self.short_side, None)
 
 
-def open_source(spec: str | int, timeout_s: float | None = DEFAULT_TIMEOUT_S,
-                **opts) -> FrameSource:
+def open_source(
+    spec: str | int, timeout_s: float | None = DEFAULT_TIMEOUT_S, **opts
+) -> FrameSource:
     """Open a source from a command-line string.
 
     An integer-like string is a camera index, an rtsp/http(s)/rtmp URL or a /dev/video* path is a

@@ -80,16 +80,19 @@ class VideoConsistency:
         gt_raw = np.asarray(gt_raw)
         pred = np.asarray(pred)
         if gt_raw.shape != pred.shape:
-            raise ValueError(f"video {self._video}: GT shape {gt_raw.shape} != prediction "
-                             f"shape {pred.shape}")
+            raise ValueError(
+                f"video {self._video}: GT shape {gt_raw.shape} != prediction shape {pred.shape}"
+            )
         if self._prev_gt is None:
             self._frames = 0
             self._run_gt = np.ones(gt_raw.shape, dtype=self._dtype)
             self._run_pred = np.ones(gt_raw.shape, dtype=self._dtype)
         else:
             if gt_raw.shape != self._prev_gt.shape:
-                raise ValueError(f"video {self._video}: frame shape {gt_raw.shape} differs from "
-                                 f"the previous frame's {self._prev_gt.shape}")
+                raise ValueError(
+                    f"video {self._video}: frame shape {gt_raw.shape} differs from "
+                    f"the previous frame's {self._prev_gt.shape}"
+                )
             self._extend(self._run_gt, gt_raw == self._prev_gt)
             self._extend(self._run_pred, pred == self._prev_pred)
         self._prev_gt, self._prev_pred = gt_raw, pred
@@ -137,7 +140,10 @@ class VideoConsistency:
         return result
 
     def state(self) -> dict:
-        return {"windows": list(self.windows), "scores": {c: list(v) for c, v in self.scores.items()}}
+        return {
+            "windows": list(self.windows),
+            "scores": {c: list(v) for c, v in self.scores.items()},
+        }
 
     def merge_state(self, state: dict) -> None:
         """Append another process's window scores (merge in video order for identical floats)."""
@@ -180,7 +186,9 @@ def warp_nearest_official(pred_next: np.ndarray, flow: np.ndarray, fill: int = 0
     np.rint(iy, out=iy)
     inside = (ix >= 0) & (ix <= w - 1) & (iy >= 0) & (iy <= h - 1)
     # One gather from the labels with the fill value appended, instead of boolean indexing.
-    flat = np.where(inside, iy.astype(np.int32) * np.int32(w) + ix.astype(np.int32), np.int32(h * w))
+    flat = np.where(
+        inside, iy.astype(np.int32) * np.int32(w) + ix.astype(np.int32), np.int32(h * w)
+    )
     table = np.append(pred_next.ravel(), np.asarray(fill, dtype=pred_next.dtype))
     return np.take(table, flat)
 
@@ -209,8 +217,13 @@ class TemporalConsistency:
         device: torch device for RAFT.
     """
 
-    def __init__(self, num_classes: int = 124, flow: str | FlowFn = "dis",
-                 raft_weights: str | None = None, device: str | None = None):
+    def __init__(
+        self,
+        num_classes: int = 124,
+        flow: str | FlowFn = "dis",
+        raft_weights: str | None = None,
+        device: str | None = None,
+    ):
         from vidseg.metrics.flow import build_flow
 
         self.num_classes = int(num_classes)
@@ -233,8 +246,9 @@ class TemporalConsistency:
         if self._video is None:
             raise RuntimeError("add() called before start_video()")
         if rgb.shape[:2] != pred.shape:
-            raise ValueError(f"video {self._video}: frame size {rgb.shape[:2]} != prediction "
-                             f"size {pred.shape}")
+            raise ValueError(
+                f"video {self._video}: frame size {rgb.shape[:2]} != prediction size {pred.shape}"
+            )
         if self._prev_rgb is not None:
             flow = np.asarray(self.flow_fn(self._prev_rgb, rgb))
             warped = warp_nearest_official(pred, flow, fill=0)

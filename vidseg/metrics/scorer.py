@@ -19,8 +19,13 @@ from vidseg.metrics.split_scorer import MAX_LISTED, SplitScorer
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PNG_COLOUR_TYPES = {0: "grayscale", 2: "RGB", 3: "palette", 4: "grayscale+alpha", 6: "RGBA"}
 
-__all__ = ["SplitScorer", "dataset_classes", "read_prediction", "resolve_format",
-           "score_prediction_dir"]
+__all__ = [
+    "SplitScorer",
+    "dataset_classes",
+    "read_prediction",
+    "resolve_format",
+    "score_prediction_dir",
+]
 
 
 def read_prediction(path: str) -> np.ndarray:
@@ -47,8 +52,10 @@ def read_prediction(path: str) -> np.ndarray:
             arr = arr.astype(np.uint8)
     else:
         kind = _PNG_COLOUR_TYPES.get(colour, f"colour type {colour}")
-        raise ValueError(f"{path}: {bit_depth}-bit {kind} PNG; expected a single-channel 8-bit "
-                         f"label PNG (grayscale or palette) of train ids")
+        raise ValueError(
+            f"{path}: {bit_depth}-bit {kind} PNG; expected a single-channel 8-bit "
+            f"label PNG (grayscale or palette) of train ids"
+        )
     if arr is None:
         raise ValueError(f"{path}: PNG cannot be decoded")
     return arr.astype(np.uint8, copy=False)
@@ -60,8 +67,7 @@ def _problems_error(problems: list[str], total: int, what: str) -> ValueError:
     return ValueError(f"{total} {what}{more}: {shown}")
 
 
-def _load_frame(pred_path: str, mask_path: str | None, frame_path: str | None,
-                label_format: str):
+def _load_frame(pred_path: str, mask_path: str | None, frame_path: str | None, label_format: str):
     """Read one frame's files: `(gt, pred, rgb, problem, missing)`.
 
     `gt` is the mask in VSPW raw values (None for a frame without one), `rgb` the image when
@@ -93,8 +99,16 @@ def _decoded_frames(video, in_tc: bool):
         yield rgb
 
 
-def _score_video(scorer: SplitScorer, video, pred_dir: str, in_tc: bool, allow_missing: bool,
-                 label_format: str = "vspw", io_threads: int = 2, prefetch: int = 3) -> None:
+def _score_video(
+    scorer: SplitScorer,
+    video,
+    pred_dir: str,
+    in_tc: bool,
+    allow_missing: bool,
+    label_format: str = "vspw",
+    io_threads: int = 2,
+    prefetch: int = 3,
+) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
     name, k = video.name, scorer.num_classes
@@ -103,8 +117,15 @@ def _score_video(scorer: SplitScorer, video, pred_dir: str, in_tc: bool, allow_m
     # TC reads image files with the masks; a video file is decoded in this thread, in order
     images = video.frame_paths if scorer._in_tc and video.video_path is None else None
     decoded = _decoded_frames(video, scorer._in_tc)
-    jobs = [(os.path.join(pred_dir, name, stem + ".png"), video.mask_paths[i],
-             images[i] if images else None, label_format) for i, stem in enumerate(video.stems)]
+    jobs = [
+        (
+            os.path.join(pred_dir, name, stem + ".png"),
+            video.mask_paths[i],
+            images[i] if images else None,
+            label_format,
+        )
+        for i, stem in enumerate(video.stems)
+    ]
     # PNG/JPEG decoding releases the GIL: a couple of threads decode the next frames while this
     # one scores the current frame; the look-ahead is bounded so memory stays flat.
     if io_threads <= 0:
@@ -128,12 +149,15 @@ def _score_video(scorer: SplitScorer, video, pred_dir: str, in_tc: bool, allow_m
             if problem is not None:
                 problems.append(problem)
             elif gt is not None and pred.shape != gt.shape:
-                problems.append(f"{pred_path}: size {pred.shape[1]}x{pred.shape[0]} (WxH) but mask "
-                                f"{mask_path} is {gt.shape[1]}x{gt.shape[0]}")
+                problems.append(
+                    f"{pred_path}: size {pred.shape[1]}x{pred.shape[0]} (WxH) but mask "
+                    f"{mask_path} is {gt.shape[1]}x{gt.shape[0]}"
+                )
             elif int(pred.max()) >= k:
                 bad = np.unique(pred[pred >= k])[:5].tolist()
-                problems.append(f"{pred_path}: values {bad} > {k - 1} (expected train ids "
-                                f"0..{k - 1})")
+                problems.append(
+                    f"{pred_path}: values {bad} > {k - 1} (expected train ids 0..{k - 1})"
+                )
             if problems:  # the video fails below: only look for a few more bad files
                 if len(problems) >= MAX_LISTED:
                     for future in pending:
@@ -142,8 +166,11 @@ def _score_video(scorer: SplitScorer, video, pred_dir: str, in_tc: bool, allow_m
                 continue
             scorer.add_frame(gt, pred, rgb, name=pred_path)
     if problems:
-        what = (f"bad prediction file(s) in video {name}" if len(problems) < MAX_LISTED else
-                f"or more bad prediction files in video {name} (stopped looking)")
+        what = (
+            f"bad prediction file(s) in video {name}"
+            if len(problems) < MAX_LISTED
+            else f"or more bad prediction files in video {name} (stopped looking)"
+        )
         raise _problems_error(problems, len(problems), what)
     scorer.end_video()
 
@@ -167,11 +194,18 @@ def _check_predictions_exist(pred_dir: str, videos: list) -> None:
         present = set(os.listdir(folder))
         missing = [s for s in video.stems if s + ".png" not in present]
         total += len(missing)
-        problems += [f"{os.path.join(folder, s + '.png')}: missing "
-                     f"({len(missing)} of {len(video.stems)} in this video)" for s in missing[:2]]
+        problems += [
+            f"{os.path.join(folder, s + '.png')}: missing "
+            f"({len(missing)} of {len(video.stems)} in this video)"
+            for s in missing[:2]
+        ]
     if total:
-        raise _problems_error(problems, total, f"prediction file(s) missing under {pred_dir} "
-                              f"(pass allow_missing / --allow-missing to score the rest)")
+        raise _problems_error(
+            problems,
+            total,
+            f"prediction file(s) missing under {pred_dir} "
+            f"(pass allow_missing / --allow-missing to score the rest)",
+        )
 
 
 def dataset_classes(root: str, fmt: str) -> list[str]:
@@ -206,21 +240,34 @@ def resolve_format(root: str, data_format: str = "auto") -> str:
     if data_format == "auto":
         found = detect_format(root)
         if found is None:
-            raise ValueError(f"{root}: not a dataset root of a known layout (vspw: data/, video: "
-                             "videos/, frames: <video>/images/; docs/DATA.md)")
+            raise ValueError(
+                f"{root}: not a dataset root of a known layout (vspw: data/, video: "
+                "videos/, frames: <video>/images/; docs/DATA.md)"
+            )
         return found
     if data_format not in FORMATS:
         raise ValueError(f"format={data_format!r}; expected auto or one of {', '.join(FORMATS)}")
     return data_format
 
 
-def score_prediction_dir(data_root: str, pred_dir: str, split: str = "val",
-                         tc_videos: int | None = None, allow_missing: bool = False,
-                         flow: str | Callable = "dis", num_workers: int = 0, *, tc: bool = True,
-                         windows: Sequence[int] = (8, 16), include_last_window: bool = False,
-                         raft_weights: str | None = None, progress: bool = False,
-                         io_threads: int = 2, data_format: str = "auto",
-                         label_format: str = "vspw") -> dict:
+def score_prediction_dir(
+    data_root: str,
+    pred_dir: str,
+    split: str = "val",
+    tc_videos: int | None = None,
+    allow_missing: bool = False,
+    flow: str | Callable = "dis",
+    num_workers: int = 0,
+    *,
+    tc: bool = True,
+    windows: Sequence[int] = (8, 16),
+    include_last_window: bool = False,
+    raft_weights: str | None = None,
+    progress: bool = False,
+    io_threads: int = 2,
+    data_format: str = "auto",
+    label_format: str = "vspw",
+) -> dict:
     """Score `<pred_dir>/<video>/<stem>.png` against a split of the dataset at `data_root`.
 
     Args:
@@ -268,12 +315,21 @@ def score_prediction_dir(data_root: str, pred_dir: str, split: str = "val",
     if not allow_missing:
         _check_predictions_exist(pred_dir, videos)
     n_tc = len(videos) if tc_videos is None else min(tc_videos, len(videos))
-    config = dict(num_classes=len(names), class_names=names, windows=tuple(windows), tc=tc,
-                  tc_videos=tc_videos, flow=flow, include_last_window=include_last_window,
-                  raft_weights=raft_weights)
+    config = dict(
+        num_classes=len(names),
+        class_names=names,
+        windows=tuple(windows),
+        tc=tc,
+        tc_videos=tc_videos,
+        flow=flow,
+        include_last_window=include_last_window,
+        raft_weights=raft_weights,
+    )
     scorer = SplitScorer(**config)
-    jobs = [(v, pred_dir, tc and i < n_tc, allow_missing, label_format, io_threads)
-            for i, v in enumerate(videos)]
+    jobs = [
+        (v, pred_dir, tc and i < n_tc, allow_missing, label_format, io_threads)
+        for i, v in enumerate(videos)
+    ]
     bar = None
     if progress:
         from tqdm import tqdm

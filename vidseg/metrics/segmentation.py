@@ -46,7 +46,9 @@ class ConfusionMatrix:
         pred = np.asarray(pred)
         where = f" ({name})" if name else ""
         if gt.shape != pred.shape:
-            raise ValueError(f"ground truth shape {gt.shape} != prediction shape {pred.shape}{where}")
+            raise ValueError(
+                f"ground truth shape {gt.shape} != prediction shape {pred.shape}{where}"
+            )
         if self._fast_update(gt, pred):
             return
         g = gt.ravel()
@@ -61,8 +63,10 @@ class ConfusionMatrix:
         # Checking min and max once is much cheaper than a per-pixel range mask.
         if int(g.min()) < 0 or int(g.max()) >= k:
             bad = np.unique(g[(g < 0) | (g >= k)])[:8].tolist()
-            raise ValueError(f"ground truth values {bad} outside 0..{k - 1} and != ignore "
-                             f"{self.ignore_index}{where}")
+            raise ValueError(
+                f"ground truth values {bad} outside 0..{k - 1} and != ignore "
+                f"{self.ignore_index}{where}"
+            )
         if int(p.min()) < 0 or int(p.max()) >= k:
             bad = np.unique(p[(p < 0) | (p >= k)])[:8].tolist()
             raise ValueError(f"prediction values {bad} outside the expected 0..{k - 1}{where}")
@@ -91,23 +95,28 @@ class ConfusionMatrix:
         flat = _lookup(gt, lut).ravel()
         flat += pred.ravel()
         counts = np.bincount(flat, minlength=(k + 2) * k)
-        if counts[(k + 1) * k:].any():
+        if counts[(k + 1) * k :].any():
             return False
-        self.matrix += counts[:k * k].reshape(k, k)
+        self.matrix += counts[: k * k].reshape(k, k)
         return True
 
     def merge(self, other: ConfusionMatrix) -> ConfusionMatrix:
         """Add another matrix (e.g. from another process) into this one; returns self."""
         if other.num_classes != self.num_classes:
-            raise ValueError(f"cannot merge a {other.num_classes}-class matrix into a "
-                             f"{self.num_classes}-class one")
+            raise ValueError(
+                f"cannot merge a {other.num_classes}-class matrix into a "
+                f"{self.num_classes}-class one"
+            )
         self.matrix += other.matrix
         return self
 
     def state(self) -> dict:
         """Picklable / JSON-able state for multi-process merging."""
-        return {"num_classes": self.num_classes, "ignore_index": self.ignore_index,
-                "matrix": self.matrix.tolist()}
+        return {
+            "num_classes": self.num_classes,
+            "ignore_index": self.ignore_index,
+            "matrix": self.matrix.tolist(),
+        }
 
     @classmethod
     def from_state(cls, state: dict) -> ConfusionMatrix:
@@ -148,8 +157,11 @@ class ConfusionMatrix:
             # the floats agree bit for bit, not only to rounding.
             "mean_class_acc": float(np.nanmean(acc_any)) if n_present else float("nan"),
             "miou": float(np.nansum(iou_any * present) / n_present) if n_present else float("nan"),
-            "miou_all_classes": (float(iou_any[has_union].sum() / has_union.sum())
-                                 if has_union.any() else float("nan")),
+            "miou_all_classes": (
+                float(iou_any[has_union].sum() / has_union.sum())
+                if has_union.any()
+                else float("nan")
+            ),
             "iou": iou.tolist(),
             "acc": acc.tolist(),
             "gt_pixels": self.matrix.sum(axis=1).tolist(),

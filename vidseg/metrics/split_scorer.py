@@ -32,10 +32,18 @@ class SplitScorer:
         raft_weights: local RAFT weights file for `flow="raft"`.
     """
 
-    def __init__(self, num_classes: int, class_names: Sequence[str], windows: Sequence[int] = (8, 16),
-                 tc: bool = True, tc_videos: int | None = None, flow: str | Callable = "dis",
-                 include_last_window: bool = False, raft_weights: str | None = None,
-                 device: str | None = None):
+    def __init__(
+        self,
+        num_classes: int,
+        class_names: Sequence[str],
+        windows: Sequence[int] = (8, 16),
+        tc: bool = True,
+        tc_videos: int | None = None,
+        flow: str | Callable = "dis",
+        include_last_window: bool = False,
+        raft_weights: str | None = None,
+        device: str | None = None,
+    ):
         if len(class_names) != num_classes:
             raise ValueError(f"{len(class_names)} class names for {num_classes} classes")
         self.num_classes = int(num_classes)
@@ -44,8 +52,11 @@ class SplitScorer:
         self.include_last_window = bool(include_last_window)
         self.cm = ConfusionMatrix(num_classes)
         self.vc = VideoConsistency(windows, include_last_window=include_last_window)
-        self.tc = TemporalConsistency(num_classes, flow=flow, raft_weights=raft_weights,
-                                      device=device) if tc else None
+        self.tc = (
+            TemporalConsistency(num_classes, flow=flow, raft_weights=raft_weights, device=device)
+            if tc
+            else None
+        )
         self.per_video: dict[str, dict] = {}
         self.frames = 0
         self.videos = 0
@@ -63,8 +74,13 @@ class SplitScorer:
         if self._in_tc:
             self.tc.start_video(name)
 
-    def add_frame(self, gt_raw: np.ndarray | None, pred: np.ndarray | None,
-                  rgb: np.ndarray | None = None, name: str | None = None) -> None:
+    def add_frame(
+        self,
+        gt_raw: np.ndarray | None,
+        pred: np.ndarray | None,
+        rgb: np.ndarray | None = None,
+        name: str | None = None,
+    ) -> None:
         """Add the next frame of the current video.
 
         Args:
@@ -115,11 +131,18 @@ class SplitScorer:
 
     def state(self) -> dict:
         """Picklable partial result (merge with `merge_state` in video order)."""
-        return {"cm": self.cm.matrix, "tc_cm": self.tc.matrix.matrix if self.tc else None,
-                "tc_pairs": self.tc.pairs if self.tc else 0, "vc": self.vc.state(),
-                "per_video": self.per_video, "frames": self.frames, "videos": self.videos,
-                "tc_video_count": self.tc_video_count, "missing": self.missing,
-                "missing_examples": self.missing_examples}
+        return {
+            "cm": self.cm.matrix,
+            "tc_cm": self.tc.matrix.matrix if self.tc else None,
+            "tc_pairs": self.tc.pairs if self.tc else 0,
+            "vc": self.vc.state(),
+            "per_video": self.per_video,
+            "frames": self.frames,
+            "videos": self.videos,
+            "tc_video_count": self.tc_video_count,
+            "missing": self.missing,
+            "missing_examples": self.missing_examples,
+        }
 
     def merge_state(self, state: dict) -> None:
         self.cm.matrix += state["cm"]
@@ -133,7 +156,7 @@ class SplitScorer:
         self.tc_video_count += state["tc_video_count"]
         self.missing += state["missing"]
         room = MAX_LISTED - len(self.missing_examples)
-        self.missing_examples += state["missing_examples"][:max(room, 0)]
+        self.missing_examples += state["missing_examples"][: max(room, 0)]
 
     def result(self) -> dict:
         """All metrics as fractions in [0, 1] (NaN / None where undefined)."""
@@ -149,8 +172,15 @@ class SplitScorer:
         out["include_last_window"] = self.include_last_window
         out["classes_present"] = seg["classes_present"]
         out["per_class"] = [
-            {"id": k, "name": self.class_names[k], "iou": seg["iou"][k], "acc": seg["acc"][k],
-             "gt_pixels": seg["gt_pixels"][k]} for k in range(self.num_classes)]
+            {
+                "id": k,
+                "name": self.class_names[k],
+                "iou": seg["iou"][k],
+                "acc": seg["acc"][k],
+                "gt_pixels": seg["gt_pixels"][k],
+            }
+            for k in range(self.num_classes)
+        ]
         out["per_video"] = self.per_video
         out["frames"] = self.frames
         out["videos"] = self.videos

@@ -38,16 +38,22 @@ class DatasetContext(nn.Module):
     def __init__(self, channels: int = 512, key_channels: int = 256, downsample: bool = False):
         super().__init__()
         if channels <= 0 or key_channels <= 0:
-            raise ValueError(f"DatasetContext: channels and key_channels must be positive, "
-                             f"got {channels}, {key_channels}")
+            raise ValueError(
+                f"DatasetContext: channels and key_channels must be positive, "
+                f"got {channels}, {key_channels}"
+            )
         self.channels = channels
         self.key_channels = key_channels
         self.downsample = downsample
         if downsample:
             self.down_query = ConvBNReLU(channels, channels, 3, stride=2)
             self.down_context = ConvBNReLU(channels, channels, 3, stride=2)
-        self.query = nn.Sequential(ConvBNReLU(channels, key_channels), ConvBNReLU(key_channels, key_channels))
-        self.key = nn.Sequential(ConvBNReLU(channels, key_channels), ConvBNReLU(key_channels, key_channels))
+        self.query = nn.Sequential(
+            ConvBNReLU(channels, key_channels), ConvBNReLU(key_channels, key_channels)
+        )
+        self.key = nn.Sequential(
+            ConvBNReLU(channels, key_channels), ConvBNReLU(key_channels, key_channels)
+        )
         self.value = ConvBNReLU(channels, key_channels)
         self.out = ConvBNReLU(key_channels, channels)
 
@@ -62,8 +68,10 @@ class DatasetContext(nn.Module):
             `(B, Z, h, w)` aggregated dataset-level representation.
         """
         if probs.dim() != 4 or c_dl.dim() != 2 or probs.shape[1] != c_dl.shape[0]:
-            raise ValueError(f"DatasetContext.aggregate: expected probs (B, K, h, w) and C_dl (K, Z) "
-                             f"with the same K, got {tuple(probs.shape)} and {tuple(c_dl.shape)}")
+            raise ValueError(
+                f"DatasetContext.aggregate: expected probs (B, K, h, w) and C_dl (K, Z) "
+                f"with the same K, got {tuple(probs.shape)} and {tuple(c_dl.shape)}"
+            )
         return torch.einsum("bkhw,kz->bzhw", probs, c_dl.to(probs.dtype))
 
     def attend(self, feats: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
@@ -100,13 +108,22 @@ class DatasetContext(nn.Module):
             C_bi `(B, Z, h, w)`.
         """
         if feats.dim() != 4 or feats.shape[1] != self.channels:
-            raise ValueError(f"DatasetContext: R must be (B, {self.channels}, h, w), "
-                             f"got {tuple(feats.shape)}")
-        if probs.dim() != 4 or probs.shape[0] != feats.shape[0] or probs.shape[2:] != feats.shape[2:]:
-            raise ValueError(f"DatasetContext: probs must be (B, K, h, w) matching R {tuple(feats.shape)}, "
-                             f"got {tuple(probs.shape)}")
+            raise ValueError(
+                f"DatasetContext: R must be (B, {self.channels}, h, w), got {tuple(feats.shape)}"
+            )
+        if (
+            probs.dim() != 4
+            or probs.shape[0] != feats.shape[0]
+            or probs.shape[2:] != feats.shape[2:]
+        ):
+            raise ValueError(
+                f"DatasetContext: probs must be (B, K, h, w) matching R {tuple(feats.shape)}, "
+                f"got {tuple(probs.shape)}"
+            )
         if c_dl.dim() != 2 or c_dl.shape[1] != self.channels:
-            raise ValueError(f"DatasetContext: C_dl must be (K, {self.channels}), got {tuple(c_dl.shape)}")
+            raise ValueError(
+                f"DatasetContext: C_dl must be (K, {self.channels}), got {tuple(c_dl.shape)}"
+            )
         return self.attend(feats, self.aggregate(probs, c_dl))
 
 
@@ -132,8 +149,9 @@ class Fusion(nn.Module):
         if kind not in FUSION_KINDS:
             raise ValueError(f"Fusion: kind must be one of {FUSION_KINDS}, got {kind!r}")
         if channels <= 0 or num_inputs < 1:
-            raise ValueError(f"Fusion: channels must be > 0 and num_inputs >= 1, "
-                             f"got {channels}, {num_inputs}")
+            raise ValueError(
+                f"Fusion: channels must be > 0 and num_inputs >= 1, got {channels}, {num_inputs}"
+            )
         self.kind = kind
         self.channels = channels
         self.num_inputs = num_inputs
@@ -152,9 +170,11 @@ class Fusion(nn.Module):
         ref = maps[0].shape
         for i, t in enumerate(maps):
             if t.dim() != 4 or t.shape[1] != self.channels or t.shape != ref:
-                raise ValueError(f"Fusion: map {i} must be (B, {self.channels}, h, w) "
-                                 f"like map 0 {tuple(ref)}, "
-                                 f"got {tuple(t.shape)}")
+                raise ValueError(
+                    f"Fusion: map {i} must be (B, {self.channels}, h, w) "
+                    f"like map 0 {tuple(ref)}, "
+                    f"got {tuple(t.shape)}"
+                )
         if self.kind == "concat":
             return self.fuse(torch.cat(maps, dim=1))
         if self.kind == "add":

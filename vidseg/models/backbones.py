@@ -44,12 +44,17 @@ def _check_name(name: str) -> None:
     if timm.is_model(name):
         return
     close = difflib.get_close_matches(name, timm.list_models(), n=5, cutoff=0.6)
-    hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else \
-        " (see timm.list_models() for the available names)"
+    hint = (
+        f"; did you mean {', '.join(repr(c) for c in close)}?"
+        if close
+        else " (see timm.list_models() for the available names)"
+    )
     raise ValueError(f"unknown backbone '{name}': timm has no model of that name{hint}")
 
 
-def _create(name: str, pretrained: bool, output_stride: int, img_size, out_indices, model_kwargs) -> nn.Module:
+def _create(
+    name: str, pretrained: bool, output_stride: int, img_size, out_indices, model_kwargs
+) -> nn.Module:
     """timm.create_model with the errors turned into messages a user can act on."""
     import timm
 
@@ -66,13 +71,18 @@ def _create(name: str, pretrained: bool, output_stride: int, img_size, out_indic
     except TypeError as e:
         msg = str(e)
         if "output_stride" in msg:
-            warnings.warn(f"backbone '{name}' cannot be dilated (timm takes no output_stride for it); "
-                          f"using its native output stride 32 instead of {output_stride}", stacklevel=3)
+            warnings.warn(
+                f"backbone '{name}' cannot be dilated (timm takes no output_stride for it); "
+                f"using its native output stride 32 instead of {output_stride}",
+                stacklevel=3,
+            )
             kwargs.pop("output_stride")
             return _create_plain(name, kwargs)
         if "img_size" in msg:
-            raise ValueError(f"backbone '{name}' takes any input size; img_size={img_size} is only for "
-                             f"fixed-size backbones such as Swin (leave it unset)") from e
+            raise ValueError(
+                f"backbone '{name}' takes any input size; img_size={img_size} is only for "
+                f"fixed-size backbones such as Swin (leave it unset)"
+            ) from e
         raise
     except Exception as e:
         if pretrained:
@@ -98,7 +108,8 @@ def _download_error(name: str, e: Exception) -> PretrainedWeightsError:
         f"backbone '{name}': cannot get timm's pretrained weights ({type(e).__name__}: {cause}); "
         "pretrained=true downloads them (internet, or a filled Hugging Face cache with "
         "HF_HUB_OFFLINE unset): set model.backbone.pretrained=false, or to a local "
-        ".pth/.safetensors file")
+        ".pth/.safetensors file"
+    )
 
 
 def _fixed_input_size(model: nn.Module) -> tuple[int, int] | None:
@@ -106,19 +117,33 @@ def _fixed_input_size(model: nn.Module) -> tuple[int, int] | None:
     for m in model.modules():
         if getattr(m, "strict_img_size", False) and getattr(m, "img_size", None) is not None:
             size = m.img_size
-            return (int(size[0]), int(size[1])) if isinstance(size, (tuple, list)) else (int(size), int(size))
+            return (
+                (int(size[0]), int(size[1]))
+                if isinstance(size, (tuple, list))
+                else (int(size), int(size))
+            )
     return None
 
 
-def _build_swin(name: str, output_stride: int, img_size, out_indices, model_kwargs) -> SwinTransformer:
+def _build_swin(
+    name: str, output_stride: int, img_size, out_indices, model_kwargs
+) -> SwinTransformer:
     if output_stride != 32:
-        warnings.warn(f"backbone '{name}' cannot be dilated (a Swin transformer); using its native output "
-                      f"stride 32 instead of {output_stride}", stacklevel=3)
+        warnings.warn(
+            f"backbone '{name}' cannot be dilated (a Swin transformer); using its native output "
+            f"stride 32 instead of {output_stride}",
+            stacklevel=3,
+        )
     if img_size is not None:
-        warnings.warn(f"backbone '{name}': img_size={img_size} is ignored; this Swin takes any input size "
-                      f"(padded as in the authors' implementation), remove img_size from the config", stacklevel=3)
+        warnings.warn(
+            f"backbone '{name}': img_size={img_size} is ignored; this Swin takes any input size "
+            f"(padded as in the authors' implementation), remove img_size from the config",
+            stacklevel=3,
+        )
     if out_indices is not None and list(out_indices) != [0, 1, 2, 3]:
-        raise ValueError(f"backbone '{name}': out_indices={list(out_indices)}; a Swin gives its 4 stages [0, 1, 2, 3]")
+        raise ValueError(
+            f"backbone '{name}': out_indices={list(out_indices)}; a Swin gives its 4 stages [0, 1, 2, 3]"
+        )
     return SwinTransformer(**swin_kwargs(name, model_kwargs))
 
 
@@ -156,23 +181,35 @@ class Backbone(nn.Module):
         `(B, 3, H, W) -> [C2 (B, c2, H/s2, W/s2), ..., C5 (B, c5, H/s5, W/s5)]` (sizes rounded up).
     """
 
-    def __init__(self, name: str, pretrained: bool | str | os.PathLike = False, output_stride: int = 8,
-                 img_size: int | tuple[int, int] | list | None = None, out_indices: list[int] | None = None,
-                 model_kwargs: dict | None = None):
+    def __init__(
+        self,
+        name: str,
+        pretrained: bool | str | os.PathLike = False,
+        output_stride: int = 8,
+        img_size: int | tuple[int, int] | list | None = None,
+        out_indices: list[int] | None = None,
+        model_kwargs: dict | None = None,
+    ):
         super().__init__()
         if not is_swin_name(name):
             _check_name(name)
         if output_stride not in OUTPUT_STRIDES:
-            raise ValueError(f"backbone '{name}': output_stride={output_stride}, expected one of {OUTPUT_STRIDES}")
+            raise ValueError(
+                f"backbone '{name}': output_stride={output_stride}, expected one of {OUTPUT_STRIDES}"
+            )
         if isinstance(img_size, (list, tuple)):
             img_size = tuple(int(s) for s in img_size)
         if out_indices is not None and len(out_indices) != 4:
-            raise ValueError(f"backbone '{name}': out_indices={list(out_indices)}, expected 4 indices (C2..C5)")
+            raise ValueError(
+                f"backbone '{name}': out_indices={list(out_indices)}, expected 4 indices (C2..C5)"
+            )
         if isinstance(pretrained, str) and pretrained.lower() in ("true", "false"):
             pretrained = pretrained.lower() == "true"
         local_file = None if isinstance(pretrained, bool) else os.fspath(pretrained)
         if local_file is not None and not os.path.isfile(local_file):
-            raise FileNotFoundError(f"backbone '{name}': pretrained weight file not found: {local_file}")
+            raise FileNotFoundError(
+                f"backbone '{name}': pretrained weight file not found: {local_file}"
+            )
 
         self.name = name
         self.load_report = None
@@ -191,12 +228,16 @@ class Backbone(nn.Module):
                 except Exception as e:
                     raise _download_error(name, e) from e
             return
-        self.body = _create(name, pretrained is True, output_stride, img_size, out_indices, model_kwargs)
+        self.body = _create(
+            name, pretrained is True, output_stride, img_size, out_indices, model_kwargs
+        )
         info = self.body.feature_info
         reductions, chans = list(info.reduction()), list(info.channels())
         if len(chans) < 4:
-            raise ValueError(f"backbone '{name}' gives {len(chans)} feature levels (strides {reductions}); "
-                             f"expected 4 levels C2..C5 (strides 4, 8, 16, 32)")
+            raise ValueError(
+                f"backbone '{name}' gives {len(chans)} feature levels (strides {reductions}); "
+                f"expected 4 levels C2..C5 (strides 4, 8, 16, 32)"
+            )
         # timm returns every level asked for; the first of five (stride 2, the stem) is not used
         self.levels = list(range(len(chans) - 4, len(chans)))
         self.channels = [int(chans[i]) for i in self.levels]
@@ -211,16 +252,22 @@ class Backbone(nn.Module):
     def check_input(self, x: torch.Tensor) -> None:
         """Raise ValueError for inputs the network cannot take (too small, wrong fixed size)."""
         if x.dim() != 4 or x.shape[1] != 3:
-            raise ValueError(f"backbone '{self.name}': input of shape {tuple(x.shape)}, expected (B, 3, H, W)")
+            raise ValueError(
+                f"backbone '{self.name}': input of shape {tuple(x.shape)}, expected (B, 3, H, W)"
+            )
         h, w = x.shape[-2:]
         if self.input_size is not None and (h, w) != self.input_size:
-            raise ValueError(f"backbone '{self.name}' was built for a fixed input of {self.input_size[0]}x"
-                             f"{self.input_size[1]} (img_size) but got {h}x{w}: resize/pad the input or "
-                             f"build it with img_size=({h}, {w})")
+            raise ValueError(
+                f"backbone '{self.name}' was built for a fixed input of {self.input_size[0]}x"
+                f"{self.input_size[1]} (img_size) but got {h}x{w}: resize/pad the input or "
+                f"build it with img_size=({h}, {w})"
+            )
         stride = max(self.strides)
         if h < stride or w < stride:
-            raise ValueError(f"backbone '{self.name}': input {h}x{w} is smaller than the network stride "
-                             f"{stride}; expected at least {stride}x{stride}")
+            raise ValueError(
+                f"backbone '{self.name}': input {h}x{w} is smaller than the network stride "
+                f"{stride}; expected at least {stride}x{stride}"
+            )
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         self.check_input(x)

@@ -42,8 +42,10 @@ def _check_labels(labels: torch.Tensor, num_classes: int, ignore_index: int, whe
     bad = (labels != ignore_index) & ((labels < 0) | (labels >= num_classes))
     if bool(bad.any()):
         values = sorted(set(labels[bad].unique().tolist()))[:10]
-        raise ValueError(f"{where}: label values {values} are outside 0..{num_classes - 1} "
-                         f"(and not the ignore index {ignore_index})")
+        raise ValueError(
+            f"{where}: label values {values} are outside 0..{num_classes - 1} "
+            f"(and not the ignore index {ignore_index})"
+        )
 
 
 class _CountedGenerator(nn.Module):
@@ -78,12 +80,22 @@ class ClassQueues(nn.Module):
         dtype: storage type of the queues (float16 halves the bank; the loss computes in float32).
     """
 
-    def __init__(self, num_classes: int, size: int = 2000, dim: int = 256, pixels_per_image: int = 10,
-                 ignore_index: int = 255, seed: int = 0, dtype: torch.dtype = torch.float32):
+    def __init__(
+        self,
+        num_classes: int,
+        size: int = 2000,
+        dim: int = 256,
+        pixels_per_image: int = 10,
+        ignore_index: int = 255,
+        seed: int = 0,
+        dtype: torch.dtype = torch.float32,
+    ):
         super().__init__()
         if size < 1 or num_classes < 1 or pixels_per_image < 1:
-            raise ValueError(f"ClassQueues: num_classes={num_classes}, size={size}, "
-                             f"pixels_per_image={pixels_per_image}; all must be >= 1")
+            raise ValueError(
+                f"ClassQueues: num_classes={num_classes}, size={size}, "
+                f"pixels_per_image={pixels_per_image}; all must be >= 1"
+            )
         self.num_classes, self.size, self.dim = num_classes, size, dim
         self.pixels_per_image = pixels_per_image
         self.ignore_index = ignore_index
@@ -100,7 +112,7 @@ class ClassQueues(nn.Module):
         if n > self.size:
             # Only the last `size` rows survive a sequential write; writing them alone avoids
             # duplicate indices (undefined order in index_copy_).
-            start, rows = start + n - self.size, rows[-self.size:]
+            start, rows = start + n - self.size, rows[-self.size :]
         pos = (start + torch.arange(rows.shape[0], device=queue.device)) % self.size
         queue[cls].index_copy_(0, pos, rows.to(queue.dtype))
         ptr[cls] = (int(ptr[cls]) + n) % self.size
@@ -127,11 +139,15 @@ class ClassQueues(nn.Module):
                 DDP every rank must call this with equally shaped tensors (they are all-gathered).
         """
         if embeddings.dim() != 4 or embeddings.shape[1] != self.dim:
-            raise ValueError(f"ClassQueues.enqueue: embeddings {tuple(embeddings.shape)}, "
-                             f"expected (B, {self.dim}, h, w)")
+            raise ValueError(
+                f"ClassQueues.enqueue: embeddings {tuple(embeddings.shape)}, "
+                f"expected (B, {self.dim}, h, w)"
+            )
         if labels.shape != (embeddings.shape[0], *embeddings.shape[2:]):
-            raise ValueError(f"ClassQueues.enqueue: labels {tuple(labels.shape)} do not match "
-                             f"embeddings {tuple(embeddings.shape)}; expected (B, h, w)")
+            raise ValueError(
+                f"ClassQueues.enqueue: labels {tuple(labels.shape)} do not match "
+                f"embeddings {tuple(embeddings.shape)}; expected (B, h, w)"
+            )
         _check_labels(labels, self.num_classes, self.ignore_index, "ClassQueues.enqueue")
         emb, labels = self._gather(embeddings.detach(), labels)
         gen = self.rng.next()
@@ -187,18 +203,33 @@ class PixelContrastLoss(nn.Module):
         chunk_size: contrast entries per chunk.
     """
 
-    def __init__(self, num_classes: int, temperature: float = 0.1, base_temperature: float = 0.07,
-                 max_samples: int = 1024, max_views: int = 100, ignore_index: int = 255,
-                 queues: ClassQueues | None = None, seed: int = 1, chunk_size: int = 8192):
+    def __init__(
+        self,
+        num_classes: int,
+        temperature: float = 0.1,
+        base_temperature: float = 0.07,
+        max_samples: int = 1024,
+        max_views: int = 100,
+        ignore_index: int = 255,
+        queues: ClassQueues | None = None,
+        seed: int = 1,
+        chunk_size: int = 8192,
+    ):
         super().__init__()
         if temperature <= 0 or base_temperature <= 0:
-            raise ValueError(f"PixelContrastLoss: temperature={temperature}, base_temperature="
-                             f"{base_temperature}; both must be > 0")
+            raise ValueError(
+                f"PixelContrastLoss: temperature={temperature}, base_temperature="
+                f"{base_temperature}; both must be > 0"
+            )
         if max_samples < 1 or max_views < 1:
-            raise ValueError(f"PixelContrastLoss: max_samples={max_samples}, max_views={max_views}; "
-                             "both must be >= 1")
+            raise ValueError(
+                f"PixelContrastLoss: max_samples={max_samples}, max_views={max_views}; "
+                "both must be >= 1"
+            )
         if queues is not None and queues.num_classes != num_classes:
-            raise ValueError(f"PixelContrastLoss: queues hold {queues.num_classes} classes, expected {num_classes}")
+            raise ValueError(
+                f"PixelContrastLoss: queues hold {queues.num_classes} classes, expected {num_classes}"
+            )
         self.num_classes = num_classes
         self.temperature, self.base_temperature = temperature, base_temperature
         self.max_samples, self.max_views = max_samples, max_views
@@ -208,7 +239,9 @@ class PixelContrastLoss(nn.Module):
         self.rng = _CountedGenerator(seed)
 
     @torch.no_grad()
-    def sample_anchors(self, labels: torch.Tensor, predictions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def sample_anchors(
+        self, labels: torch.Tensor, predictions: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Pick anchor pixels. `labels`, `predictions`: `(B, h, w)`.
 
         Returns:
@@ -217,8 +250,11 @@ class PixelContrastLoss(nn.Module):
         pairs = []
         for b in range(labels.shape[0]):
             classes, counts = labels[b].unique(return_counts=True)
-            pairs += [(b, int(c)) for c, n in zip(classes.tolist(), counts.tolist())
-                      if c != self.ignore_index and n > self.max_views]
+            pairs += [
+                (b, int(c))
+                for c, n in zip(classes.tolist(), counts.tolist())
+                if c != self.ignore_index and n > self.max_views
+            ]
         flat_lab, flat_pred = labels.flatten(1), predictions.flatten(1)
         hw = flat_lab.shape[1]
         if not pairs:
@@ -240,7 +276,9 @@ class PixelContrastLoss(nn.Module):
                 classes.append(torch.full((n,), c, dtype=torch.long, device=labels.device))
         return torch.cat(picks), torch.cat(classes)
 
-    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor, predictions: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, embeddings: torch.Tensor, labels: torch.Tensor, predictions: torch.Tensor
+    ) -> torch.Tensor:
         """Args:
             embeddings: `(B, D, h, w)` L2-normalised projections (with gradients).
             labels: `(B, h, w)` train ids (nearest-resized here if at another size).
@@ -249,7 +287,9 @@ class PixelContrastLoss(nn.Module):
             scalar loss; 0 (connected to the graph) when no anchor has a positive.
         """
         if embeddings.dim() != 4:
-            raise ValueError(f"PixelContrastLoss: embeddings {tuple(embeddings.shape)}, expected (B, D, h, w)")
+            raise ValueError(
+                f"PixelContrastLoss: embeddings {tuple(embeddings.shape)}, expected (B, D, h, w)"
+            )
         size = embeddings.shape[-2:]
         labels, predictions = downsample_labels(labels, size), downsample_labels(predictions, size)
         _check_labels(labels, self.num_classes, self.ignore_index, "PixelContrastLoss")
@@ -266,7 +306,9 @@ class PixelContrastLoss(nn.Module):
                 contrast, self_offset = contrast.float().detach(), None
             if contrast.shape[0] == 0:
                 return zero
-            per_anchor, valid = self._per_anchor(anchors, anchor_labels, contrast, contrast_labels, self_offset)
+            per_anchor, valid = self._per_anchor(
+                anchors, anchor_labels, contrast, contrast_labels, self_offset
+            )
         if not bool(valid.any()):
             return zero
         return per_anchor[valid].mean() + zero
@@ -275,30 +317,57 @@ class PixelContrastLoss(nn.Module):
         """`(A,)` losses and `(A,)` mask of anchors with a positive. `self_offset` is the index of
         anchor 0 in the contrast set (or None): each anchor is removed from its own positives."""
         tau = self.temperature
-        spans = [(start, min(start + self.chunk_size, contrast.shape[0]))
-                 for start in range(0, contrast.shape[0], self.chunk_size)]
+        spans = [
+            (start, min(start + self.chunk_size, contrast.shape[0]))
+            for start in range(0, contrast.shape[0], self.chunk_size)
+        ]
         with torch.no_grad():  # the row max only shifts s and cancels, so it needs no gradient
             row_max = torch.stack([(anchors @ contrast[a:b].t()).max(1).values for a, b in spans])
             row_max = row_max.max(0).values / tau
         use_ckpt = anchors.requires_grad and len(spans) > 1
-        run = (lambda f, *a: checkpoint(f, *a, use_reentrant=False)) if use_ckpt else (lambda f, *a: f(*a))
-        neg = sum(run(self._neg_sum, anchors, contrast[a:b], anchor_labels, contrast_labels[a:b], row_max)
-                  for a, b in spans)
+        run = (
+            (lambda f, *a: checkpoint(f, *a, use_reentrant=False))
+            if use_ckpt
+            else (lambda f, *a: f(*a))
+        )
+        neg = sum(
+            run(self._neg_sum, anchors, contrast[a:b], anchor_labels, contrast_labels[a:b], row_max)
+            for a, b in spans
+        )
         # an anchor without negatives has neg = 0; the clamp keeps log(exp(s) + neg) finite where
         # exp(s) underflows, otherwise NaN gradients would leak through the positive mask
         neg = neg.clamp_min(torch.finfo(neg.dtype).tiny)
-        pos_sum = sum(run(self._pos_sum, anchors, contrast[a:b], anchor_labels, contrast_labels[a:b],
-                          row_max, neg, self._self_mask(anchors.shape[0], self_offset, a, b))
-                      for a, b in spans)
+        pos_sum = sum(
+            run(
+                self._pos_sum,
+                anchors,
+                contrast[a:b],
+                anchor_labels,
+                contrast_labels[a:b],
+                row_max,
+                neg,
+                self._self_mask(anchors.shape[0], self_offset, a, b),
+            )
+            for a, b in spans
+        )
         with torch.no_grad():
-            pos_cnt = sum((self._positive(anchor_labels, contrast_labels[a:b],
-                                          self._self_mask(anchors.shape[0], self_offset, a, b))).sum(1)
-                          for a, b in spans)
+            pos_cnt = sum(
+                (
+                    self._positive(
+                        anchor_labels,
+                        contrast_labels[a:b],
+                        self._self_mask(anchors.shape[0], self_offset, a, b),
+                    )
+                ).sum(1)
+                for a, b in spans
+            )
         valid = pos_cnt > 0
         return -(tau / self.base_temperature) * pos_sum / pos_cnt.clamp_min(1), valid
 
     @staticmethod
-    def _self_mask(num_anchors: int, self_offset: int | None, a: int, b: int) -> torch.Tensor | None:
+    def _self_mask(
+        num_anchors: int, self_offset: int | None, a: int, b: int
+    ) -> torch.Tensor | None:
         """`(num_anchors,)` column of each anchor inside the chunk [a, b), -1 when outside."""
         if self_offset is None:
             return None

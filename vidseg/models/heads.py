@@ -17,12 +17,27 @@ def resize(x: torch.Tensor, size) -> torch.Tensor:
 class ConvBNReLU(nn.Sequential):
     """`k x k` convolution (no bias), BatchNorm, ReLU. `(B, C_in, h, w) -> (B, C_out, h', w')`."""
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 1, stride: int = 1,
-                 dilation: int = 1, groups: int = 1):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int = 1,
+        stride: int = 1,
+        dilation: int = 1,
+        groups: int = 1,
+    ):
         padding = dilation * (kernel_size - 1) // 2
         super().__init__(
-            nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride, padding=padding,
-                      dilation=dilation, groups=groups, bias=False),
+            nn.Conv2d(
+                in_channels,
+                out_channels,
+                kernel_size,
+                stride=stride,
+                padding=padding,
+                dilation=dilation,
+                groups=groups,
+                bias=False,
+            ),
             nn.BatchNorm2d(out_channels),
             nn.ReLU(inplace=True),
         )
@@ -44,8 +59,14 @@ class Decoder(nn.Module):
     Shapes: `(B, in_channels, h, w) -> (B, out_channels, h, w)`.
     """
 
-    def __init__(self, in_channels: int, mid_channels: int, out_channels: int, kernel_size: int = 1,
-                 dropout: float = 0.1):
+    def __init__(
+        self,
+        in_channels: int,
+        mid_channels: int,
+        out_channels: int,
+        kernel_size: int = 1,
+        dropout: float = 0.1,
+    ):
         super().__init__()
         self.block = ConvBNReLU(in_channels, mid_channels, kernel_size)
         self.dropout = nn.Dropout2d(dropout) if dropout > 0 else nn.Identity()

@@ -13,7 +13,9 @@ def _to_label_size(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return logits
 
 
-def cross_entropy(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = 255) -> torch.Tensor:
+def cross_entropy(
+    logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = 255
+) -> torch.Tensor:
     """Pixel-wise CE. `logits (B, K, h, w)` are upsampled (bilinear) to `labels (B, H, W)`.
 
     Returns 0 (still connected to the graph) when every pixel is ignored, never NaN.
@@ -46,7 +48,9 @@ class OhemCrossEntropy(nn.Module):
 
     def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         logits = _to_label_size(logits, labels)
-        pixel_loss = F.cross_entropy(logits, labels, ignore_index=self.ignore_index, reduction="none").flatten()
+        pixel_loss = F.cross_entropy(
+            logits, labels, ignore_index=self.ignore_index, reduction="none"
+        ).flatten()
         valid = (labels != self.ignore_index).flatten()
         if not valid.any():
             return logits.sum() * 0.0
@@ -76,7 +80,11 @@ def rcl_loss(classifier: nn.Module, memory_rows: torch.Tensor) -> torch.Tensor:
         mean CE over the K rows. BatchNorm runs in eval mode (running statistics untouched by
         the memory rows); the classifier's training mode is restored afterwards.
     """
-    modes = {m: m.training for m in classifier.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)}
+    modes = {
+        m: m.training
+        for m in classifier.modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm)
+    }
     for m in modes:
         m.eval()
     try:

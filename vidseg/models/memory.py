@@ -49,8 +49,9 @@ NOISE_KINDS = ("shared", "per_class")
 log = logging.getLogger(__name__)
 
 
-def downsample_labels(labels: torch.Tensor, size: tuple[int, int],
-                      ignore_index: int = 255) -> torch.Tensor:
+def downsample_labels(
+    labels: torch.Tensor, size: tuple[int, int], ignore_index: int = 255
+) -> torch.Tensor:
     """Nearest-by-centre resampling of a label map to the feature grid.
 
     Output cell `(i, j)` takes the label at source pixel
@@ -66,7 +67,9 @@ def downsample_labels(labels: torch.Tensor, size: tuple[int, int],
         `(B, h, w)` int64 labels.
     """
     if labels.dim() != 3:
-        raise ValueError(f"downsample_labels: labels must be (B, H, W), got shape {tuple(labels.shape)}")
+        raise ValueError(
+            f"downsample_labels: labels must be (B, H, W), got shape {tuple(labels.shape)}"
+        )
     h, w = int(size[0]), int(size[1])
     if h <= 0 or w <= 0:
         raise ValueError(f"downsample_labels: size must be positive (h, w), got {size}")
@@ -95,18 +98,28 @@ def _check_choice(owner: str, name: str, value: str, choices: tuple[str, ...]) -
     return value
 
 
-def _bucket_labels(features: torch.Tensor, labels: torch.Tensor, num_classes: int, channels: int,
-                   ignore_index: int, owner: str) -> torch.Tensor:
+def _bucket_labels(
+    features: torch.Tensor,
+    labels: torch.Tensor,
+    num_classes: int,
+    channels: int,
+    ignore_index: int,
+    owner: str,
+) -> torch.Tensor:
     """Check shapes and values; return `(B, H, W)` int64 labels in `[0, K]`, ignored pixels -> K.
 
     The extra bucket `K` lets per-class sums run without boolean indexing of the pixels.
     """
     if features.dim() != 4 or features.shape[1] != channels:
-        raise ValueError(f"{owner}.update: features must be (B, {channels}, h, w), "
-                         f"got shape {tuple(features.shape)}")
+        raise ValueError(
+            f"{owner}.update: features must be (B, {channels}, h, w), "
+            f"got shape {tuple(features.shape)}"
+        )
     if labels.dim() != 3 or labels.shape[0] != features.shape[0]:
-        raise ValueError(f"{owner}.update: labels must be (B, H, W) with B = {features.shape[0]} "
-                         f"(any H, W), got shape {tuple(labels.shape)}")
+        raise ValueError(
+            f"{owner}.update: labels must be (B, H, W) with B = {features.shape[0]} "
+            f"(any H, W), got shape {tuple(labels.shape)}"
+        )
     if labels.dtype.is_floating_point:
         raise TypeError(f"{owner}.update: labels must be an integer tensor, got {labels.dtype}")
     lab = labels.long()
@@ -114,8 +127,10 @@ def _bucket_labels(features: torch.Tensor, labels: torch.Tensor, num_classes: in
     bad = valid & ((lab < 0) | (lab >= num_classes))
     if bool(bad.any()):
         found = torch.unique(lab[bad]).tolist()[:8]
-        raise ValueError(f"{owner}.update: labels must be in [0, {num_classes}) or ignore_index "
-                         f"{ignore_index}, found {found}")
+        raise ValueError(
+            f"{owner}.update: labels must be in [0, {num_classes}) or ignore_index "
+            f"{ignore_index}, found {found}"
+        )
     return torch.where(valid, lab, torch.full_like(lab, num_classes))
 
 
@@ -138,7 +153,9 @@ def _class_sums(values: torch.Tensor, idx: torch.Tensor, num_classes: int) -> to
     return out[:num_classes]
 
 
-def _grid_class_sums(features: torch.Tensor, buckets: torch.Tensor, num_classes: int) -> torch.Tensor:
+def _grid_class_sums(
+    features: torch.Tensor, buckets: torch.Tensor, num_classes: int
+) -> torch.Tensor:
     """Rule "grid": per-class [sum of features | cell count] `(K, Z + 1)` float32, labels
     nearest-downsampled to the feature grid. Scatters along the channel-major layout (no
     `(B, h, w, Z)` transpose, which costs 5x more than the sums on the CPU at Z = 512)."""
@@ -168,7 +185,9 @@ def _bilinear_taps(out_size: int, in_size: int, device) -> tuple[torch.Tensor, .
     return i0, i1, 1.0 - w1, w1
 
 
-def _upsampled_class_sums(features: torch.Tensor, buckets: torch.Tensor, num_classes: int) -> torch.Tensor:
+def _upsampled_class_sums(
+    features: torch.Tensor, buckets: torch.Tensor, num_classes: int
+) -> torch.Tensor:
     """Rule "label": per-class [sum of features | pixel count] at the label resolution.
 
     Equal (up to float summation order) to upsampling `features` bilinearly to the label size
@@ -253,14 +272,24 @@ class DistributionMemory(nn.Module):
             `noise_seed` must then be 0).
     """
 
-    def __init__(self, num_classes: int, channels: int, momentum: float = 0.1, noise_seed: int = 0,
-                 ignore_index: int = 255, update_rule: str = "grid", std: str = "population",
-                 first_update: str = "set", noise: str = "shared"):
+    def __init__(
+        self,
+        num_classes: int,
+        channels: int,
+        momentum: float = 0.1,
+        noise_seed: int = 0,
+        ignore_index: int = 255,
+        update_rule: str = "grid",
+        std: str = "population",
+        first_update: str = "set",
+        noise: str = "shared",
+    ):
         super().__init__()
         owner = "DistributionMemory"
         if num_classes <= 0 or channels <= 0:
-            raise ValueError(f"{owner}: num_classes and channels must be positive, "
-                             f"got {num_classes}, {channels}")
+            raise ValueError(
+                f"{owner}: num_classes and channels must be positive, got {num_classes}, {channels}"
+            )
         if not 0.0 <= momentum <= 1.0:
             raise ValueError(f"{owner}: momentum must be in [0, 1], got {momentum}")
         self.update_rule = _check_choice(owner, "update_rule", update_rule, UPDATE_RULES)
@@ -270,8 +299,10 @@ class DistributionMemory(nn.Module):
         if std == "unbiased" and channels < 2:
             raise ValueError(f"{owner}: std='unbiased' needs channels >= 2, got {channels}")
         if noise == "per_class" and noise_seed != 0:
-            raise ValueError(f"{owner}: noise='per_class' seeds class k's generator with k "
-                             f"(the authors' generator); noise_seed must be 0, got {noise_seed}")
+            raise ValueError(
+                f"{owner}: noise='per_class' seeds class k's generator with k "
+                f"(the authors' generator); noise_seed must be 0, got {noise_seed}"
+            )
         self.num_classes = num_classes
         self.channels = channels
         self.momentum = float(momentum)
@@ -282,18 +313,26 @@ class DistributionMemory(nn.Module):
         self.register_buffer("seen", torch.zeros(num_classes, dtype=torch.bool))
         if noise == "per_class":
             # one (1, Z) draw per class: a (K, Z) draw from one generator gives other numbers
-            z = torch.cat([torch.randn(1, channels, generator=torch.Generator().manual_seed(k))
-                           for k in range(num_classes)])
+            z = torch.cat(
+                [
+                    torch.randn(1, channels, generator=torch.Generator().manual_seed(k))
+                    for k in range(num_classes)
+                ]
+            )
         else:
-            z = torch.randn(num_classes, channels, generator=torch.Generator().manual_seed(int(noise_seed)))
+            z = torch.randn(
+                num_classes, channels, generator=torch.Generator().manual_seed(int(noise_seed))
+            )
         self.register_buffer("noise", z)
         self._warned_same_size = False
 
     def extra_repr(self) -> str:
-        return (f"num_classes={self.num_classes}, channels={self.channels}, "
-                f"momentum={self.momentum}, ignore_index={self.ignore_index}, "
-                f"update_rule={self.update_rule}, std={self.std}, first_update={self.first_update}, "
-                f"noise={self.noise_kind}")
+        return (
+            f"num_classes={self.num_classes}, channels={self.channels}, "
+            f"momentum={self.momentum}, ignore_index={self.ignore_index}, "
+            f"update_rule={self.update_rule}, std={self.std}, first_update={self.first_update}, "
+            f"noise={self.noise_kind}"
+        )
 
     def sample(self) -> torch.Tensor:
         """Read the memory through the generator G.
@@ -307,21 +346,31 @@ class DistributionMemory(nn.Module):
     def class_sums(self, features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """This rank's per-class `[feature sums (Z) | pixel count]` `(K, Z + 1)` under the
         memory's update rule (no all-reduce). Exposed for tests and measurements."""
-        buckets = _bucket_labels(features, labels, self.num_classes, self.channels,
-                                 self.ignore_index, "DistributionMemory")
+        buckets = _bucket_labels(
+            features,
+            labels,
+            self.num_classes,
+            self.channels,
+            self.ignore_index,
+            "DistributionMemory",
+        )
         if self.update_rule == "label":
             if tuple(buckets.shape[-2:]) != tuple(features.shape[-2:]):
                 return _upsampled_class_sums(features, buckets, self.num_classes)
             if not self._warned_same_size:
                 self._warned_same_size = True
-                log.warning("DistributionMemory(update_rule='label') got labels of the feature size "
-                            f"{tuple(features.shape[-2:])}: the rule then equals 'grid'; pass the "
-                            "full-resolution labels to update()")
+                log.warning(
+                    "DistributionMemory(update_rule='label') got labels of the feature size "
+                    f"{tuple(features.shape[-2:])}: the rule then equals 'grid'; pass the "
+                    "full-resolution labels to update()"
+                )
         # (rule "label" with labels already on the grid: upsampling to the same size is the identity)
         return _grid_class_sums(features, buckets, self.num_classes)
 
     @torch.no_grad()
-    def update(self, features: torch.Tensor, labels: torch.Tensor, progress: float | None = None) -> None:
+    def update(
+        self, features: torch.Tensor, labels: torch.Tensor, progress: float | None = None
+    ) -> None:
         """EMA update from one batch (no-op in eval mode or with momentum 0).
 
         Args:
@@ -372,12 +421,20 @@ class VectorMemory(nn.Module):
         ignore_index: label value excluded from the update.
     """
 
-    def __init__(self, num_classes: int, channels: int, base_momentum: float = 0.9, power: float = 0.9,
-                 ignore_index: int = 255):
+    def __init__(
+        self,
+        num_classes: int,
+        channels: int,
+        base_momentum: float = 0.9,
+        power: float = 0.9,
+        ignore_index: int = 255,
+    ):
         super().__init__()
         if num_classes <= 0 or channels <= 0:
-            raise ValueError(f"VectorMemory: num_classes and channels must be positive, "
-                             f"got {num_classes}, {channels}")
+            raise ValueError(
+                f"VectorMemory: num_classes and channels must be positive, "
+                f"got {num_classes}, {channels}"
+            )
         if not 0.0 <= base_momentum <= 1.0:
             raise ValueError(f"VectorMemory: base_momentum must be in [0, 1], got {base_momentum}")
         if power < 0:
@@ -391,8 +448,10 @@ class VectorMemory(nn.Module):
         self.register_buffer("seen", torch.zeros(num_classes, dtype=torch.bool))
 
     def extra_repr(self) -> str:
-        return (f"num_classes={self.num_classes}, channels={self.channels}, "
-                f"base_momentum={self.base_momentum}, power={self.power}, ignore_index={self.ignore_index}")
+        return (
+            f"num_classes={self.num_classes}, channels={self.channels}, "
+            f"base_momentum={self.base_momentum}, power={self.power}, ignore_index={self.ignore_index}"
+        )
 
     def momentum_at(self, progress: float) -> float:
         """Poly-annealed momentum `base_momentum * (1 - progress)^power`, progress = t / T in [0, 1]."""
@@ -421,8 +480,9 @@ class VectorMemory(nn.Module):
         m = self.momentum_at(progress)
         if not self.training or m == 0.0:
             return
-        buckets = _bucket_labels(features, labels, self.num_classes, self.channels,
-                                 self.ignore_index, "VectorMemory")
+        buckets = _bucket_labels(
+            features, labels, self.num_classes, self.channels, self.ignore_index, "VectorMemory"
+        )
         feats, idx = _grid_rows(features, buckets)
         # Row K is the zero vector for ignored pixels; cosine with it is 0 and those rows are dropped.
         mem = torch.cat([self.memory.float(), self.memory.new_zeros(1, self.channels).float()])
@@ -436,14 +496,16 @@ class VectorMemory(nn.Module):
         packed = torch.cat([weight * feats, feats, weight, ones], dim=1)
         packed = _all_reduce_sum(_class_sums(packed, idx, self.num_classes))
         z = self.channels
-        wsum_vec, sum_vec = packed[:, :z], packed[:, z:2 * z]
+        wsum_vec, sum_vec = packed[:, :z], packed[:, z : 2 * z]
         wsum, counts = packed[:, 2 * z], packed[:, 2 * z + 1]
         present = counts > 0
         class_mean = sum_vec / counts.clamp_min(1.0).unsqueeze(1)
         use_weights = self.seen & (wsum > 0)
-        target = torch.where(use_weights.unsqueeze(1),
-                             wsum_vec / torch.where(wsum > 0, wsum, torch.ones_like(wsum)).unsqueeze(1),
-                             class_mean).to(self.memory.dtype)
+        target = torch.where(
+            use_weights.unsqueeze(1),
+            wsum_vec / torch.where(wsum > 0, wsum, torch.ones_like(wsum)).unsqueeze(1),
+            class_mean,
+        ).to(self.memory.dtype)
         blended = torch.where(self.seen.unsqueeze(1), (1.0 - m) * self.memory + m * target, target)
         self.memory.copy_(torch.where(present.unsqueeze(1), blended, self.memory))
         self.seen.logical_or_(present)

@@ -38,15 +38,18 @@ class AttentionHead(nn.Module):
 
     def __init__(self, in_channels: int, mid_channels: int = 256):
         super().__init__()
-        self.block = nn.Sequential(ConvBNReLU(in_channels, mid_channels, 3),
-                                   ConvBNReLU(mid_channels, mid_channels, 3))
+        self.block = nn.Sequential(
+            ConvBNReLU(in_channels, mid_channels, 3), ConvBNReLU(mid_channels, mid_channels, 3)
+        )
         self.out = nn.Conv2d(mid_channels, 1, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.out(self.block(x)))
 
 
-def fuse_pair(low_logits: torch.Tensor, low_attn: torch.Tensor, high_logits: torch.Tensor) -> torch.Tensor:
+def fuse_pair(
+    low_logits: torch.Tensor, low_attn: torch.Tensor, high_logits: torch.Tensor
+) -> torch.Tensor:
     """Training fusion of a (low, high) scale pair: `up(L_low * a_low) + (1 - up(a_low)) * L_high`.
 
     Args:
@@ -82,8 +85,10 @@ def hmsa_chain(outputs: dict[float, ScaleOutput]) -> torch.Tensor:
     for s in scales[1:]:
         logits, attn = items[s]
         if attn is None:
-            raise ValueError(f"hmsa_chain: scale {s} has no attention map; only the largest scale "
-                             f"({scales[0]}) may omit it")
+            raise ValueError(
+                f"hmsa_chain: scale {s} has no attention map; only the largest scale "
+                f"({scales[0]}) may omit it"
+            )
         if s >= 1.0:
             pred = attn * logits + (1.0 - attn) * resize(pred, logits.shape[-2:])
         else:
@@ -94,8 +99,13 @@ def hmsa_chain(outputs: dict[float, ScaleOutput]) -> torch.Tensor:
 def _scale_image(image: torch.Tensor, scale: float) -> torch.Tensor:
     if scale == 1.0:
         return image
-    return F.interpolate(image, scale_factor=scale, mode="bilinear", align_corners=False,
-                         recompute_scale_factor=False)
+    return F.interpolate(
+        image,
+        scale_factor=scale,
+        mode="bilinear",
+        align_corners=False,
+        recompute_scale_factor=False,
+    )
 
 
 class MultiScaleInference:
@@ -116,14 +126,20 @@ class MultiScaleInference:
         if 1.0 not in self.scales:
             raise ValueError(f"MultiScaleInference: scales {list(self.scales)} must include 1.0")
         if any(s <= 0 for s in self.scales) or len(set(self.scales)) != len(self.scales):
-            raise ValueError(f"MultiScaleInference: scales {list(self.scales)} must be distinct and > 0")
+            raise ValueError(
+                f"MultiScaleInference: scales {list(self.scales)} must be distinct and > 0"
+            )
         self.flip = bool(flip)
 
-    def _fused(self, fn: Callable[[torch.Tensor, float], ScaleOutput], image: torch.Tensor) -> torch.Tensor:
+    def _fused(
+        self, fn: Callable[[torch.Tensor, float], ScaleOutput], image: torch.Tensor
+    ) -> torch.Tensor:
         outputs = {s: fn(_scale_image(image, s), s) for s in self.scales}
         return hmsa_chain(outputs)
 
-    def __call__(self, fn: Callable[[torch.Tensor, float], ScaleOutput], image: torch.Tensor) -> torch.Tensor:
+    def __call__(
+        self, fn: Callable[[torch.Tensor, float], ScaleOutput], image: torch.Tensor
+    ) -> torch.Tensor:
         fused = self._fused(fn, image)
         if self.flip:
             flipped = self._fused(fn, image.flip(-1)).flip(-1)
@@ -131,8 +147,13 @@ class MultiScaleInference:
         return fused
 
 
-def hmsa_training_loss(outputs_low: ScaleOutput, outputs_high: ScaleOutput, labels: torch.Tensor,
-                       per_scale_weight: float = 0.05, ignore_index: int = 255) -> dict[str, torch.Tensor]:
+def hmsa_training_loss(
+    outputs_low: ScaleOutput,
+    outputs_high: ScaleOutput,
+    labels: torch.Tensor,
+    per_scale_weight: float = 0.05,
+    ignore_index: int = 255,
+) -> dict[str, torch.Tensor]:
     """HMSA training objective on the (low, high) pair, e.g. scales (0.5, 1.0).
 
     Args:
@@ -153,5 +174,7 @@ def hmsa_training_loss(outputs_low: ScaleOutput, outputs_high: ScaleOutput, labe
     terms = {"loss_cls": cross_entropy(fused, labels, ignore_index)}
     if per_scale_weight > 0:
         terms["loss_hmsa_low"] = per_scale_weight * cross_entropy(low_logits, labels, ignore_index)
-        terms["loss_hmsa_high"] = per_scale_weight * cross_entropy(high_logits, labels, ignore_index)
+        terms["loss_hmsa_high"] = per_scale_weight * cross_entropy(
+            high_logits, labels, ignore_index
+        )
     return terms

@@ -29,10 +29,19 @@ class SegmentationLosses(nn.Module):
         ignore_index: label value to ignore.
     """
 
-    def __init__(self, pr_weight: float = 0.4, aux_weight: float = 0.4, ohem: bool = False,
-                 cwi_weight: float = 0.0,
-                 rcl_weight: float = 0.0, contrast: nn.Module | None = None, contrast_weight: float = 0.1,
-                 contrast_warmup: float = 0.0, hmsa_per_scale_weight: float = 0.05, ignore_index: int = 255):
+    def __init__(
+        self,
+        pr_weight: float = 0.4,
+        aux_weight: float = 0.4,
+        ohem: bool = False,
+        cwi_weight: float = 0.0,
+        rcl_weight: float = 0.0,
+        contrast: nn.Module | None = None,
+        contrast_weight: float = 0.1,
+        contrast_warmup: float = 0.0,
+        hmsa_per_scale_weight: float = 0.05,
+        ignore_index: int = 255,
+    ):
         super().__init__()
         self.pr_weight = pr_weight
         self.aux_weight = aux_weight
@@ -48,22 +57,28 @@ class SegmentationLosses(nn.Module):
     def _ce(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return cross_entropy(logits, labels, ignore_index=self.ignore_index)
 
-    def forward(self, outputs: dict, labels: torch.Tensor, model: nn.Module, progress: float) -> dict:
+    def forward(
+        self, outputs: dict, labels: torch.Tensor, model: nn.Module, progress: float
+    ) -> dict:
         """Args:
-            outputs: `logits`, `pr_logits`, `cwi_logits` (or None), `aux_logits`, `r`, `r_labels` (labels on the R grid)
-                and optionally `hmsa`
-                (((low_logits, low_attn), (logits, attn))).
-            labels: `(B, H, W)` train ids.
-            model: the `ImageSegmentor` (for the memory, the classifier and the projection head).
-            progress: t / T.
+        outputs: `logits`, `pr_logits`, `cwi_logits` (or None), `aux_logits`, `r`, `r_labels` (labels on the R grid)
+            and optionally `hmsa`
+            (((low_logits, low_attn), (logits, attn))).
+        labels: `(B, H, W)` train ids.
+        model: the `ImageSegmentor` (for the memory, the classifier and the projection head).
+        progress: t / T.
         """
         terms = {}
         if "hmsa" in outputs:
             low, high = outputs["hmsa"]
             from vidseg.models.multiscale import hmsa_training_loss
 
-            hmsa_terms = hmsa_training_loss(low, high, labels, per_scale_weight=self.hmsa_per_scale_weight)
-            terms.update({f"loss_{k}" if not k.startswith("loss") else k: v for k, v in hmsa_terms.items()})
+            hmsa_terms = hmsa_training_loss(
+                low, high, labels, per_scale_weight=self.hmsa_per_scale_weight
+            )
+            terms.update(
+                {f"loss_{k}" if not k.startswith("loss") else k: v for k, v in hmsa_terms.items()}
+            )
         elif self.main is not None:
             terms["loss_cls"] = self.main(outputs["logits"], labels)
         else:
@@ -75,7 +90,9 @@ class SegmentationLosses(nn.Module):
         if self.aux_weight > 0:
             terms["loss_aux"] = self.aux_weight * self._ce(outputs["aux_logits"], labels)
         if self.rcl_weight > 0 and hasattr(model.memory, "rcl_inputs"):
-            terms["loss_rcl"] = self.rcl_weight * rcl_loss(model.cls_head, model.memory.rcl_inputs())
+            terms["loss_rcl"] = self.rcl_weight * rcl_loss(
+                model.cls_head, model.memory.rcl_inputs()
+            )
         if self.contrast is not None and model.projection_head is not None:
             emb = model.projection_head(outputs["r"])
             active = progress >= self.contrast_warmup
@@ -87,4 +104,3 @@ class SegmentationLosses(nn.Module):
             if queues is not None:
                 queues.enqueue(emb.detach(), small)
         return terms
-

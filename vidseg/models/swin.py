@@ -48,15 +48,30 @@ _ARCHS = {
     "swin_large_patch4_window12_384": (192, (2, 2, 18, 2), (6, 12, 24, 48), 12),
 }
 SWIN_ARCHS: dict[str, dict] = {
-    name: dict(zip(("embed_dim", "depths", "num_heads", "window_size"), arch)) for name, arch in _ARCHS.items()}
+    name: dict(zip(("embed_dim", "depths", "num_heads", "window_size"), arch))
+    for name, arch in _ARCHS.items()
+}
 DEFAULT_SWIN = "swin_large_patch4_window12_384"
 # `swin` = a Swin whose sizes come from the keyword arguments (defaults: Swin-L, window 12)
 SWIN_FAMILY = "swin"
 # timm pretrained tag used for an untagged name: the authors start Swin-L from ImageNet-22k
 # (`swin_large_patch4_window12_384_22k`), not from timm's default 22k->1k fine-tuned weights
-DEFAULT_TAGS = {"swin_large_patch4_window12_384": "ms_in22k", "swin_base_patch4_window12_384": "ms_in22k"}
-SWIN_KWARGS = ("embed_dim", "depths", "num_heads", "window_size", "patch_size", "mlp_ratio", "qkv_bias",
-               "drop_path_rate", "in_chans", "grad_checkpointing")
+DEFAULT_TAGS = {
+    "swin_large_patch4_window12_384": "ms_in22k",
+    "swin_base_patch4_window12_384": "ms_in22k",
+}
+SWIN_KWARGS = (
+    "embed_dim",
+    "depths",
+    "num_heads",
+    "window_size",
+    "patch_size",
+    "mlp_ratio",
+    "qkv_bias",
+    "drop_path_rate",
+    "in_chans",
+    "grad_checkpointing",
+)
 
 
 def is_swin_name(name: str) -> bool:
@@ -71,7 +86,9 @@ def swin_kwargs(name: str, model_kwargs: dict | None) -> dict:
     extra = dict(model_kwargs or {})
     unknown = sorted(set(extra) - set(SWIN_KWARGS))
     if unknown:
-        raise ValueError(f"backbone '{name}': unknown Swin argument(s) {unknown}; expected some of {list(SWIN_KWARGS)}")
+        raise ValueError(
+            f"backbone '{name}': unknown Swin argument(s) {unknown}; expected some of {list(SWIN_KWARGS)}"
+        )
     kwargs.update(extra)
     return kwargs
 
@@ -85,7 +102,9 @@ def relative_position_index(window: int) -> torch.Tensor:
     return dy * (2 * window - 1) + dx
 
 
-def shift_mask(hp: int, wp: int, window: int, shift: int, device=None, dtype=torch.float32) -> torch.Tensor:
+def shift_mask(
+    hp: int, wp: int, window: int, shift: int, device=None, dtype=torch.float32
+) -> torch.Tensor:
     """Shifted-window mask `(nW, N, N)` for a padded `hp x wp` map: 0 within a band, -100 across bands."""
 
     def bands(n: int) -> torch.Tensor:
@@ -93,7 +112,11 @@ def shift_mask(hp: int, wp: int, window: int, shift: int, device=None, dtype=tor
         return (i >= n - window).long() + (i >= n - shift).long()
 
     region = bands(hp)[:, None] * 3 + bands(wp)[None, :]
-    region = region.view(hp // window, window, wp // window, window).permute(0, 2, 1, 3).reshape(-1, window * window)
+    region = (
+        region.view(hp // window, window, wp // window, window)
+        .permute(0, 2, 1, 3)
+        .reshape(-1, window * window)
+    )
     different = region[:, None, :] != region[:, :, None]
     return torch.zeros(different.shape, device=device, dtype=dtype).masked_fill_(different, -100.0)
 
@@ -120,14 +143,20 @@ class WindowAttention(nn.Module):
             raise ValueError(f"Swin stage width {dim} is not divisible by its {num_heads} heads")
         self.num_heads = num_heads
         self.window = window
-        self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * window - 1) ** 2, num_heads))
-        self.register_buffer("relative_position_index", relative_position_index(window), persistent=False)
+        self.relative_position_bias_table = nn.Parameter(
+            torch.zeros((2 * window - 1) ** 2, num_heads)
+        )
+        self.register_buffer(
+            "relative_position_index", relative_position_index(window), persistent=False
+        )
         self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
 
     def position_bias(self) -> torch.Tensor:
         n = self.window * self.window
-        bias = self.relative_position_bias_table[self.relative_position_index.view(-1)].view(n, n, -1)
+        bias = self.relative_position_bias_table[self.relative_position_index.view(-1)].view(
+            n, n, -1
+        )
         return bias.permute(2, 0, 1)  # (heads, N, N)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -143,7 +172,9 @@ class WindowAttention(nn.Module):
             nw = mask.shape[0]
             fold = (bw // nw, nw * heads, n, -1)
             bias = (bias.unsqueeze(0) + mask.to(q.dtype).unsqueeze(1)).reshape(1, nw * heads, n, n)
-            out = F.scaled_dot_product_attention(q.reshape(fold), k.reshape(fold), v.reshape(fold), attn_mask=bias)
+            out = F.scaled_dot_product_attention(
+                q.reshape(fold), k.reshape(fold), v.reshape(fold), attn_mask=bias
+            )
             out = out.reshape(bw, heads, n, -1)
         return self.proj(out.transpose(1, 2).reshape(bw, n, c))
 
@@ -162,8 +193,16 @@ class Mlp(nn.Module):
 class SwinBlock(nn.Module):
     """Pre-norm (shifted-)window attention + MLP, with the authors' pad-then-shift order."""
 
-    def __init__(self, dim: int, num_heads: int, window: int, shift: int, mlp_ratio: float = 4.0,
-                 qkv_bias: bool = True, drop_path: float = 0.0):
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        window: int,
+        shift: int,
+        mlp_ratio: float = 4.0,
+        qkv_bias: bool = True,
+        drop_path: float = 0.0,
+    ):
         super().__init__()
         from timm.layers import DropPath
 
@@ -200,7 +239,9 @@ class PatchMerging(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.pad(x, (0, 0, 0, x.shape[2] % 2, 0, x.shape[1] % 2))
-        x = torch.cat([x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]], dim=-1)
+        x = torch.cat(
+            [x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]], dim=-1
+        )
         return self.reduction(self.norm(x))
 
 
@@ -219,14 +260,32 @@ class PatchEmbed(nn.Module):
 
 
 class SwinStage(nn.Module):
-    def __init__(self, dim: int, depth: int, num_heads: int, window: int, downsample: bool,
-                 mlp_ratio: float, qkv_bias: bool, drop_paths: list[float]):
+    def __init__(
+        self,
+        dim: int,
+        depth: int,
+        num_heads: int,
+        window: int,
+        downsample: bool,
+        mlp_ratio: float,
+        qkv_bias: bool,
+        drop_paths: list[float],
+    ):
         super().__init__()
         self.window = window
         self.downsample = PatchMerging(dim // 2) if downsample else nn.Identity()
         self.blocks = nn.ModuleList(
-            SwinBlock(dim, num_heads, window, 0 if j % 2 == 0 else window // 2, mlp_ratio, qkv_bias, drop_paths[j])
-            for j in range(depth))
+            SwinBlock(
+                dim,
+                num_heads,
+                window,
+                0 if j % 2 == 0 else window // 2,
+                mlp_ratio,
+                qkv_bias,
+                drop_paths[j],
+            )
+            for j in range(depth)
+        )
         self.grad_checkpointing = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -265,22 +324,44 @@ class SwinTransformer(nn.Module):
         `(B, in_chans, H, W) -> [(B, C * 2**i, ceil(H / (4 * 2**i)), ceil(W / (4 * 2**i))) for i in 0..3]`.
     """
 
-    def __init__(self, embed_dim: int = 192, depths=(2, 2, 18, 2), num_heads=(6, 12, 24, 48), window_size: int = 12,
-                 patch_size: int = 4, mlp_ratio: float = 4.0, qkv_bias: bool = True, drop_path_rate: float = 0.3,
-                 in_chans: int = 3, grad_checkpointing: bool = False):
+    def __init__(
+        self,
+        embed_dim: int = 192,
+        depths=(2, 2, 18, 2),
+        num_heads=(6, 12, 24, 48),
+        window_size: int = 12,
+        patch_size: int = 4,
+        mlp_ratio: float = 4.0,
+        qkv_bias: bool = True,
+        drop_path_rate: float = 0.3,
+        in_chans: int = 3,
+        grad_checkpointing: bool = False,
+    ):
         super().__init__()
         depths, num_heads = [int(d) for d in depths], [int(h) for h in num_heads]
         if len(depths) != 4 or len(num_heads) != 4:
             raise ValueError(f"Swin needs 4 stages: depths={depths}, num_heads={num_heads}")
-        self.channels = [int(embed_dim * 2 ** i) for i in range(4)]
-        self.strides = [patch_size * 2 ** i for i in range(4)]
+        self.channels = [int(embed_dim * 2**i) for i in range(4)]
+        self.strides = [patch_size * 2**i for i in range(4)]
         self.patch_embed = PatchEmbed(in_chans, embed_dim, patch_size)
-        rates = torch.linspace(0, drop_path_rate, sum(depths), device="cpu").tolist()  # as the authors
+        rates = torch.linspace(
+            0, drop_path_rate, sum(depths), device="cpu"
+        ).tolist()  # as the authors
         self.layers = nn.ModuleList()
         for i in range(4):
             first = sum(depths[:i])
-            self.layers.append(SwinStage(self.channels[i], depths[i], num_heads[i], int(window_size), i > 0,
-                                         mlp_ratio, qkv_bias, rates[first:first + depths[i]]))
+            self.layers.append(
+                SwinStage(
+                    self.channels[i],
+                    depths[i],
+                    num_heads[i],
+                    int(window_size),
+                    i > 0,
+                    mlp_ratio,
+                    qkv_bias,
+                    rates[first : first + depths[i]],
+                )
+            )
         for i, c in enumerate(self.channels):
             self.add_module(f"norm{i}", nn.LayerNorm(c))
         self.set_grad_checkpointing(grad_checkpointing)
@@ -324,13 +405,21 @@ def to_timm_layout(sd: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor]
 
         return map_swin_keys(sd, prefix=""), "sssegmentation"
     if "layers.0.downsample.reduction.weight" in sd:
-        moved = {re.sub(r"^layers\.(\d+)\.downsample\.", lambda m: f"layers.{int(m.group(1)) + 1}.downsample.", k): v
-                 for k, v in sd.items()}
+        moved = {
+            re.sub(
+                r"^layers\.(\d+)\.downsample\.",
+                lambda m: f"layers.{int(m.group(1)) + 1}.downsample.",
+                k,
+            ): v
+            for k, v in sd.items()
+        }
         return moved, "original Swin"
     return sd, "timm"
 
 
-def load_swin_weights(model: SwinTransformer, sd: dict[str, torch.Tensor], source: str) -> tuple[list[str], str]:
+def load_swin_weights(
+    model: SwinTransformer, sd: dict[str, torch.Tensor], source: str
+) -> tuple[list[str], str]:
     """Load a Swin weight dict (any layout `to_timm_layout` knows) into `model`.
 
     Every tensor of the model must be found with its shape, except the per-stage output norms
@@ -349,11 +438,15 @@ def load_swin_weights(model: SwinTransformer, sd: dict[str, torch.Tensor], sourc
             if re.match(r"norm[0-3]\.", k):
                 left.append(k)
                 continue
-            raise ValueError(f"{source} ({fmt} layout): no tensor for Swin key '{k}' {tuple(v.shape)}; "
-                             f"the file's first keys: {list(sd)[:3]}")
+            raise ValueError(
+                f"{source} ({fmt} layout): no tensor for Swin key '{k}' {tuple(v.shape)}; "
+                f"the file's first keys: {list(sd)[:3]}"
+            )
         if tuple(mapped[k].shape) != tuple(v.shape):
-            raise ValueError(f"{source} ({fmt} layout): '{k}' has shape {tuple(mapped[k].shape)}, the model "
-                             f"expects {tuple(v.shape)} (another Swin size or window?)")
+            raise ValueError(
+                f"{source} ({fmt} layout): '{k}' has shape {tuple(mapped[k].shape)}, the model "
+                f"expects {tuple(v.shape)} (another Swin size or window?)"
+            )
     model.load_state_dict({k: mapped[k] for k in own if k in mapped}, strict=False)
     return left, fmt
 
@@ -365,8 +458,10 @@ def load_timm_pretrained(model: SwinTransformer, name: str) -> list[str]:
 
     base, _, tag = name.partition(".")
     if base not in SWIN_ARCHS:
-        raise ValueError(f"backbone '{name}': pretrained=true needs a timm Swin name ({', '.join(SWIN_ARCHS)}); "
-                         f"the '{SWIN_FAMILY}' family with custom sizes has no published weights")
+        raise ValueError(
+            f"backbone '{name}': pretrained=true needs a timm Swin name ({', '.join(SWIN_ARCHS)}); "
+            f"the '{SWIN_FAMILY}' family with custom sizes has no published weights"
+        )
     tag = tag or DEFAULT_TAGS.get(base, "")
     src = timm.create_model(f"{base}.{tag}" if tag else base, pretrained=True, num_classes=0)
     return load_swin_weights(model, src.state_dict(), f"timm weights '{base}.{tag}'")[0]
@@ -379,4 +474,6 @@ def load_swin_file(model: SwinTransformer, path: str | os.PathLike):
     sd = read_state_dict(path)
     left, fmt = load_swin_weights(model, sd, os.fspath(path))
     total = len(model.state_dict())
-    return LoadReport(os.fspath(path), f"swin ({fmt} layout)", total - len(left), total, len(sd), left)
+    return LoadReport(
+        os.fspath(path), f"swin ({fmt} layout)", total - len(left), total, len(sd), left
+    )

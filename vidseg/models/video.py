@@ -100,9 +100,17 @@ class VideoSegmentor(nn.Module):
         loss_terms: a `SegmentationLosses` that turns outputs into the weighted loss dict.
     """
 
-    def __init__(self, image_model: ImageSegmentor, history: int = 2, history_source: str = "cbi",
-                 history_grad: bool = False, history_stride: int = 1, scales=(1.0,),
-                 train_low_scale: float = 0.5, loss_terms: nn.Module | None = None):
+    def __init__(
+        self,
+        image_model: ImageSegmentor,
+        history: int = 2,
+        history_source: str = "cbi",
+        history_grad: bool = False,
+        history_stride: int = 1,
+        scales=(1.0,),
+        train_low_scale: float = 0.5,
+        loss_terms: nn.Module | None = None,
+    ):
         super().__init__()
         if history_source not in ("cbi", "r"):
             raise ValueError(f"history_source must be 'cbi' or 'r', got {history_source!r}")
@@ -170,12 +178,17 @@ class VideoSegmentor(nn.Module):
     @staticmethod
     def _split(enc: FrameEncoding, b: int, t: int) -> list:
         """Split a `(B*T, ...)` encoding into T per-frame encodings of batch B."""
+
         def part(x, i):
             return None if x is None else x.view(b, t, *x.shape[1:])[:, i]
 
         names = [f.name for f in dataclasses.fields(FrameEncoding) if f.name != "feats"]
-        return [FrameEncoding([part(f, i) for f in enc.feats],
-                              **{n: part(getattr(enc, n), i) for n in names}) for i in range(t)]
+        return [
+            FrameEncoding(
+                [part(f, i) for f in enc.feats], **{n: part(getattr(enc, n), i) for n in names}
+            )
+            for i in range(t)
+        ]
 
     def _clip_outputs(self, clip: torch.Tensor, c_dl, stages: int, grad_history: bool):
         m = self.image_model
@@ -189,12 +202,16 @@ class VideoSegmentor(nn.Module):
         if frames.dim() == 4:
             return frames.unsqueeze(1)
         if frames.dim() != 5:
-            raise ValueError(f"expected frames (B, T, 3, H, W) or (B, 3, H, W), got {tuple(frames.shape)}")
+            raise ValueError(
+                f"expected frames (B, T, 3, H, W) or (B, 3, H, W), got {tuple(frames.shape)}"
+            )
         return frames
 
     # ------------------------------------------------------------------ training / offline
 
-    def forward(self, frames: torch.Tensor, labels: torch.Tensor | None = None, upsample: bool = True):
+    def forward(
+        self, frames: torch.Tensor, labels: torch.Tensor | None = None, upsample: bool = True
+    ):
         """Training (with labels, train mode) or offline inference.
 
         Args:
@@ -216,12 +233,22 @@ class VideoSegmentor(nn.Module):
         enc, logits, attn = self._clip_outputs(clip, c_dl, stages=1, grad_history=self.history_grad)
         # labels on the R grid, for the pixel-contrast term
         r_labels = downsample_labels(labels, enc.r.shape[-2:])
-        outputs = {"logits": logits, "pr_logits": enc.pr_logits, "cwi_logits": enc.cwi_logits,
-                   "aux_logits": m.aux_head(enc.feats[-2]),
-                   "r": enc.r, "r_labels": r_labels}
+        outputs = {
+            "logits": logits,
+            "pr_logits": enc.pr_logits,
+            "cwi_logits": enc.cwi_logits,
+            "aux_logits": m.aux_head(enc.feats[-2]),
+            "r": enc.r,
+            "r_labels": r_labels,
+        }
         if m.attention_head is not None:
-            low = F.interpolate(clip.flatten(0, 1), scale_factor=self.train_low_scale, mode="bilinear",
-                                align_corners=False, recompute_scale_factor=False)
+            low = F.interpolate(
+                clip.flatten(0, 1),
+                scale_factor=self.train_low_scale,
+                mode="bilinear",
+                align_corners=False,
+                recompute_scale_factor=False,
+            )
             low = low.view(*clip.shape[:2], *low.shape[1:])
             _, low_logits, low_attn = self._clip_outputs(low, c_dl, 1, self.history_grad)
             outputs["hmsa"] = ((low_logits, low_attn), (logits, attn))
@@ -242,13 +269,20 @@ class VideoSegmentor(nn.Module):
             outs[s] = (logits, attn)
         logits = self._fuse_scales(outs)
         if upsample:
-            logits = F.interpolate(logits, size=clip.shape[-2:], mode="bilinear", align_corners=False)
+            logits = F.interpolate(
+                logits, size=clip.shape[-2:], mode="bilinear", align_corners=False
+            )
         return logits
 
     @staticmethod
     def _resize_clip(clip: torch.Tensor, scale: float) -> torch.Tensor:
-        flat = F.interpolate(clip.flatten(0, 1), scale_factor=scale, mode="bilinear",
-                             align_corners=False, recompute_scale_factor=False)
+        flat = F.interpolate(
+            clip.flatten(0, 1),
+            scale_factor=scale,
+            mode="bilinear",
+            align_corners=False,
+            recompute_scale_factor=False,
+        )
         return flat.view(*clip.shape[:2], *flat.shape[1:])
 
     def _fuse_scales(self, outs: dict) -> torch.Tensor:
@@ -265,7 +299,9 @@ class VideoSegmentor(nn.Module):
 
     def _reset(self, state: StreamState, frame: torch.Tensor, video_id, reason: str | None) -> None:
         if reason is not None:
-            log.warning("stream %s: %s; history reset at frame %d", video_id, reason, state.frame_index)
+            log.warning(
+                "stream %s: %s; history reset at frame %d", video_id, reason, state.frame_index
+            )
             state.resets += 1
         state.video_id = video_id
         state.frame_index = 0
@@ -277,8 +313,14 @@ class VideoSegmentor(nn.Module):
             state.c_dl = None if c_dl is None else c_dl.detach()
 
     @torch.no_grad()
-    def step(self, frame: torch.Tensor, state: StreamState | None = None, video_id=None,
-             shot_cut_threshold: float | None = None, output_size=None):
+    def step(
+        self,
+        frame: torch.Tensor,
+        state: StreamState | None = None,
+        video_id=None,
+        shot_cut_threshold: float | None = None,
+        output_size=None,
+    ):
         """Process one frame causally.
 
         Args:
@@ -301,29 +343,51 @@ class VideoSegmentor(nn.Module):
         elif video_id is not None and video_id != state.video_id:
             self._reset(state, frame, video_id, None)
         elif tuple(frame.shape[-2:]) != state.input_size:
-            self._reset(state, frame, state.video_id,
-                        f"input size changed from {state.input_size} to {tuple(frame.shape[-2:])}")
+            self._reset(
+                state,
+                frame,
+                state.video_id,
+                f"input size changed from {state.input_size} to {tuple(frame.shape[-2:])}",
+            )
         if shot_cut_threshold is not None:
             thumb = F.adaptive_avg_pool2d(frame, 32)
-            if state.last_thumb is not None and (thumb - state.last_thumb).abs().mean() > shot_cut_threshold:
+            if (
+                state.last_thumb is not None
+                and (thumb - state.last_thumb).abs().mean() > shot_cut_threshold
+            ):
                 self._reset(state, frame, state.video_id, "shot cut detected")
             state.last_thumb = thumb
 
         m = self.image_model
         outs = {}
         for s in self.scales:
-            x = frame if s == 1.0 else F.interpolate(frame, scale_factor=s, mode="bilinear",
-                                                     align_corners=False, recompute_scale_factor=False)
+            x = (
+                frame
+                if s == 1.0
+                else F.interpolate(
+                    frame,
+                    scale_factor=s,
+                    mode="bilinear",
+                    align_corners=False,
+                    recompute_scale_factor=False,
+                )
+            )
             enc = m.encode(x, state.c_dl)
-            buf = state.history.setdefault(s, deque(maxlen=max(1, self.history * self.history_stride)))
+            buf = state.history.setdefault(
+                s, deque(maxlen=max(1, self.history * self.history_stride))
+            )
             current = self._history_map(enc)
             hist = pick_history(list(buf), self.history, self.history_stride, current)
-            logits, r_aug = m.predict_frame(enc, m.within_image_context(enc), state.c_dl, hist, m.iis_stages)
+            logits, r_aug = m.predict_frame(
+                enc, m.within_image_context(enc), state.c_dl, hist, m.iis_stages
+            )
             outs[s] = (logits, m.attention(r_aug))
             if self.history > 0:
                 buf.append(current.detach())
         state.frame_index += 1
         logits = self._fuse_scales(outs)
         if output_size is not None:
-            logits = F.interpolate(logits, size=tuple(output_size), mode="bilinear", align_corners=False)
+            logits = F.interpolate(
+                logits, size=tuple(output_size), mode="bilinear", align_corners=False
+            )
         return logits, state

@@ -60,8 +60,10 @@ class LoadReport:
         return self.matched / max(self.total, 1)
 
     def __str__(self) -> str:
-        return (f"{self.path}: {self.matched}/{self.total} model tensors loaded by {self.method} "
-                f"({self.file_tensors} tensors in the file)")
+        return (
+            f"{self.path}: {self.matched}/{self.total} model tensors loaded by {self.method} "
+            f"({self.file_tensors} tensors in the file)"
+        )
 
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
@@ -75,7 +77,9 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"weight file not found: {path} (expected a .pth/.pt/.safetensors file)")
+        raise FileNotFoundError(
+            f"weight file not found: {path} (expected a .pth/.pt/.safetensors file)"
+        )
     if path.endswith(".safetensors"):
         from safetensors.torch import load_file
 
@@ -84,15 +88,19 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         try:
             sd = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:  # pickled code, corrupt file, ...
-            raise ValueError(f"cannot read weight file {path} with torch.load(weights_only=True): "
-                             f"{type(e).__name__}: {e}") from e
+            raise ValueError(
+                f"cannot read weight file {path} with torch.load(weights_only=True): "
+                f"{type(e).__name__}: {e}"
+            ) from e
     for _ in range(2):  # e.g. {"model": {"state_dict": ...}} is rare but seen
         if isinstance(sd, dict):
             inner = next((sd[k] for k in STATE_DICT_KEYS if isinstance(sd.get(k), dict)), None)
             if inner is not None and not any(torch.is_tensor(v) for v in sd.values()):
                 sd = inner
     if not isinstance(sd, dict):
-        raise ValueError(f"weight file {path}: expected a dict of tensors, found {type(sd).__name__}")
+        raise ValueError(
+            f"weight file {path}: expected a dict of tensors, found {type(sd).__name__}"
+        )
     tensors = {k: v for k, v in sd.items() if torch.is_tensor(v)}
     if not tensors:
         raise ValueError(f"weight file {path}: no tensors found (top-level keys: {list(sd)[:10]})")
@@ -106,7 +114,7 @@ def strip_prefix(key: str, prefixes: tuple[str, ...] = WRAPPER_PREFIXES) -> str:
         changed = False
         for p in prefixes:
             if key.startswith(p):
-                key, changed = key[len(p):], True
+                key, changed = key[len(p) :], True
     return key
 
 
@@ -141,7 +149,11 @@ def _match_by_order(model_sd: dict, file_sd: dict) -> dict[str, torch.Tensor]:
         return {}
     out = {a: file_sd[b] for a, b in zip(m_keys, f_keys)}
     # carry the BatchNorm counters along with the module whose weight was mapped
-    owner = {a.rsplit(".", 1)[0]: b.rsplit(".", 1)[0] for a, b in zip(m_keys, f_keys) if "." in a and "." in b}
+    owner = {
+        a.rsplit(".", 1)[0]: b.rsplit(".", 1)[0]
+        for a, b in zip(m_keys, f_keys)
+        if "." in a and "." in b
+    }
     for k in model_sd:
         if _is_counter(k):
             src = f"{owner.get(k.rsplit('.', 1)[0], '')}.{_COUNTER}"
@@ -150,8 +162,9 @@ def _match_by_order(model_sd: dict, file_sd: dict) -> dict[str, torch.Tensor]:
     return out
 
 
-def map_state_dict(model_sd: dict[str, torch.Tensor], file_sd: dict[str, torch.Tensor],
-                   path: str = "<state dict>") -> tuple[dict[str, torch.Tensor], LoadReport]:
+def map_state_dict(
+    model_sd: dict[str, torch.Tensor], file_sd: dict[str, torch.Tensor], path: str = "<state dict>"
+) -> tuple[dict[str, torch.Tensor], LoadReport]:
     """Map a file's tensors onto a model's keys (the best of names, canonical names, shape order).
 
     Args:
@@ -177,8 +190,9 @@ def map_state_dict(model_sd: dict[str, torch.Tensor], file_sd: dict[str, torch.T
     return mapped, LoadReport(os.fspath(path), method, count(mapped), total, n_file, missing)
 
 
-def load_weights(module: nn.Module, path: str | os.PathLike, min_fraction: float = 0.9,
-                 what: str = "backbone") -> LoadReport:
+def load_weights(
+    module: nn.Module, path: str | os.PathLike, min_fraction: float = 0.9, what: str = "backbone"
+) -> LoadReport:
     """Load a local weight file into `module`, remapping keys when needed.
 
     Args:
@@ -200,11 +214,16 @@ def load_weights(module: nn.Module, path: str | os.PathLike, min_fraction: float
             f"weight file {report.path} does not fit {what}: only {report.matched}/{report.total} "
             f"model tensors matched (best: {report.method}; the file has {report.file_tensors} tensors), "
             f"expected at least {min_fraction:.0%}. First unmatched model keys: {report.missing[:3]}; "
-            f"first file keys: {file_examples}")
+            f"first file keys: {file_examples}"
+        )
     module.load_state_dict(mapped, strict=False)
     if report.matched < report.total:
-        logger.warning("partly loaded %s; %d tensors keep their initial values, e.g. %s",
-                       report, len(report.missing), report.missing[:3])
+        logger.warning(
+            "partly loaded %s; %d tensors keep their initial values, e.g. %s",
+            report,
+            len(report.missing),
+            report.missing[:3],
+        )
     else:
         logger.info("loaded %s", report)
     return report

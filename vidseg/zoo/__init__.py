@@ -20,6 +20,17 @@ from vidseg.zoo.download import (
 from vidseg.zoo.table import ZOO, ZooEntry, markdown_table
 
 __all__ = [
-    "CLASS_NAMES", "NUM_CLASSES", "ZOO", "ZooEntry", "ZooError", "cache_dir", "class_names",
-    "fetch", "fetch_converted", "list_entries", "markdown_table", "resolve", "weights_path",
+    "CLASS_NAMES",
+    "NUM_CLASSES",
+    "ZOO",
+    "ZooEntry",
+    "ZooError",
+    "cache_dir",
+    "class_names",
+    "fetch",
+    "fetch_converted",
+    "list_entries",
+    "markdown_table",
+    "resolve",
+    "weights_path",
 ]

@@ -8,6 +8,8 @@ kept verbatim so that it matches what `vidseg.data.vspw.load_class_names` reads 
 from __future__ import annotations
 
 # VSPW: raw mask value k + 1 -> train id k; raw 0 ("others") and 255 are ignored.
+# the name tables stay wrapped blocks, not one name per line
+# fmt: off
 VSPW = (
     "wall", "ceiling", "door", "stair", "ladder", "escalator", "Playground_slide",
     "handrail_or_fence", "window", "rail", "goal", "pillar", "pole", "floor", "ground", "grass",
@@ -114,6 +116,7 @@ VOC = (
     "cow", "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",
     "train", "tvmonitor",
 )
+# fmt: on
 
 CLASS_NAMES: dict[str, tuple[str, ...]] = {
     "vspw": VSPW,

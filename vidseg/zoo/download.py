@@ -75,8 +75,10 @@ def resolve(name: str) -> ZooEntry:
     names = [e.name for e in ZOO]
     close = difflib.get_close_matches(key, names, n=3, cutoff=0.6)
     hint = f"did you mean {' or '.join(repr(c) for c in close)}?" if close else "no close match."
-    raise ZooError(f"unknown model {name!r}: {hint} ({len(names)} models: "
-                   f"vidseg.zoo.list_entries(), or docs/MODELS.md)")
+    raise ZooError(
+        f"unknown model {name!r}: {hint} ({len(names)} models: "
+        f"vidseg.zoo.list_entries(), or docs/MODELS.md)"
+    )
 
 
 def weights_path(entry_or_url: ZooEntry | str, dest_dir: str | os.PathLike | None = None) -> Path:
@@ -106,8 +108,13 @@ def _target(entry_or_url: ZooEntry | str) -> tuple[str, int | None, str | None]:
     return entry.url, entry.size_bytes, entry.sha256
 
 
-def fetch(entry_or_url: ZooEntry | str, dest_dir: str | os.PathLike | None = None,
-          progress: bool = True, timeout: float = DEFAULT_TIMEOUT_S, retries: int = 2) -> Path:
+def fetch(
+    entry_or_url: ZooEntry | str,
+    dest_dir: str | os.PathLike | None = None,
+    progress: bool = True,
+    timeout: float = DEFAULT_TIMEOUT_S,
+    retries: int = 2,
+) -> Path:
     """The local path of a published checkpoint, downloading it on first use.
 
     A file already at `weights_path(...)` is used without touching the network (its size and
@@ -135,8 +142,9 @@ def fetch(entry_or_url: ZooEntry | str, dest_dir: str | os.PathLike | None = Non
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise ZooError(f"cannot create the cache folder {final.parent} for {url}: "
-                       f"{_one_line(exc)}") from exc
+        raise ZooError(
+            f"cannot create the cache folder {final.parent} for {url}: {_one_line(exc)}"
+        ) from exc
     with _file_lock(final.with_name(f".{final.name}.lock")):
         if final.is_file():  # another process finished it while we waited for the lock
             _check(final, url, size, sha, delete=False)
@@ -148,9 +156,11 @@ def fetch(entry_or_url: ZooEntry | str, dest_dir: str | os.PathLike | None = Non
             except _Interrupted as cut:
                 if attempt == retries:
                     got = f"{cut.have} of {cut.total if cut.total is not None else '?'} bytes"
-                    raise ZooError(f"download of {url} was cut after {got} "
-                                   f"({_one_line(cut.reason)}); {part} is kept and the next "
-                                   f"call resumes it, or put the file at {final} by hand") from None
+                    raise ZooError(
+                        f"download of {url} was cut after {got} "
+                        f"({_one_line(cut.reason)}); {part} is kept and the next "
+                        f"call resumes it, or put the file at {final} by hand"
+                    ) from None
             except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
                 if isinstance(exc, urllib.error.HTTPError):
                     exc.close()
@@ -162,8 +172,12 @@ def fetch(entry_or_url: ZooEntry | str, dest_dir: str | os.PathLike | None = Non
     return final
 
 
-def fetch_converted(name: str | ZooEntry, convert: Callable[[Path, Path, ZooEntry], None],
-                    progress: bool = True, timeout: float = DEFAULT_TIMEOUT_S) -> Path:
+def fetch_converted(
+    name: str | ZooEntry,
+    convert: Callable[[Path, Path, ZooEntry], None],
+    progress: bool = True,
+    timeout: float = DEFAULT_TIMEOUT_S,
+) -> Path:
     """`<cache>/converted/<name>.vidseg.pth`, created on first use from the authors' file.
 
     `convert(raw_path, dst_path, entry)` is called only when the converted file does not exist
@@ -186,16 +200,18 @@ def fetch_converted(name: str | ZooEntry, convert: Callable[[Path, Path, ZooEntr
         try:
             convert(raw, tmp, entry)
             if not tmp.is_file():
-                raise ZooError(f"converting {raw} for {entry.name!r}: {convert!r} did not "
-                               f"write {tmp}")
+                raise ZooError(
+                    f"converting {raw} for {entry.name!r}: {convert!r} did not write {tmp}"
+                )
             os.replace(tmp, dst)
         finally:
             tmp.unlink(missing_ok=True)
     return dst
 
 
-def _download(url: str, part: Path, expected: int | None, timeout: float,
-              progress: bool) -> int | None:
+def _download(
+    url: str, part: Path, expected: int | None, timeout: float, progress: bool
+) -> int | None:
     """Append the rest of `url` to `part` (or restart it); the total size, when announced."""
     for _ in range(2):  # the second pass is a restart from zero after a rejected Range
         have = part.stat().st_size if part.is_file() else 0
@@ -230,8 +246,10 @@ def _download(url: str, part: Path, expected: int | None, timeout: float,
                 have = 0
             if expected is not None and total is not None and total != expected:
                 part.unlink(missing_ok=True)
-                raise ZooError(f"size mismatch for {url}: expected {expected} bytes, found {total} "
-                               f"(announced by the server; nothing downloaded)")
+                raise ZooError(
+                    f"size mismatch for {url}: expected {expected} bytes, found {total} "
+                    f"(announced by the server; nothing downloaded)"
+                )
             _copy(response, part, have, total, progress, url)
             return total
     raise ZooError(f"cannot download {url}: the server rejects every resume of {part}")
@@ -240,10 +258,19 @@ def _download(url: str, part: Path, expected: int | None, timeout: float,
 def _copy(response, part: Path, have: int, total: int | None, progress: bool, url: str) -> None:
     """Write the body of `response` to `part` from byte `have` on; `_Interrupted` if short."""
     name = url.rsplit("/", 1)[-1]
-    with open(part, "ab" if have else "wb") as out, tqdm(
-        total=total, initial=have, unit="B", unit_scale=True, unit_divisor=1024, desc=name,
-        disable=not progress, leave=False,
-    ) as bar:
+    with (
+        open(part, "ab" if have else "wb") as out,
+        tqdm(
+            total=total,
+            initial=have,
+            unit="B",
+            unit_scale=True,
+            unit_divisor=1024,
+            desc=name,
+            disable=not progress,
+            leave=False,
+        ) as bar,
+    ):
         while True:
             try:
                 chunk = response.read(CHUNK_BYTES)
@@ -269,15 +296,18 @@ def _check(path: Path, url: str, size: int | None, sha: str | None, delete: bool
         if delete:
             path.unlink(missing_ok=True)
         expected = "a non-empty file" if size < 0 else f"{size} bytes"
-        raise ZooError(f"size mismatch for {url}: expected {expected}, found {found} bytes in "
-                       f"{path} ({what})")
+        raise ZooError(
+            f"size mismatch for {url}: expected {expected}, found {found} bytes in {path} ({what})"
+        )
     if sha is not None:
         digest = _sha256(path)
         if digest != sha.lower():
             if delete:
                 path.unlink(missing_ok=True)
-            raise ZooError(f"sha256 mismatch for {url}: expected {sha.lower()}, found {digest} "
-                           f"in {path} ({what})")
+            raise ZooError(
+                f"sha256 mismatch for {url}: expected {sha.lower()}, found {digest} "
+                f"in {path} ({what})"
+            )
 
 
 def _sha256(path: Path) -> str:
@@ -295,8 +325,10 @@ def _network_message(url: str, exc: BaseException, final: Path) -> str:
         reason = _one_line(exc.reason)
     else:
         reason = f"{type(exc).__name__}: {_one_line(exc)}"
-    return (f"cannot download {url} ({reason}); if this machine cannot reach it, download the "
-            f"file elsewhere and put it at {final}")
+    return (
+        f"cannot download {url} ({reason}); if this machine cannot reach it, download the "
+        f"file elsewhere and put it at {final}"
+    )
 
 
 def _restart(part: Path) -> int:

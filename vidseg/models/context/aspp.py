@@ -27,16 +27,28 @@ class ASPP(nn.Module):
     Shapes: `(B, C_in, h, w) -> (B, channels, h, w)`.
     """
 
-    def __init__(self, in_channels: int, channels: int, dilations: tuple[int, ...] = (1, 12, 24, 36),
-                 project_kernel: int = 1):
+    def __init__(
+        self,
+        in_channels: int,
+        channels: int,
+        dilations: tuple[int, ...] = (1, 12, 24, 36),
+        project_kernel: int = 1,
+    ):
         super().__init__()
         if not dilations or any(int(d) < 1 for d in dilations):
-            raise ValueError(f"ASPP: dilations={dilations}, expected positive integers such as (1, 12, 24, 36)")
+            raise ValueError(
+                f"ASPP: dilations={dilations}, expected positive integers such as (1, 12, 24, 36)"
+            )
         self.dilations = tuple(int(d) for d in dilations)
-        self.image_pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), ConvBNReLU(in_channels, channels, 1))
+        self.image_pool = nn.Sequential(
+            nn.AdaptiveAvgPool2d(1), ConvBNReLU(in_channels, channels, 1)
+        )
         self.branches = nn.ModuleList(
-            ConvBNReLU(in_channels, channels, 1) if d == 1 else ConvBNReLU(in_channels, channels, 3, dilation=d)
-            for d in self.dilations)
+            ConvBNReLU(in_channels, channels, 1)
+            if d == 1
+            else ConvBNReLU(in_channels, channels, 3, dilation=d)
+            for d in self.dilations
+        )
         self.project = ConvBNReLU((len(self.dilations) + 1) * channels, channels, project_kernel)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

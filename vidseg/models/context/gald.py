@@ -55,8 +55,10 @@ class CompactNonLocal(nn.Module):
         super().__init__()
         inner = inner_channels or max(channels // 2, groups)
         if channels % groups or inner % groups:
-            raise ValueError(f"CompactNonLocal: channels={channels} and inner_channels={inner} must be "
-                             f"divisible by groups={groups}")
+            raise ValueError(
+                f"CompactNonLocal: channels={channels} and inner_channels={inner} must be "
+                f"divisible by groups={groups}"
+            )
         self.groups = groups
         self.theta = nn.Conv2d(channels, inner, 1, bias=False)
         self.phi = nn.Conv2d(channels, inner, 1, bias=False)
@@ -85,8 +87,11 @@ class LocalDistributionV1(nn.Module):
         super().__init__()
         layers = []
         for _ in range(depth):
-            layers += [nn.Conv2d(channels, channels, 3, stride=2, padding=0, groups=channels, bias=False),
-                       nn.BatchNorm2d(channels), nn.ReLU(inplace=True)]
+            layers += [
+                nn.Conv2d(channels, channels, 3, stride=2, padding=0, groups=channels, bias=False),
+                nn.BatchNorm2d(channels),
+                nn.ReLU(inplace=True),
+            ]
         self.down = nn.Sequential(*layers)
         self.min_size = 2 ** (depth + 1) - 1
 
@@ -94,13 +99,22 @@ class LocalDistributionV1(nn.Module):
         h, w = xg.shape[-2:]
         x = xg
         if h < self.min_size or w < self.min_size:
-            x = F.pad(x, (0, max(0, self.min_size - w), 0, max(0, self.min_size - h)), mode="replicate")
+            x = F.pad(
+                x, (0, max(0, self.min_size - w), 0, max(0, self.min_size - h)), mode="replicate"
+            )
         mask = torch.sigmoid(resize(self.down(x), (h, w)))
         return xg * mask + xg
 
 
-def local_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kernel: int, dilation: int,
-                    scale: float = 1.0, max_elements: int = 2 ** 25) -> torch.Tensor:
+def local_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    kernel: int,
+    dilation: int,
+    scale: float = 1.0,
+    max_elements: int = 2**25,
+) -> torch.Tensor:
     """Each position attends over its dilated `kernel x kernel` neighbourhood (zero padding).
 
     out(p) = sum_n softmax_n(scale * q(p) . k(p + dilation * d_n)) v(p + dilation * d_n), the
@@ -120,7 +134,9 @@ def local_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kernel: i
         `(B, Cv, H, W)`.
     """
     if kernel % 2 != 1 or kernel < 1 or dilation < 1:
-        raise ValueError(f"local_attention: kernel={kernel} must be odd and dilation={dilation} >= 1")
+        raise ValueError(
+            f"local_attention: kernel={kernel} must be odd and dilation={dilation} >= 1"
+        )
     b, c, h, w = k.shape
     cv = v.shape[1]
     kk = kernel * kernel
@@ -132,9 +148,13 @@ def local_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kernel: i
     for top in range(0, h, rows):
         n = min(rows, h - top)
         # padded rows top .. top+n+2*pad-1 hold every neighbour of output rows top .. top+n-1
-        ku = F.unfold(kp[:, :, top:top + n + 2 * pad], kernel, dilation=dilation).view(b, c, kk, n, w)
-        vu = F.unfold(vp[:, :, top:top + n + 2 * pad], kernel, dilation=dilation).view(b, cv, kk, n, w)
-        logits = (q[:, :, top:top + n].unsqueeze(2) * ku).sum(1) * scale  # (B, kk, n, W)
+        ku = F.unfold(kp[:, :, top : top + n + 2 * pad], kernel, dilation=dilation).view(
+            b, c, kk, n, w
+        )
+        vu = F.unfold(vp[:, :, top : top + n + 2 * pad], kernel, dilation=dilation).view(
+            b, cv, kk, n, w
+        )
+        logits = (q[:, :, top : top + n].unsqueeze(2) * ku).sum(1) * scale  # (B, kk, n, W)
         attn = logits.softmax(dim=1)
         outs.append((attn.unsqueeze(1) * vu).sum(2))
     return torch.cat(outs, dim=2)
@@ -151,10 +171,14 @@ class LocalDistributionV2(nn.Module):
     Shapes: `x_l, x_g (B, C, h, w) -> X_gald (B, C', h, w)`.
     """
 
-    def __init__(self, channels: int, key_channels: int | None = None, kernel: int = 5, dilation: int = 6):
+    def __init__(
+        self, channels: int, key_channels: int | None = None, kernel: int = 5, dilation: int = 6
+    ):
         super().__init__()
         if kernel % 2 != 1 or kernel < 1 or dilation < 1:
-            raise ValueError(f"LDv2: ld_kernel={kernel} must be odd and ld_dilation={dilation} >= 1")
+            raise ValueError(
+                f"LDv2: ld_kernel={kernel} must be odd and ld_dilation={dilation} >= 1"
+            )
         self.key_channels = key_channels or max(channels // 2, 1)
         self.kernel, self.dilation = kernel, dilation
         self.query = nn.Conv2d(2 * channels, self.key_channels, 1)
@@ -163,8 +187,14 @@ class LocalDistributionV2(nn.Module):
 
     def forward(self, xl: torch.Tensor, xg: torch.Tensor) -> torch.Tensor:
         s = torch.cat([xl, xg], dim=1)
-        return local_attention(self.query(s), self.key(s), self.value(s), self.kernel, self.dilation,
-                               scale=self.key_channels ** -0.5)
+        return local_attention(
+            self.query(s),
+            self.key(s),
+            self.value(s),
+            self.kernel,
+            self.dilation,
+            scale=self.key_channels**-0.5,
+        )
 
 
 class GALDHead(nn.Module):
@@ -182,9 +212,17 @@ class GALDHead(nn.Module):
     Shapes: `(B, C_in, h, w) -> (B, channels, h, w)`.
     """
 
-    def __init__(self, in_channels: int, channels: int, ga: str = "aspp", ld: str = "v2", ld_kernel: int = 5,
-                 ld_dilation: int = 6, ga_dilations: tuple[int, ...] = (1, 6, 12, 18),
-                 ga_bins: tuple[int, ...] = (1, 2, 3, 6)):
+    def __init__(
+        self,
+        in_channels: int,
+        channels: int,
+        ga: str = "aspp",
+        ld: str = "v2",
+        ld_kernel: int = 5,
+        ld_dilation: int = 6,
+        ga_dilations: tuple[int, ...] = (1, 6, 12, 18),
+        ga_bins: tuple[int, ...] = (1, 2, 3, 6),
+    ):
         super().__init__()
         if ga not in GA_KINDS:
             raise ValueError(f"GALDHead: ga='{ga}', expected one of {GA_KINDS}")

@@ -29,11 +29,15 @@ class PPM(nn.Module):
             raise ValueError("PPM: bins is empty, expected output sizes such as (1, 2, 3, 6)")
         self.bins = tuple(int(b) for b in bins)
         self.branches = nn.ModuleList(
-            nn.Sequential(nn.AdaptiveAvgPool2d(b), ConvBNReLU(in_channels, channels, 1)) for b in self.bins)
+            nn.Sequential(nn.AdaptiveAvgPool2d(b), ConvBNReLU(in_channels, channels, 1))
+            for b in self.bins
+        )
         self.bottleneck = ConvBNReLU(in_channels + len(self.bins) * channels, channels, 3)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         size = x.shape[-2:]
-        pooled = [F.interpolate(branch(x), size=size, mode="bilinear", align_corners=False)
-                  for branch in self.branches]
+        pooled = [
+            F.interpolate(branch(x), size=size, mode="bilinear", align_corners=False)
+            for branch in self.branches
+        ]
         return self.bottleneck(torch.cat([x] + pooled, dim=1))

@@ -35,7 +35,9 @@ class UperPyramid(nn.Module):
         super().__init__()
         in_channels = [int(c) for c in in_channels]
         if len(in_channels) != 3:
-            raise ValueError(f"UperPyramid: in_channels={in_channels}, expected 3 ints (C2, C3, C4)")
+            raise ValueError(
+                f"UperPyramid: in_channels={in_channels}, expected 3 ints (C2, C3, C4)"
+            )
         self.lateral_channels = lateral_channels
         self.laterals = nn.ModuleList(ConvBNReLU(c, lateral_channels, 1) for c in in_channels)
         self.convs = nn.ModuleList(ConvBNReLU(lateral_channels, channels, 3) for _ in in_channels)
@@ -43,11 +45,15 @@ class UperPyramid(nn.Module):
 
     def forward(self, top: torch.Tensor, feats: list[torch.Tensor]) -> torch.Tensor:
         if len(feats) != len(self.laterals):
-            raise ValueError(f"UperPyramid: got {len(feats)} lateral maps, expected "
-                             f"{len(self.laterals)} (C2, C3, C4)")
+            raise ValueError(
+                f"UperPyramid: got {len(feats)} lateral maps, expected "
+                f"{len(self.laterals)} (C2, C3, C4)"
+            )
         if top.shape[1] != self.lateral_channels:
-            raise ValueError(f"UperPyramid: top map has {top.shape[1]} channels, expected "
-                             f"{self.lateral_channels}")
+            raise ValueError(
+                f"UperPyramid: top map has {top.shape[1]} channels, expected "
+                f"{self.lateral_channels}"
+            )
         levels = [conv(f) for conv, f in zip(self.laterals, feats)] + [top]
         for i in range(len(levels) - 1, 0, -1):
             levels[i - 1] = levels[i - 1] + resize(levels[i], levels[i - 1].shape[-2:])

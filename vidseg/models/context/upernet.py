@@ -35,7 +35,9 @@ class FPNDecoder(nn.Module):
         super().__init__()
         lateral_channels = [int(c) for c in lateral_channels]
         if len(lateral_channels) != 3:
-            raise ValueError(f"FPNDecoder: lateral_channels={lateral_channels}, expected 3 ints (C2, C3, C4)")
+            raise ValueError(
+                f"FPNDecoder: lateral_channels={lateral_channels}, expected 3 ints (C2, C3, C4)"
+            )
         self.top = ConvBNReLU(top_channels, channels, 3)
         self.laterals = nn.ModuleList(ConvBNReLU(c, channels, 1) for c in lateral_channels)
         self.fpn_convs = nn.ModuleList(ConvBNReLU(channels, channels, 3) for _ in lateral_channels)
@@ -43,7 +45,9 @@ class FPNDecoder(nn.Module):
 
     def forward(self, top: torch.Tensor, feats: list[torch.Tensor]) -> torch.Tensor:
         if len(feats) != len(self.laterals):
-            raise ValueError(f"FPNDecoder: got {len(feats)} lateral maps, expected {len(self.laterals)} (C2, C3, C4)")
+            raise ValueError(
+                f"FPNDecoder: got {len(feats)} lateral maps, expected {len(self.laterals)} (C2, C3, C4)"
+            )
         t = self.top(top)
         lats = [conv(f) for conv, f in zip(self.laterals, feats)]
         # top-down: each level receives the (already summed) level above
