@@ -42,31 +42,50 @@ sys.path.insert(0, str(ROOT))
 BASE_CONFIG = "synthetic/demo"
 # shared by every variant: image UperNet + MCIBI++ with one inference stage (the paper's image
 # baseline of Table 16); the variants below change only their own keys
-BASE = {"model": {"context": "upernet", "history": 0, "iis_stages": 1},
-        "data": {"num_workers": 1},
-        "train": {"log_interval": 10, "ckpt_interval": 40, "keep_checkpoints": 1,
-                  "validate": False},
-        "eval": {"tc": True}}
+BASE = {
+    "model": {"context": "upernet", "history": 0, "iis_stages": 1},
+    "data": {"num_workers": 1},
+    "train": {"log_interval": 10, "ckpt_interval": 40, "keep_checkpoints": 1, "validate": False},
+    "eval": {"tc": True},
+}
 NO_MEMORY = {"memory": {"type": "none"}}
 VARIANTS = {
-    "fcn": ("FCN baseline: no within-image context, no memory",
-            {"model": {"context": "none", **NO_MEMORY}}),
+    "fcn": (
+        "FCN baseline: no within-image context, no memory",
+        {"model": {"context": "none", **NO_MEMORY}},
+    ),
     "upernet": ("UperNet baseline (PPM + FPN), no memory", {"model": NO_MEMORY}),
-    "upernet_mcibi": ("+ MCIBI: vector memory (momentum 0.9, poly)",
-                      {"model": {"memory": {"type": "vector", "momentum": 0.9}}}),
+    "upernet_mcibi": (
+        "+ MCIBI: vector memory (momentum 0.9, poly)",
+        {"model": {"memory": {"type": "vector", "momentum": 0.9}}},
+    ),
     "upernet_mcibipp": ("+ MCIBI++: distribution memory, 1 inference stage", {}),
     "upernet_mcibipp_iis": ("+ IIS: 2 inference stages", {"model": {"iis_stages": 2}}),
-    "video_h1_cbi": ("Video-MCIBI++, h = 1, C_bi history",
-                     {"model": {"iis_stages": 2, "history": 1}}),
-    "video_h2_cbi": ("Video-MCIBI++, h = 2, C_bi history",
-                     {"model": {"iis_stages": 2, "history": 2}}),
-    "video_h2_r": ("Video-MCIBI++, h = 2, R history (Table 16)",
-                   {"model": {"iis_stages": 2, "history": 2, "history_source": "r"}}),
-    "gald_ldv2": ("GALD (ASPP global aggregation + LDv2) instead of UperNet, no memory",
-                  {"model": {"context": "gald", "gald": {"ld": "v2"}, **NO_MEMORY}}),
-    "hmsa_2scale": ("+ IIS + HMSA over scales 0.5 and 1.0",
-                    {"model": {"iis_stages": 2, "hmsa": {"enabled": True, "scales": [0.5, 1.0],
-                                                          "train_low_scale": 0.5}}}),
+    "video_h1_cbi": (
+        "Video-MCIBI++, h = 1, C_bi history",
+        {"model": {"iis_stages": 2, "history": 1}},
+    ),
+    "video_h2_cbi": (
+        "Video-MCIBI++, h = 2, C_bi history",
+        {"model": {"iis_stages": 2, "history": 2}},
+    ),
+    "video_h2_r": (
+        "Video-MCIBI++, h = 2, R history (Table 16)",
+        {"model": {"iis_stages": 2, "history": 2, "history_source": "r"}},
+    ),
+    "gald_ldv2": (
+        "GALD (ASPP global aggregation + LDv2) instead of UperNet, no memory",
+        {"model": {"context": "gald", "gald": {"ld": "v2"}, **NO_MEMORY}},
+    ),
+    "hmsa_2scale": (
+        "+ IIS + HMSA over scales 0.5 and 1.0",
+        {
+            "model": {
+                "iis_stages": 2,
+                "hmsa": {"enabled": True, "scales": [0.5, 1.0], "train_low_scale": 0.5},
+            }
+        },
+    ),
 }
 IMAGE = "upernet_mcibipp_iis"
 # name -> (variant a, variant b, metric, relation): the paper says a `relation` b
@@ -83,22 +102,42 @@ DIRECTIONS = {
 }
 METRICS = ("miou", "mvc8", "mvc16", "tc", "miou_corrupted", "twin_confusion")
 # dataset, iterations and seeds of the full run and of the smoke run
-FULL = {"data": dict(num_train=32, num_val=8, num_test=0, frames=24, height=144, width=256),
-        "iters": 100, "seeds": 3, "out": "work_dirs/ablation", "overrides": {}}
-QUICK = {"data": dict(num_train=6, num_val=2, num_test=0, frames=18, height=96, width=160),
-         "iters": 6, "seeds": 2, "out": "work_dirs/ablation_quick",
-         "overrides": {"data": {"short_side": 96, "crop_size": [64, 64], "batch_size": 4,
-                                "num_workers": 0}}}
+FULL = {
+    "data": dict(num_train=32, num_val=8, num_test=0, frames=24, height=144, width=256),
+    "iters": 100,
+    "seeds": 3,
+    "out": "work_dirs/ablation",
+    "overrides": {},
+}
+QUICK = {
+    "data": dict(num_train=6, num_val=2, num_test=0, frames=18, height=96, width=160),
+    "iters": 6,
+    "seeds": 2,
+    "out": "work_dirs/ablation_quick",
+    "overrides": {
+        "data": {"short_side": 96, "crop_size": [64, 64], "batch_size": 4, "num_workers": 0}
+    },
+}
 
 
-def variant_config(name: str, data_root: str | os.PathLike, seed: int, iters: int,
-                   extra: dict | None = None, base: str = BASE_CONFIG):
+def variant_config(
+    name: str,
+    data_root: str | os.PathLike,
+    seed: int,
+    iters: int,
+    extra: dict | None = None,
+    base: str = BASE_CONFIG,
+):
     """The resolved `Config` of one variant: base config + `BASE` + `extra` + the variant's row."""
     from vidseg.api import section_overrides
     from vidseg.config import load_config
 
-    sections = [BASE, extra or {}, VARIANTS[name][1],
-                {"data": {"root": os.fspath(data_root)}, "train": {"iters": iters, "seed": seed}}]
+    sections = [
+        BASE,
+        extra or {},
+        VARIANTS[name][1],
+        {"data": {"root": os.fspath(data_root)}, "train": {"iters": iters, "seed": seed}},
+    ]
     return load_config(base, [o for s in sections for o in section_overrides(s)])
 
 
@@ -110,8 +149,12 @@ def ensure_dataset(root: Path, params: dict) -> Path:
     manifest = root / MANIFEST
     if manifest.is_file():
         found = json.loads(manifest.read_text())
-        if found.get("preset") == "hard" and found.get("version") == HARD_VERSION and found.get(
-                "seed") == 0 and all(found["parameters"].get(k) == v for k, v in params.items()):
+        if (
+            found.get("preset") == "hard"
+            and found.get("version") == HARD_VERSION
+            and found.get("seed") == 0
+            and all(found["parameters"].get(k) == v for k, v in params.items())
+        ):
             return root
     make_hard_synthetic_vspw(root, **params, seed=0, write_mp4=False)
     return root
@@ -167,12 +210,16 @@ def score_frames(root: Path, pred_dir: Path, split: str, num_classes: int) -> di
         sides += [m[b][:, t].sum() / m[b].sum()] if m[b].sum() else []
         if sides:
             shares.append(float(np.mean(sides)))
-    return {"miou_corrupted": 100 * bad.compute()["miou"],
-            "twin_confusion": 100 * float(np.mean(shares)) if shares else float("nan")}
+    return {
+        "miou_corrupted": 100 * bad.compute()["miou"],
+        "twin_confusion": 100 * float(np.mean(shares)) if shares else float("nan"),
+    }
 
 
 def run_one(cfg, run_dir: Path) -> dict:
     """Train (or resume) and evaluate one run; returns its result (also in `result.json`)."""
+    import torch
+
     from vidseg.engine.checkpoint import find_latest
     from vidseg.engine.evaluate import evaluate
     from vidseg.engine.inference import load_inference_model
@@ -182,26 +229,46 @@ def run_one(cfg, run_dir: Path) -> dict:
     if result_file.is_file():
         result = json.loads(result_file.read_text())
         if result.get("signature") != digest:
-            raise SystemExit(f"{run_dir} holds a finished run of another config or dataset; use "
-                             "another --out or move that run away")
+            raise SystemExit(
+                f"{run_dir} holds a finished run of another config or dataset; use "
+                "another --out or move that run away"
+            )
         return result
-    t0 = time.perf_counter()
     resume = "latest" if find_latest(run_dir) else None
-    train(cfg, resume=resume, work_dir=run_dir,
-          overwrite=resume is None and bool(run_dir_contents(run_dir)))
-    train_s = time.perf_counter() - t0
+    train(
+        cfg,
+        resume=resume,
+        work_dir=run_dir,
+        overwrite=resume is None and bool(run_dir_contents(run_dir)),
+    )
+    # from the log, so that a resumed run counts the iterations of every session
     rows = [json.loads(line) for line in (run_dir / "scalars.jsonl").read_text().splitlines()]
     iter_times = [r["iter_time"] for r in rows if "iter_time" in r]
+    s_per_iter = statistics.mean(iter_times) if iter_times else None
     _, model = load_inference_model(cfg, run_dir)
     t1 = time.perf_counter()
-    metrics = evaluate(model, cfg, out_dir=run_dir / "eval", save_pred=True, progress=False)
-    extra = score_frames(Path(cfg.data.root), run_dir / "eval" / "pred", cfg.eval.split,
-                         cfg.model.num_classes)
-    result = {"miou": 100 * metrics["miou"], "mvc8": 100 * metrics["mvc8"],
-              "mvc16": 100 * metrics["mvc16"], "tc": 100 * metrics["tc"], **extra,
-              "s_per_iter": statistics.mean(iter_times) if iter_times else None,
-              "train_seconds": train_s, "eval_seconds": time.perf_counter() - t1,
-              "signature": digest}
+    threads = torch.get_num_threads()
+    # one 144 px frame is too little work for a second OpenMP thread; on a busy machine the
+    # two threads' synchronisation made the step 7x slower (0.14 vs 1.07 s per frame, measured)
+    torch.set_num_threads(1)
+    try:
+        metrics = evaluate(model, cfg, out_dir=run_dir / "eval", save_pred=True, progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    extra = score_frames(
+        Path(cfg.data.root), run_dir / "eval" / "pred", cfg.eval.split, cfg.model.num_classes
+    )
+    result = {
+        "miou": 100 * metrics["miou"],
+        "mvc8": 100 * metrics["mvc8"],
+        "mvc16": 100 * metrics["mvc16"],
+        "tc": 100 * metrics["tc"],
+        **extra,
+        "s_per_iter": s_per_iter,
+        "train_seconds": (s_per_iter or 0.0) * cfg.train.iters,
+        "eval_seconds": time.perf_counter() - t1,
+        "signature": digest,
+    }
     # strict JSON (an undefined metric, e.g. mVC_16 of shorter videos, is null)
     result_file.write_text(json.dumps(_finite(result), indent=1))
     return json.loads(result_file.read_text())
@@ -242,8 +309,13 @@ def directions(variants: dict) -> dict:
         else:
             reproduced = bool(delta > 0) if relation == ">" else bool(delta >= 0)
             beyond = bool(abs(delta) > spread)
-        out[name] = {"reproduced": reproduced, "delta": delta, "beyond_seed_spread": beyond,
-                     "spread": spread, "claim": f"{a} {relation} {b} in {metric}"}
+        out[name] = {
+            "reproduced": reproduced,
+            "delta": delta,
+            "beyond_seed_spread": beyond,
+            "spread": spread,
+            "claim": f"{a} {relation} {b} in {metric}",
+        }
     return out
 
 
@@ -251,9 +323,11 @@ def machine() -> str:
     import torch
 
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    return (f"{platform.machine()} {os.cpu_count()} CPU cores ({platform.processor() or 'cpu'}), "
-            f"torch {torch.__version__} with {torch.get_num_threads()} threads, load average "
-            f"{load:.1f} at the start")
+    return (
+        f"{platform.machine()} {os.cpu_count()} CPU cores ({platform.processor() or 'cpu'}), "
+        f"torch {torch.__version__} with {torch.get_num_threads()} threads, load average "
+        f"{load:.1f} at the start"
+    )
 
 
 def _finite(tree, digits: int | None = None):
@@ -268,13 +342,19 @@ def _finite(tree, digits: int | None = None):
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="smoke run: small data, 6 iterations")
-    p.add_argument("--out", help="where the dataset and runs go (default work_dirs/ablation, "
-                                 "work_dirs/ablation_quick with --quick)")
+    p.add_argument(
+        "--out",
+        help="where the dataset and runs go (default work_dirs/ablation, "
+        "work_dirs/ablation_quick with --quick)",
+    )
     p.add_argument("--seeds", type=int, help="seeds per variant (default 3, 2 with --quick)")
     p.add_argument("--variants", help="comma-separated subset of " + ", ".join(VARIANTS))
     p.add_argument("--iters", type=int, help="training iterations per run (default: the budget)")
-    p.add_argument("--write-doc", action="store_true",
-                   help="write the results into docs/ABLATIONS.md (the quick block with --quick)")
+    p.add_argument(
+        "--write-doc",
+        action="store_true",
+        help="write the results into docs/ABLATIONS.md (the quick block with --quick)",
+    )
     args = p.parse_args(argv)
     budget = QUICK if args.quick else FULL
     names = args.variants.split(",") if args.variants else list(VARIANTS)
@@ -292,20 +372,30 @@ def main(argv=None) -> dict:
             cfg = variant_config(name, data_root, seed, iters, budget["overrides"])
             r = run_one(cfg, out / "runs" / name / f"seed{seed}")
             results.setdefault(name, []).append(r)
-            shown = " ".join(f"{k} {r[k]:.2f}" if r[k] is not None else f"{k} n/a"
-                             for k in (*METRICS, "s_per_iter", "train_seconds", "eval_seconds"))
+            shown = " ".join(
+                f"{k} {r[k]:.2f}" if r[k] is not None else f"{k} n/a"
+                for k in (*METRICS, "s_per_iter", "train_seconds", "eval_seconds")
+            )
             print(f"{name} seed {seed}: {shown}", file=sys.stderr, flush=True)
     variants = summarise(results)
-    summary = {"variants": variants, "directions": directions(variants), "seeds": seeds,
-               "minutes": sum(v["run_minutes"] for v in variants.values()),
-               "wall_minutes": (time.perf_counter() - start) / 60, "iters": iters,
-               "quick": args.quick, "units": "percent", "machine": where}
+    summary = {
+        "variants": variants,
+        "directions": directions(variants),
+        "seeds": seeds,
+        "minutes": sum(v["run_minutes"] for v in variants.values()),
+        "wall_minutes": (time.perf_counter() - start) / 60,
+        "iters": iters,
+        "quick": args.quick,
+        "units": "percent",
+        "machine": where,
+    }
     if args.write_doc:
         from bench.ablation_doc import write_results
 
         command = "PYTHONPATH=. python bench/ablation.py " + " ".join(argv or sys.argv[1:])
-        write_results(ROOT / "docs" / "ABLATIONS.md", summary, VARIANTS, command.strip(),
-                      quick=args.quick)
+        write_results(
+            ROOT / "docs" / "ABLATIONS.md", summary, VARIANTS, command.strip(), quick=args.quick
+        )
     print(json.dumps(_finite(summary, 3)))
     return summary
 

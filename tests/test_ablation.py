@@ -31,10 +31,17 @@ from vidseg.data.vspw import load_class_names, read_split
 REPO = Path(__file__).resolve().parents[1]
 SMALL = dict(num_train=2, num_val=1, num_test=1, frames=6, height=32, width=48, seed=0)
 # the smallest model and data every variant accepts (HMSA's 0.5 scale needs 32 px for stride 16)
-TINY = {"model": {"channels": 16, "key_channels": 8, "aux_channels": 8,
-                  "backbone": {"pretrained": False}, "hmsa": {"channels": 8}},
-        "data": {"short_side": 32, "crop_size": [32, 32], "batch_size": 2, "num_workers": 0},
-        "train": {"log_interval": 1, "ckpt_interval": 2}}
+TINY = {
+    "model": {
+        "channels": 16,
+        "key_channels": 8,
+        "aux_channels": 8,
+        "backbone": {"pretrained": False},
+        "hmsa": {"channels": 8},
+    },
+    "data": {"short_side": 32, "crop_size": [32, 32], "batch_size": 2, "num_workers": 0},
+    "train": {"log_interval": 1, "ckpt_interval": 2},
+}
 
 
 def _load_bench(name: str):
@@ -65,7 +72,9 @@ def root(tmp_path_factory) -> Path:
 
 
 def _files(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
+    }
 
 
 def test_hard_preset_is_deterministic_and_marks_corrupted_frames(root, tmp_path):
@@ -97,6 +106,40 @@ def test_hard_preset_is_deterministic_and_marks_corrupted_frames(root, tmp_path)
     assert read_corrupted(root) == {v: {i["index"] for i in items} for v, items in listed.items()}
 
 
+@pytest.mark.parametrize("fmt", ["vspw", "frames"])
+def test_cli_preset_hard(fmt, tmp_path, capsys):
+    from vidseg.cli import main
+
+    out = tmp_path / fmt
+    args = [
+        "data",
+        "synth",
+        "--preset",
+        "hard",
+        "--out",
+        str(out),
+        "--format",
+        fmt,
+        "--frames",
+        "4",
+        "--height",
+        "32",
+        "--width",
+        "48",
+        "--train-videos",
+        "1",
+        "--val-videos",
+        "1",
+        "--test-videos",
+        "0",
+        "--no-mp4",
+    ]
+    assert main(args) == 0 and "(hard preset)" in capsys.readouterr().out
+    listed = json.loads((out / CORRUPTED_FILE).read_text())["videos"]
+    names = (out / "train.txt").read_text().split() + (out / "val.txt").read_text().split()
+    assert len(names) == 2 and sorted(listed) == sorted(names)
+
+
 def test_twins_relabel_only_what_their_cue_allows():
     ids = hard_class_ids()
     ground = [ids[g] for g in GROUND]
@@ -109,9 +152,14 @@ def test_twins_relabel_only_what_their_cue_allows():
         drawn |= set(twins)
         labels = scene.labels
         if "haze" in twins:  # all of the sky or none of it
-            assert not (labels == ids["sky"]).any() and (before[labels == ids["haze"]] == ids["sky"]).all()
+            assert (
+                not (labels == ids["sky"]).any()
+                and (before[labels == ids["haze"]] == ids["sky"]).all()
+            )
         if "floor" in twins:  # only indoors, and only on ground
-            assert (labels == ids["wall"]).any() and np.isin(before[labels == ids["floor"]], ground).all()
+            assert (labels == ids["wall"]).any() and np.isin(
+                before[labels == ids["floor"]], ground
+            ).all()
         if "hedge" in twins:  # painted on ground only, never where trees grow
             assert np.isin(before[labels == ids["hedge"]], ground).all()
         assert set(twins) == {t for t in TWINS if (labels == ids[t]).any()}
@@ -133,8 +181,9 @@ def test_corruptions_do_what_they_say():
     assert (veiled[~mask] == rgb[~mask]).all()
     dropped = corrupt(rng, rgb, 0.0, 0.0, {"kind": "dropout", "block": 8, "p": 1.0})[0]
     cell = dropped[8:16, 16:24]
-    np.testing.assert_allclose(cell, np.broadcast_to(rgb[8:16, 16:24].mean((0, 1)), cell.shape),
-                               rtol=1e-5)
+    np.testing.assert_allclose(
+        cell, np.broadcast_to(rgb[8:16, 16:24].mean((0, 1)), cell.shape), rtol=1e-5
+    )
 
 
 def _memory_buffers(model) -> dict[str, torch.Tensor]:
@@ -160,8 +209,10 @@ EXPECTED = {
 
 def test_expected_table_covers_every_variant():
     assert set(EXPECTED) == set(ablation.VARIANTS)
-    assert all(a in ablation.VARIANTS and b in ablation.VARIANTS
-               for a, b, _, _ in ablation.DIRECTIONS.values())
+    assert all(
+        a in ablation.VARIANTS and b in ablation.VARIANTS
+        for a, b, _, _ in ablation.DIRECTIONS.values()
+    )
 
 
 @pytest.mark.parametrize("name", list(EXPECTED))
@@ -185,7 +236,11 @@ def test_variant_builds_trains_and_updates_its_memory(name, root, tmp_path):
     assert (image.fpn is not None) == fpn
     assert (type(image.memory).__name__ if image.memory is not None else None) == memory
     assert (model.history, model.history_source, image.iis_stages, model.scales) == (
-        history, source, stages, scales)
+        history,
+        source,
+        stages,
+        scales,
+    )
     if memory is not None:  # the class memory was written by the training iterations
         after = _memory_buffers(model)
         main = "stats" if memory == "DistributionMemory" else "memory"
@@ -223,9 +278,18 @@ def test_frame_scores_on_hand_made_masks(tmp_path):
     (pred / "v").mkdir(parents=True)
     (root / "val.txt").write_text("v\n")
     (root / CLASS_FILE).write_text(json.dumps(hard_class_table()))
-    (root / CORRUPTED_FILE).write_text(json.dumps({"videos": {"v": [
-        {"index": 1, "stem": "00000002", "kind": "noise"},
-        {"index": 2, "stem": "00000003", "kind": "blur"}]}}))
+    (root / CORRUPTED_FILE).write_text(
+        json.dumps(
+            {
+                "videos": {
+                    "v": [
+                        {"index": 1, "stem": "00000002", "kind": "noise"},
+                        {"index": 2, "stem": "00000003", "kind": "blur"},
+                    ]
+                }
+            }
+        )
+    )
     # rows: haze, sky, floor, road
     raw = np.repeat(np.array([ids["haze"], ids["sky"], ids["floor"], ids["road"]], np.uint8), 4)
     raw = raw.reshape(4, 4)
@@ -235,8 +299,10 @@ def test_frame_scores_on_hand_made_masks(tmp_path):
     for k in range(3):
         cv2.imwrite(str(root / "data" / "v" / "mask" / f"0000000{k + 1}.png"), raw)
         # frame 0 (clean) is all wrong; the corrupted frames 1 and 2 follow `swapped`
-        cv2.imwrite(str(pred / "v" / f"0000000{k + 1}.png"),
-                    np.full_like(raw, ids["car"] - 1) if k == 0 else swapped.astype(np.uint8))
+        cv2.imwrite(
+            str(pred / "v" / f"0000000{k + 1}.png"),
+            np.full_like(raw, ids["car"] - 1) if k == 0 else swapped.astype(np.uint8),
+        )
     scores = ablation.score_frames(root, pred, "val", 124)
     # corrupted frames: sky and road IoU 4/8 (their pixels plus the twins'), haze and floor 0
     assert scores["miou_corrupted"] == pytest.approx(100 * (0.5 + 0.5) / 4)
@@ -245,49 +311,88 @@ def test_frame_scores_on_hand_made_masks(tmp_path):
     assert scores["twin_confusion"] == pytest.approx(100 / 3)
     for k in range(3):
         cv2.imwrite(str(pred / "v" / f"0000000{k + 1}.png"), train_ids.astype(np.uint8))
-    assert ablation.score_frames(root, pred, "val", 124) == {"miou_corrupted": 100.0,
-                                                             "twin_confusion": 0.0}
+    assert ablation.score_frames(root, pred, "val", 124) == {
+        "miou_corrupted": 100.0,
+        "twin_confusion": 0.0,
+    }
 
 
 def test_summary_and_directions_on_hand_made_numbers():
     def run(miou, mvc8=80.0):
-        return {"miou": miou, "mvc8": mvc8, "mvc16": 70.0, "tc": 60.0, "miou_corrupted": miou - 5,
-                "twin_confusion": 10.0, "s_per_iter": 1.0, "train_seconds": 60.0,
-                "eval_seconds": 30.0}
+        return {
+            "miou": miou,
+            "mvc8": mvc8,
+            "mvc16": 70.0,
+            "tc": 60.0,
+            "miou_corrupted": miou - 5,
+            "twin_confusion": 10.0,
+            "s_per_iter": 1.0,
+            "train_seconds": 60.0,
+            "eval_seconds": 30.0,
+        }
 
     results = {name: [run(40.0), run(42.0), run(44.0)] for name in ablation.VARIANTS}
     results["upernet"] = [run(30.0), run(31.0), run(32.0)]
     results["video_h2_cbi"] = [run(42.0, 85.0), run(43.0, 86.0), run(44.0, 87.0)]
     results["video_h2_r"] = results["video_h2_cbi"]
     variants = ablation.summarise(results)
-    assert variants["upernet_mcibipp"]["miou"] == 42.0 and variants["upernet_mcibipp"]["miou_std"] == 2.0
+    assert (
+        variants["upernet_mcibipp"]["miou"] == 42.0
+        and variants["upernet_mcibipp"]["miou_std"] == 2.0
+    )
     assert variants["fcn"]["run_minutes"] == pytest.approx(4.5)
     d = ablation.directions(variants)
     assert d["mcibipp_gt_baseline"] == pytest.approx(
-        {"reproduced": True, "delta": 11.0, "beyond_seed_spread": True, "spread": math.hypot(2, 1),
-         "claim": "upernet_mcibipp > upernet in miou"})
+        {
+            "reproduced": True,
+            "delta": 11.0,
+            "beyond_seed_spread": True,
+            "spread": math.hypot(2, 1),
+            "claim": "upernet_mcibipp > upernet in miou",
+        }
+    )
     # equal means: ">=" holds, ">" does not, and neither is beyond the spread
     assert d["iis_ge_none"]["reproduced"] is True and d["iis_ge_none"]["delta"] == 0.0
     assert d["cbi_gt_r_history"]["reproduced"] is False and d["cbi_gt_r_history"]["delta"] == 0.0
     assert d["cbi_gt_r_history"]["beyond_seed_spread"] is False
     # a gain smaller than the spread of the two variants (hypot(1, 2))
     more = d["more_history_ge_fewer"]
-    assert more["reproduced"] is True and more["delta"] == 1.0 and more["beyond_seed_spread"] is False
-    assert d["video_h2_gt_image_mvc8"]["delta"] == 6.0 and d["video_h2_gt_image_mvc8"]["beyond_seed_spread"]
+    assert (
+        more["reproduced"] is True and more["delta"] == 1.0 and more["beyond_seed_spread"] is False
+    )
+    assert (
+        d["video_h2_gt_image_mvc8"]["delta"] == 6.0
+        and d["video_h2_gt_image_mvc8"]["beyond_seed_spread"]
+    )
     assert set(d) == set(ablation.DIRECTIONS)
 
 
 def test_doc_blocks_are_replaced_in_place(tmp_path):
     doc = _load_bench("ablation_doc")
     page = tmp_path / "ABLATIONS.md"
-    page.write_text("intro\n<!-- ablation:variants:start -->\nold\n<!-- ablation:variants:end -->\n"
-                    "<!-- ablation:results:start -->\nnot yet\n<!-- ablation:results:end -->\n"
-                    "<!-- ablation:quick:start -->\nnone\n<!-- ablation:quick:end -->\noutro\n")
+    page.write_text(
+        "intro\n<!-- ablation:variants:start -->\nold\n<!-- ablation:variants:end -->\n"
+        "<!-- ablation:results:start -->\nnot yet\n<!-- ablation:results:end -->\n"
+        "<!-- ablation:quick:start -->\nnone\n<!-- ablation:quick:end -->\noutro\n"
+    )
     row = {k: 1.0 for k in ablation.METRICS} | {f"{k}_std": 0.5 for k in ablation.METRICS}
-    summary = {"variants": {"fcn": row | {"s_per_iter": 2.0}}, "seeds": 2, "iters": 6,
-               "minutes": 3.0, "wall_minutes": 3.5, "machine": "test",
-               "directions": {"x": {"claim": "a > b in miou", "delta": 1.0, "spread": 0.2,
-                                    "reproduced": True, "beyond_seed_spread": True}}}
+    summary = {
+        "variants": {"fcn": row | {"s_per_iter": 2.0}},
+        "seeds": 2,
+        "iters": 6,
+        "minutes": 3.0,
+        "wall_minutes": 3.5,
+        "machine": "test",
+        "directions": {
+            "x": {
+                "claim": "a > b in miou",
+                "delta": 1.0,
+                "spread": 0.2,
+                "reproduced": True,
+                "beyond_seed_spread": True,
+            }
+        },
+    }
     doc.write_results(page, summary, ablation.VARIANTS, "bench/ablation.py --quick", quick=True)
     text = page.read_text()
     assert text.startswith("intro\n") and text.endswith("outro\n") and "not yet" in text

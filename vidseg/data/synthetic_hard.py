@@ -49,11 +49,27 @@ CORRUPTED_FILE = "corrupted.json"
 CORRUPTIONS = ("noise", "blur", "occlusion", "dropout")
 GROUND = ("road", "grass", "water", "sand")
 # twin -> the classes whose texture it copies and the cue that separates them (docs/ABLATIONS.md)
-TWINS = {"haze": (("sky",), "colour drift"), "hedge": (("tree",), "position and neighbours"),
-         "floor": (GROUND, "neighbours: the walls of an indoor scene")}
+TWINS = {
+    "haze": (("sky",), "colour drift"),
+    "hedge": (("tree",), "position and neighbours"),
+    "floor": (GROUND, "neighbours: the walls of an indoor scene"),
+}
 # each twin follows the class it copies, so the raw ids of a pair are neighbours
-HARD_CLASSES = ("sky", "haze", "wall", "building", "tree", "hedge", "grass", "road", "floor",
-                "water", "sand", "car", "person")
+HARD_CLASSES = (
+    "sky",
+    "haze",
+    "wall",
+    "building",
+    "tree",
+    "hedge",
+    "grass",
+    "road",
+    "floor",
+    "water",
+    "sand",
+    "car",
+    "person",
+)
 HAZE_SHIFT = np.array([10.0, 4.0, -10.0], np.float32)  # RGB; per-video jitter is +-12 per channel
 SLOWDOWN = 0.5  # camera pan and object speeds relative to the normal preset
 _TREE = next(c for c in STUFF + THINGS if c.name == "tree")
@@ -103,8 +119,9 @@ def _add_twins(rng: np.random.Generator, scene: Scene, ids: dict[str, int]) -> l
         # canvas row shown at fraction `frac` of the frame height in frame 0
         frac = rng.uniform(0.68, 0.8)
         top = scene.cy[0] - scene.oy + (frac - 0.5) * scene.H / scene.zoom[0]
-        top = top + 3 * scene.scale * np.sin(2 * math.pi * xs / (rng.uniform(30, 80) * scene.scale)
-                                             + rng.uniform(0, 2 * math.pi))
+        top = top + 3 * scene.scale * np.sin(
+            2 * math.pi * xs / (rng.uniform(30, 80) * scene.scale) + rng.uniform(0, 2 * math.pi)
+        )
         height = rng.uniform(0.1, 0.18) * scene.H / scene.zoom[0]
         x0 = rng.uniform(0, 0.5) * cw
         x1 = x0 + rng.uniform(0.4, 1.0) * cw
@@ -118,8 +135,9 @@ def _add_twins(rng: np.random.Generator, scene: Scene, ids: dict[str, int]) -> l
     return drawn
 
 
-def corruption_plan(rng: np.random.Generator, frames: int, height: int, width: int,
-                    scale: float) -> list[dict | None]:
+def corruption_plan(
+    rng: np.random.Generator, frames: int, height: int, width: int, scale: float
+) -> list[dict | None]:
     """Per frame None or the corruption to apply: `{"kind", ...parameters}`.
 
     Bursts of 2-4 frames, one per 10 frames after the first two (at least one per video), each
@@ -165,8 +183,9 @@ def _drop_detail(rng: np.random.Generator, rgb: np.ndarray, block: int, p: float
     return np.where(dropped[..., None], flat, rgb).astype(np.float32)
 
 
-def corrupt(rng: np.random.Generator, rgb: np.ndarray, blur: float, noise: float,
-            corruption: dict | None) -> tuple[np.ndarray, float, float]:
+def corrupt(
+    rng: np.random.Generator, rgb: np.ndarray, blur: float, noise: float, corruption: dict | None
+) -> tuple[np.ndarray, float, float]:
     """Apply one frame's corruption to float RGB `(H, W, 3)`; returns (rgb, blur, noise sigma)."""
     if corruption is None:
         return rgb, blur, noise
@@ -212,8 +231,10 @@ def _render_video(out_dir: str, job: dict) -> dict:
             stem = f"{first + t:08d}"
             if plan[t] is not None:
                 corrupted.append({"index": t, "stem": stem, "kind": plan[t]["kind"]})
-            _write(os.path.join(folder, "origin", stem + ".jpg"),
-                   cv2.imencode(".jpg", img[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 90]))
+            _write(
+                os.path.join(folder, "origin", stem + ".jpg"),
+                cv2.imencode(".jpg", img[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 90]),
+            )
             if job["masks"]:
                 _write(os.path.join(folder, "mask", stem + ".png"), cv2.imencode(".png", labels))
                 counts += np.bincount(labels.ravel(), minlength=256)
@@ -231,17 +252,28 @@ def read_corrupted(root: str | os.PathLike) -> dict[str, set[int]]:
     """
     path = os.path.join(os.fspath(root), CORRUPTED_FILE)
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path} not found: expected a dataset written with "
-                                "`vidseg data synth --preset hard`")
+        raise FileNotFoundError(
+            f"{path} not found: expected a dataset written with `vidseg data synth --preset hard`"
+        )
     with open(path, encoding="utf-8") as f:
         videos = json.load(f)["videos"]
     return {name: {int(item["index"]) for item in items} for name, items in videos.items()}
 
 
-def make_hard_synthetic_vspw(out_dir: str | os.PathLike, *, num_train: int = 32, num_val: int = 8,
-                             num_test: int = 2, frames: int = 24, height: int = 144,
-                             width: int = 256, seed: int = 0, write_mp4: bool = True,
-                             num_classes: int = 124, workers: int | None = None) -> dict:
+def make_hard_synthetic_vspw(
+    out_dir: str | os.PathLike,
+    *,
+    num_train: int = 32,
+    num_val: int = 8,
+    num_test: int = 2,
+    frames: int = 24,
+    height: int = 144,
+    width: int = 256,
+    seed: int = 0,
+    write_mp4: bool = True,
+    num_classes: int = 124,
+    workers: int | None = None,
+) -> dict:
     """Write the hard preset in the VSPW layout (files as `make_synthetic_vspw`, plus
     `corrupted.json`).
 
@@ -268,43 +300,83 @@ def make_hard_synthetic_vspw(out_dir: str | os.PathLike, *, num_train: int = 32,
     start = time.perf_counter()
     out_dir = os.fspath(out_dir)
     sizes = {"train": num_train, "val": num_val, "test": num_test}
-    params = {"num_train": num_train, "num_val": num_val, "num_test": num_test, "frames": frames,
-              "height": height, "width": width, "write_mp4": write_mp4, "num_classes": num_classes}
+    params = {
+        "num_train": num_train,
+        "num_val": num_val,
+        "num_test": num_test,
+        "frames": frames,
+        "height": height,
+        "width": width,
+        "write_mp4": write_mp4,
+        "num_classes": num_classes,
+    }
     if not len(HARD_CLASSES) <= num_classes <= 124:
-        raise ValueError(f"make_hard_synthetic_vspw: num_classes={num_classes}, expected "
-                         f"{len(HARD_CLASSES)}..124")
+        raise ValueError(
+            f"make_hard_synthetic_vspw: num_classes={num_classes}, expected "
+            f"{len(HARD_CLASSES)}..124"
+        )
     _check_args(params)
     _prepare_out_dir(out_dir)
     ids = hard_class_ids(num_classes)
-    expected = {split: {"videos": n, "frames": n * frames, "masks": 0 if split == "test" else n * frames}
-                for split, n in sizes.items()}
-    _write_json(os.path.join(out_dir, MANIFEST), {
-        "generator": "vidseg.data.synthetic_hard", "preset": "hard", "version": HARD_VERSION,
-        "seed": seed, "parameters": params, "expected": expected, "classes_used": ids,
-        "twins": {k: {"copies": list(v[0]), "cue": v[1]} for k, v in TWINS.items()}})
+    expected = {
+        split: {"videos": n, "frames": n * frames, "masks": 0 if split == "test" else n * frames}
+        for split, n in sizes.items()
+    }
+    _write_json(
+        os.path.join(out_dir, MANIFEST),
+        {
+            "generator": "vidseg.data.synthetic_hard",
+            "preset": "hard",
+            "version": HARD_VERSION,
+            "seed": seed,
+            "parameters": params,
+            "expected": expected,
+            "classes_used": ids,
+            "twins": {k: {"copies": list(v[0]), "cue": v[1]} for k, v in TWINS.items()},
+        },
+    )
     _write_json(os.path.join(out_dir, CLASS_FILE), hard_class_table(num_classes))
     if write_mp4 and num_val:
         os.makedirs(os.path.join(out_dir, "videos"), exist_ok=True)
     splits = [split for split, n in sizes.items() for _ in range(n)]
-    jobs = [{"index": k, "seed": seed, "frames": frames, "height": height, "width": width, "ids": ids,
-             "masks": split != "test", "mp4": write_mp4 and split == "val"}
-            for k, split in enumerate(splits)]
+    jobs = [
+        {
+            "index": k,
+            "seed": seed,
+            "frames": frames,
+            "height": height,
+            "width": width,
+            "ids": ids,
+            "masks": split != "test",
+            "mp4": write_mp4 and split == "val",
+        }
+        for k, split in enumerate(splits)
+    ]
     workers = max(1, min(len(jobs), workers or os.cpu_count() or 1))
     with ThreadPoolExecutor(workers) as pool:
         results = list(pool.map(lambda job: _render_video(out_dir, job), jobs))
     for split in sizes:
         with open(os.path.join(out_dir, f"{split}.txt"), "w", encoding="utf-8") as f:
             f.writelines(r["name"] + "\n" for r, s in zip(results, splits) if s == split)
-    _write_json(os.path.join(out_dir, CORRUPTED_FILE), {
-        "version": HARD_VERSION, "kinds": list(CORRUPTIONS),
-        "videos": {r["name"]: r["corrupted"] for r in results}})
+    _write_json(
+        os.path.join(out_dir, CORRUPTED_FILE),
+        {
+            "version": HARD_VERSION,
+            "kinds": list(CORRUPTIONS),
+            "videos": {r["name"]: r["corrupted"] for r in results},
+        },
+    )
     total = sum(r["counts"] for r in results)
     names = {v: k for k, v in ids.items()} | {0: "others", 255: "void"}
-    return {"out_dir": out_dir, **{key: {s: e[key] for s, e in expected.items()}
-                                   for key in ("videos", "frames", "masks")},
-            "corrupted_frames": {s: sum(len(r["corrupted"]) for r, rs in zip(results, splits)
-                                        if rs == s) for s in sizes},
-            "classes_used": ids,
-            "class_pixels": {names[v]: int(total[v]) for v in sorted(names) if total[v]},
-            "twin_videos": {t: sum(t in r["twins"] for r in results) for t in TWINS},
-            "seconds": round(time.perf_counter() - start, 3), "workers": workers}
+    return {
+        "out_dir": out_dir,
+        **{key: {s: e[key] for s, e in expected.items()} for key in ("videos", "frames", "masks")},
+        "corrupted_frames": {
+            s: sum(len(r["corrupted"]) for r, rs in zip(results, splits) if rs == s) for s in sizes
+        },
+        "classes_used": ids,
+        "class_pixels": {names[v]: int(total[v]) for v in sorted(names) if total[v]},
+        "twin_videos": {t: sum(t in r["twins"] for r in results) for t in TWINS},
+        "seconds": round(time.perf_counter() - start, 3),
+        "workers": workers,
+    }
