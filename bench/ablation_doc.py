@@ -50,7 +50,7 @@ def results_block(summary: dict, command: str, quick: bool) -> str:
     lines = [
         f"{kind}, {time.strftime('%Y-%m-%d')}: `{command}`",
         "",
-        f"- machine: {summary['machine']}",
+        f"- machine: {summary['machine']}, {summary['load_end']:.1f} at the end",
         f"- {summary['seeds']} seeds per variant, {summary['iters']} iterations per run; "
         f"{summary['minutes']:.1f} min of training and evaluation in all "
         f"({summary['wall_minutes']:.1f} min wall time in this invocation)",
