@@ -192,9 +192,6 @@ def make_synthetic_vspw(
         Summary dict: `out_dir`, `videos`/`frames`/`masks` per split, `classes_used` (name -> raw
         id), `class_pixels` (name -> labelled pixels in train+val, "void" for 255), `seconds`.
     """
-    start = time.perf_counter()
-    out_dir = os.fspath(out_dir)
-    sizes = {"train": num_train, "val": num_val, "test": num_test}
     params = {
         "num_train": num_train,
         "num_val": num_val,
@@ -206,26 +203,61 @@ def make_synthetic_vspw(
         "num_classes": num_classes,
     }
     _check_args(params)
+    summary, _ = write_dataset(
+        out_dir,
+        params,
+        seed=seed,
+        workers=workers,
+        ids=class_ids(num_classes),
+        classes=class_table(num_classes),
+        header={"generator": "vidseg.data.synthetic", "version": GENERATOR_VERSION},
+        render=_render_video,
+    )
+    return summary
+
+
+def write_dataset(
+    out_dir: str | os.PathLike,
+    params: dict,
+    *,
+    seed: int,
+    workers: int | None,
+    ids: dict[str, int],
+    classes: dict,
+    header: dict,
+    render,
+    extra: dict | None = None,
+) -> tuple[dict, list[tuple[str, dict]]]:
+    """The VSPW-layout writing every preset shares: manifest, class file, videos, split lists.
+
+    Args:
+        out_dir: output root (an earlier synthetic dataset there is replaced).
+        params: the checked generator parameters (`num_train`, ..., `num_classes`).
+        seed: dataset seed, passed to every video job.
+        workers: rendering threads (default: CPU count).
+        ids: class name -> raw id of the classes drawn.
+        classes: the class file's table.
+        header: the manifest's first keys (generator, version); `extra` its last ones.
+        render: `render(out_dir, job) -> dict` with at least `name` and `counts` (raw id
+            histogram); called once per video, in parallel.
+
+    Returns:
+        The summary `make_synthetic_vspw` documents, and `(split, render result)` per video.
+    """
+    start = time.perf_counter()
+    out_dir = os.fspath(out_dir)
+    sizes = {s: params[f"num_{s}"] for s in ("train", "val", "test")}
+    frames = params["frames"]
     _prepare_out_dir(out_dir)
-    ids = class_ids(num_classes)
     expected = {
         split: {"videos": n, "frames": n * frames, "masks": 0 if split == "test" else n * frames}
         for split, n in sizes.items()
     }
     # written first, so that an interrupted run is recognised (and replaced) by the next one
-    _write_json(
-        os.path.join(out_dir, MANIFEST),
-        {
-            "generator": "vidseg.data.synthetic",
-            "version": GENERATOR_VERSION,
-            "seed": seed,
-            "parameters": params,
-            "expected": expected,
-            "classes_used": ids,
-        },
-    )
-    _write_json(os.path.join(out_dir, CLASS_FILE), class_table(num_classes))
-    if write_mp4 and num_val:
+    manifest = {**header, "seed": seed, "parameters": params, "expected": expected}
+    _write_json(os.path.join(out_dir, MANIFEST), {**manifest, "classes_used": ids, **(extra or {})})
+    _write_json(os.path.join(out_dir, CLASS_FILE), classes)
+    if params["write_mp4"] and sizes["val"]:
         os.makedirs(os.path.join(out_dir, "videos"), exist_ok=True)
     splits = [split for split, n in sizes.items() for _ in range(n)]
     jobs = [
@@ -233,23 +265,23 @@ def make_synthetic_vspw(
             "index": k,
             "seed": seed,
             "frames": frames,
-            "height": height,
-            "width": width,
+            "height": params["height"],
+            "width": params["width"],
             "ids": ids,
             "masks": split != "test",
-            "mp4": write_mp4 and split == "val",
+            "mp4": params["write_mp4"] and split == "val",
         }
         for k, split in enumerate(splits)
     ]
     workers = max(1, min(len(jobs), workers or os.cpu_count() or 1))
     with ThreadPoolExecutor(workers) as pool:  # numpy and OpenCV release the GIL in the heavy parts
-        results = list(pool.map(lambda job: _render_video(out_dir, job), jobs))
+        results = list(pool.map(lambda job: render(out_dir, job), jobs))
     for split in sizes:
         with open(os.path.join(out_dir, f"{split}.txt"), "w", encoding="utf-8") as f:
             f.writelines(r["name"] + "\n" for r, s in zip(results, splits) if s == split)
     total = sum(r["counts"] for r in results)
     names = {v: k for k, v in ids.items()} | {0: "others", 255: "void"}
-    return {
+    summary = {
         "out_dir": out_dir,
         **{key: {s: e[key] for s, e in expected.items()} for key in ("videos", "frames", "masks")},
         "classes_used": ids,
@@ -257,6 +289,7 @@ def make_synthetic_vspw(
         "seconds": round(time.perf_counter() - start, 3),
         "workers": workers,
     }
+    return summary, list(zip(splits, results))
 
 
 def _write_json(path: str, obj: dict) -> None:

@@ -26,21 +26,17 @@ import contextlib
 import json
 import math
 import os
-import time
-from concurrent.futures import ThreadPoolExecutor
 
 import cv2
 import numpy as np
 
 from vidseg.data.synthetic import (
     _ID_CHARS,
-    CLASS_FILE,
-    MANIFEST,
     _check_args,
     _mp4_writer,
-    _prepare_out_dir,
     _write,
     _write_json,
+    write_dataset,
 )
 from vidseg.data.synthetic_scene import STUFF, THINGS, Scene, _texture, photometric
 
@@ -297,9 +293,6 @@ def make_hard_synthetic_vspw(
         `classes_used`, `class_pixels` (train+val), `twin_videos` (twin -> videos drawing it),
         `seconds`, `workers`.
     """
-    start = time.perf_counter()
-    out_dir = os.fspath(out_dir)
-    sizes = {"train": num_train, "val": num_val, "test": num_test}
     params = {
         "num_train": num_train,
         "num_val": num_val,
@@ -316,67 +309,34 @@ def make_hard_synthetic_vspw(
             f"{len(HARD_CLASSES)}..124"
         )
     _check_args(params)
-    _prepare_out_dir(out_dir)
-    ids = hard_class_ids(num_classes)
-    expected = {
-        split: {"videos": n, "frames": n * frames, "masks": 0 if split == "test" else n * frames}
-        for split, n in sizes.items()
-    }
-    _write_json(
-        os.path.join(out_dir, MANIFEST),
-        {
+    summary, videos = write_dataset(
+        out_dir,
+        params,
+        seed=seed,
+        workers=workers,
+        ids=hard_class_ids(num_classes),
+        classes=hard_class_table(num_classes),
+        header={
             "generator": "vidseg.data.synthetic_hard",
             "preset": "hard",
             "version": HARD_VERSION,
-            "seed": seed,
-            "parameters": params,
-            "expected": expected,
-            "classes_used": ids,
-            "twins": {k: {"copies": list(v[0]), "cue": v[1]} for k, v in TWINS.items()},
         },
+        extra={"twins": {k: {"copies": list(v[0]), "cue": v[1]} for k, v in TWINS.items()}},
+        render=_render_video,
     )
-    _write_json(os.path.join(out_dir, CLASS_FILE), hard_class_table(num_classes))
-    if write_mp4 and num_val:
-        os.makedirs(os.path.join(out_dir, "videos"), exist_ok=True)
-    splits = [split for split, n in sizes.items() for _ in range(n)]
-    jobs = [
-        {
-            "index": k,
-            "seed": seed,
-            "frames": frames,
-            "height": height,
-            "width": width,
-            "ids": ids,
-            "masks": split != "test",
-            "mp4": write_mp4 and split == "val",
-        }
-        for k, split in enumerate(splits)
-    ]
-    workers = max(1, min(len(jobs), workers or os.cpu_count() or 1))
-    with ThreadPoolExecutor(workers) as pool:
-        results = list(pool.map(lambda job: _render_video(out_dir, job), jobs))
-    for split in sizes:
-        with open(os.path.join(out_dir, f"{split}.txt"), "w", encoding="utf-8") as f:
-            f.writelines(r["name"] + "\n" for r, s in zip(results, splits) if s == split)
     _write_json(
-        os.path.join(out_dir, CORRUPTED_FILE),
+        os.path.join(summary["out_dir"], CORRUPTED_FILE),
         {
             "version": HARD_VERSION,
             "kinds": list(CORRUPTIONS),
-            "videos": {r["name"]: r["corrupted"] for r in results},
+            "videos": {r["name"]: r["corrupted"] for _, r in videos},
         },
     )
-    total = sum(r["counts"] for r in results)
-    names = {v: k for k, v in ids.items()} | {0: "others", 255: "void"}
+    corrupted = {
+        s: sum(len(r["corrupted"]) for rs, r in videos if rs == s) for s in summary["videos"]
+    }
     return {
-        "out_dir": out_dir,
-        **{key: {s: e[key] for s, e in expected.items()} for key in ("videos", "frames", "masks")},
-        "corrupted_frames": {
-            s: sum(len(r["corrupted"]) for r, rs in zip(results, splits) if rs == s) for s in sizes
-        },
-        "classes_used": ids,
-        "class_pixels": {names[v]: int(total[v]) for v in sorted(names) if total[v]},
-        "twin_videos": {t: sum(t in r["twins"] for r in results) for t in TWINS},
-        "seconds": round(time.perf_counter() - start, 3),
-        "workers": workers,
+        **summary,
+        "corrupted_frames": corrupted,
+        "twin_videos": {t: sum(t in r["twins"] for _, r in videos) for t in TWINS},
     }
