@@ -171,6 +171,25 @@ def check_output_dir(path: str | os.PathLike, flag: str) -> Path:
     return path
 
 
+def add_layout_arguments(parser: argparse.ArgumentParser, root: str) -> None:
+    """`--format auto|vspw|video|frames` and `--labels vspw|train_ids` for a labelled root."""
+    from vidseg.data.formats import FORMATS, LABEL_FORMATS
+
+    parser.add_argument(
+        "--format",
+        choices=("auto", *FORMATS),
+        default="auto",
+        help=f"layout of {root} (data.format); default: judged from its folders",
+    )
+    parser.add_argument(
+        "--labels",
+        choices=LABEL_FORMATS,
+        default="vspw",
+        help="mask values (data.labels): vspw (0 and 255 ignored, k = class k-1; "
+        "default) or train_ids (255 ignored)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="vidseg",

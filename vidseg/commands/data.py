@@ -9,7 +9,14 @@ import os
 import shutil
 import time
 
-from vidseg.cli import CliError, check_output_dir, check_output_file, int_arg
+from vidseg.cli import (
+    CliError,
+    add_layout_arguments,
+    check_output_dir,
+    check_output_file,
+    int_arg,
+)
+from vidseg.data.formats import FORMATS
 from vidseg.engine.input_size import MAX_SIDE
 
 # CLI flag -> keyword of make_synthetic_vspw
@@ -22,7 +29,6 @@ _SYNTH_ARGS = {
     "width": "width",
     "seed": "seed",
 }
-FORMATS = ("vspw", "video", "frames")
 
 
 def run_synth(args: argparse.Namespace) -> int:
@@ -187,18 +193,7 @@ def register(sub) -> None:
         help="dataset root (VSPW: data/ + split files; video: videos/ + "
         "masks/; frames: <video>/images/ + <video>/masks/)",
     )
-    c.add_argument(
-        "--format",
-        choices=("auto",) + FORMATS,
-        default="auto",
-        help="layout (data.format); default: judged from the folders",
-    )
-    c.add_argument(
-        "--labels",
-        choices=("vspw", "train_ids"),
-        default="vspw",
-        help="mask values (data.labels) of a video or frames root (default vspw)",
-    )
+    add_layout_arguments(c, "the root")
     c.add_argument(
         "--split",
         action="append",

@@ -52,9 +52,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def register(sub) -> None:
-    from vidseg.cli import int_arg, max_threads
-    from vidseg.data.image_files import LABEL_FORMATS
-    from vidseg.data.layouts import FORMATS
+    from vidseg.cli import add_layout_arguments, int_arg, max_threads
 
     p = sub.add_parser(
         "score",
@@ -73,19 +71,7 @@ def register(sub) -> None:
         help="dataset root: VSPW (val.txt, data/), video (videos/, masks/) or frames "
         "(<video>/images/, <video>/masks/)",
     )
-    p.add_argument(
-        "--format",
-        choices=("auto",) + FORMATS,
-        default="auto",
-        help="layout of ROOT (data.format); default: judged from its folders",
-    )
-    p.add_argument(
-        "--labels",
-        choices=LABEL_FORMATS,
-        default="vspw",
-        help="mask values (data.labels): vspw (0 and 255 ignored, k = class k-1; "
-        "default) or train_ids (255 ignored)",
-    )
+    add_layout_arguments(p, "ROOT")
     p.add_argument("--pred", required=True, metavar="DIR", help="prediction folder")
     p.add_argument(
         "--split",

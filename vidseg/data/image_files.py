@@ -17,11 +17,11 @@ import os
 import cv2
 import numpy as np
 
+from vidseg.data.formats import LABEL_FORMATS  # noqa: F401  (re-exported)
 from vidseg.errors import VidsegError
 
 IGNORE_INDEX = 255
 NUM_RAW_CLASSES = 124  # raw ids 1..124 are classes, 0 = "others", 255 = "void"
-LABEL_FORMATS = ("vspw", "train_ids")
 
 # value -> train id per label format; invalid values map to _INVALID (never a train id), so one
 # table lookup both maps and detects them.

@@ -22,10 +22,11 @@ import re
 from collections.abc import Sequence
 
 from vidseg.data.clip_dataset import DataLayoutError, LabelledVideo, keep_usable
+from vidseg.data.formats import FORMATS  # noqa: F401  (re-exported)
 
 logger = logging.getLogger(__name__)
 
-FORMATS = ("vspw", "video", "frames")
+
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".avi", ".mov", ".webm")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 CLASSES_FILE = "classes.txt"
