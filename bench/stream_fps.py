@@ -76,6 +76,7 @@ def end_to_end(
 ):
     """One StreamRunner run with the threaded overlay writer; returns the StreamSummary."""
     from vidseg.engine.stream import StreamRunner
+    from vidseg.engine.stream_outputs import StreamOutputs
     from vidseg.io.sinks import OverlayVideoWriter
     from vidseg.io.sources import VideoFileSource
 
@@ -86,7 +87,8 @@ def end_to_end(
         threaded=True,
         queue_size=cfg.stream.queue_size,
     )
-    runner = StreamRunner(model, cfg, overlay=writer, on_frame=on_frame)
+    outputs = StreamOutputs("stream", overlay=writer)
+    runner = StreamRunner(model, cfg, outputs=outputs, on_frame=on_frame)
     return runner.run(source)
 
 

@@ -59,6 +59,7 @@ def test_frame_folder_labels_match_direct_steps(tmp_path):
     from vidseg.data.transforms import prepare_frame
     from vidseg.engine.inference import load_inference_model
     from vidseg.engine.stream import StreamRunner, model_short_side
+    from vidseg.engine.stream_outputs import StreamOutputs
     from vidseg.io.sinks import LabelPngWriter
     from vidseg.io.sources import FrameDirSource
 
@@ -68,9 +69,8 @@ def test_frame_folder_labels_match_direct_steps(tmp_path):
         cv2.imwrite(str(frames_dir / f"{k * 10:05d}.png"), moving_square(k, 48, 64)[..., ::-1])
     torch.manual_seed(0)
     cfg, model = load_inference_model(TINY, random_init=True)
-    runner = StreamRunner(
-        model, cfg, label_writer=LabelPngWriter(tmp_path / "labels"), video_name="frames"
-    )
+    outputs = StreamOutputs("frames", labels=LabelPngWriter(tmp_path / "labels"))
+    runner = StreamRunner(model, cfg, outputs=outputs)
     summary = runner.run(FrameDirSource(frames_dir))
     assert summary.frames == 5 and not summary.stopped_early
     written = sorted((tmp_path / "labels" / "frames").glob("*.png"))

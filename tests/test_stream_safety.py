@@ -164,6 +164,7 @@ def test_label_png_full_disk_stops_cleanly(clip, tmp_path, monkeypatch):
     import vidseg.io.sinks as sinks
     from vidseg.engine.inference import load_inference_model
     from vidseg.engine.stream import StreamRunner
+    from vidseg.engine.stream_outputs import StreamOutputs
     from vidseg.io.sources import open_source
 
     opened = []
@@ -177,7 +178,8 @@ def test_label_png_full_disk_stops_cleanly(clip, tmp_path, monkeypatch):
     cfg, model = load_inference_model(LIGHT, random_init=True)
     overlay = sinks.OverlayVideoWriter(tmp_path / "o.mp4", fps=FPS, threaded=True)
     labels = sinks.LabelPngWriter(tmp_path / "labels")
-    runner = StreamRunner(model, cfg, overlay, labels, short_side=32, video_name="clip")
+    outputs = StreamOutputs("clip", overlay, labels)
+    runner = StreamRunner(model, cfg, short_side=32, outputs=outputs)
     summary = runner.run(open_source(str(clip)))
     assert summary.stopped_early and summary.frames == 4
     assert str(tmp_path / "labels" / "clip" / "000003.png") in summary.error

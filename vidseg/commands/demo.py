@@ -42,6 +42,7 @@ def _stream(cfg, model, video: Path, out_mp4: Path) -> dict:
     import torch
 
     from vidseg.engine.stream import StreamRunner, class_names_for, default_threads
+    from vidseg.engine.stream_outputs import StreamOutputs
     from vidseg.io.sinks import OverlayVideoWriter
     from vidseg.io.sources import open_source
 
@@ -52,7 +53,8 @@ def _stream(cfg, model, video: Path, out_mp4: Path) -> dict:
             writer = OverlayVideoWriter(
                 out_mp4, fps=source.fps or 15, class_names=class_names_for(cfg), threaded=True
             )
-            summary = StreamRunner(model, cfg, overlay=writer).run(source)
+            outputs = StreamOutputs("stream", overlay=writer)
+            summary = StreamRunner(model, cfg, outputs=outputs).run(source)
     finally:
         torch.set_num_threads(threads)
     return summary.to_dict()

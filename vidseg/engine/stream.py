@@ -154,12 +154,9 @@ class StreamRunner:
     Args:
         model: a `VideoSegmentor` in eval mode on `device`.
         cfg: the resolved config (stream.*, data.mean/std/short_side).
-        overlay: an `OverlayVideoWriter` (ideally threaded) or None.
-        label_writer: a `LabelPngWriter` (VSPW train-id PNGs) or None.
-        color_writer: a `ColorPngWriter` or None.
-        outputs: instead of the three writers, the `StreamOutputs` `vidseg stream` opens
-            (`StreamOutputs.for_source`); single writers are wrapped in one, so every frame
-            reaches the files the same way (`StreamOutputs.write`).
+        outputs: the files every frame goes to (`StreamOutputs.for_source` opens what
+            `vidseg stream` writes; `StreamOutputs(name, overlay=...)` wraps writers opened
+            elsewhere); None writes nothing.
         show: open a live window when a display exists (q / Esc stops the run).
         live_view: another live view with the window's interface (`show(rgb, labels, fps) ->
             keep_going`, `stop_reason`, `close()`), e.g. `io.serve.LiveServer` (`--serve`).
@@ -170,36 +167,28 @@ class StreamRunner:
             (its own map fills the history slots), so no information flows between frames.
         device: torch device of the model.
         short_side: model input short side; None = `model_short_side(cfg)`.
-        video_name: folder name of the PNG outputs of single writers (`outputs` has its own).
         on_frame: called after every frame as `on_frame(frames_done, fps_end_to_end)`.
     Raises:
-        ValueError: bad `scales`, or both `outputs` and single writers.
+        ValueError: bad `scales`.
     """
 
     def __init__(
         self,
         model,
         cfg,
-        overlay=None,
-        label_writer=None,
-        color_writer=None,
+        outputs: StreamOutputs | None = None,
         show: bool = False,
         scales: Sequence[float] | None = None,
         no_history: bool = False,
         device: str | torch.device = "cpu",
         short_side: int | None = None,
-        video_name: str = "stream",
         on_frame: Callable[[int, float], None] | None = None,
         live_view=None,
-        outputs: StreamOutputs | None = None,
     ):
-        writers = (overlay, label_writer, color_writer)
-        if outputs is not None and any(w is not None for w in writers):
-            raise ValueError("StreamRunner: pass the writers or outputs=, not both")
         set_inference_scales(model, scales)
         self.model = model
         self.cfg = cfg
-        self.outputs = StreamOutputs(video_name, *writers) if outputs is None else outputs
+        self.outputs = StreamOutputs("stream") if outputs is None else outputs
         window = (
             LiveWindow(
                 title=f"vidseg {self.outputs.video_name}",
