@@ -373,12 +373,13 @@ def main(argv=None) -> dict:
     out = Path(args.out or ROOT / budget["out"])
     start, where = time.perf_counter(), machine()
     data_root = ensure_dataset(out / "data", budget["data"])
-    results: dict[str, list[dict]] = {}
-    for name in names:
-        for seed in range(seeds):
+    results: dict[str, list[dict]] = {name: [] for name in names}
+    # seed-major: every variant's first seed comes first, so a failing direction shows early
+    for seed in range(seeds):
+        for name in names:
             cfg = variant_config(name, data_root, seed, iters, budget["overrides"])
             r = run_one(cfg, out / "runs" / name / f"seed{seed}")
-            results.setdefault(name, []).append(r)
+            results[name].append(r)
             shown = " ".join(
                 f"{k} {r[k]:.2f}" if r[k] is not None else f"{k} n/a"
                 for k in (*METRICS, "s_per_iter", "train_seconds", "eval_seconds")
