@@ -151,6 +151,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--seeds", type=int, default=None)
     p.add_argument("--write-doc", action="store_true", help="write the table into ABLATIONS.md")
     args = p.parse_args(argv)
+    if args.quick and args.write_doc:
+        p.error("--write-doc records the full run's probes only; drop --quick")
     budget = QUICK if args.quick else FULL
     out = Path(args.out or ROOT / budget["out"])
     seeds = args.seeds or budget["seeds"]
@@ -178,8 +180,9 @@ def main(argv: list[str] | None = None) -> dict:
         command = "PYTHONPATH=. python bench/ablation_probes.py " + " ".join(
             argv if argv is not None else sys.argv[1:]
         )
-        name = "probes_quick" if args.quick else "probes"
-        text = replace_block(doc.read_text(encoding="utf-8"), name, probes_block(summary, command))
+        text = replace_block(
+            doc.read_text(encoding="utf-8"), "probes", probes_block(summary, command)
+        )
         doc.write_text(text, encoding="utf-8")
     print(json.dumps(_finite(summary, 3)))
     return summary

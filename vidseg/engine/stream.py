@@ -1,6 +1,9 @@
-"""Causal streaming inference: a frame source -> `VideoSegmentor.step()` -> overlay / PNG sinks.
+"""Causal streaming inference: a frame source -> a stepper -> overlay / PNG sinks.
 
-One backbone pass per frame: the model's `StreamState` keeps the stage-1 maps of the last h
+The stepper segments one frame with the stream's state: `TorchStepper` (`VideoSegmentor.step()`
+under the test-time protocol, `segment_frame`) or `OnnxStepper` (the exported step in
+onnxruntime, `vidseg/engine/onnx_stream.py`); both have `step(rgb, state) -> (labels, state)`,
+a state with `nbytes()` and `resets`, and a `backend` name. One backbone pass per frame: the model's `StreamState` keeps the stage-1 maps of the last h
 frames, so history is never re-encoded. Decoding runs in the source's background thread and the
 overlay writer encodes in its own thread, so both overlap with the model; the main thread only
 prepares the frame, runs the model and hands the result to the writers.
@@ -46,7 +49,7 @@ class StreamSummary:
         fps_model: 1000 / ms_model, the rate the model alone would reach.
         ms_decode: time the main thread waited for the next decoded frame.
         ms_model: frame preparation + `step()` (every view of the test-time protocol) +
-            upsampling + argmax.
+            upsampling + argmax (the stepper's work).
         ms_write: time the main thread spent handing results to the sinks.
         peak_rss_mb: peak resident set size of the process (ru_maxrss), MiB.
         state_bytes: bytes held by the stream state (history buffer + C_dl) at the end.
@@ -55,6 +58,7 @@ class StreamSummary:
             camera, window closed).
         error: why it stopped early, or None.
         resets: history resets (frame size changes, shot cuts).
+        backend: the stepper that ran the model: "torch" or "onnxruntime".
         frames_written: frames each output holds at the end (`overlay`, `labels`, `color`),
             fewer than `frames` when a write failed.
     """
@@ -72,6 +76,7 @@ class StreamSummary:
     stopped_early: bool = False
     error: str | None = None
     resets: int = 0
+    backend: str = "torch"
     frames_written: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
@@ -80,6 +85,7 @@ class StreamSummary:
     def table(self) -> str:
         """A two-column text table for the console."""
         rows = [
+            ("backend", self.backend),
             ("frames", f"{self.frames}"),
             ("dropped", f"{self.dropped}"),
             ("skipped", f"{self.skipped}"),
@@ -148,11 +154,66 @@ def model_short_side(cfg) -> int | None:
     return cfg.stream.short_side or cfg.data.eval_short_side or cfg.data.short_side
 
 
-class StreamRunner:
-    """Runs a `VideoSegmentor` causally over one frame source and feeds the sinks.
+class TorchStepper:
+    """Segments frames with the PyTorch model: `segment_frame` with the stream's fixed settings.
 
     Args:
         model: a `VideoSegmentor` in eval mode on `device`.
+        short_side: model input short side (None keeps the frame size).
+        mean, std: normalisation (`data.mean`, `data.std`).
+        device: torch device of the model.
+        tta: the test-time protocol (`TTASettings`).
+        no_history: pass no state to `step()`: every frame is the first of a stream.
+        shot_cut_threshold: reset the history on a detected shot cut (None = off).
+    """
+
+    backend = "torch"
+
+    def __init__(
+        self,
+        model,
+        short_side: int | None,
+        mean: Sequence[float],
+        std: Sequence[float],
+        device: str | torch.device = "cpu",
+        tta: TTASettings | None = None,
+        no_history: bool = False,
+        shot_cut_threshold: float | None = None,
+    ):
+        self.model = model
+        self.short_side = short_side
+        self.mean, self.std = mean, std
+        self.device = torch.device(device)
+        self.tta = tta if tta is not None else TTASettings()
+        self.no_history = no_history
+        self.shot_cut = shot_cut_threshold
+
+    @torch.no_grad()
+    def step(self, rgb: np.ndarray, state):
+        """Labels for one RGB uint8 `(H, W, 3)` frame: uint8 `(H, W)` train ids, and the new state.
+
+        The logits are upsampled to the frame size before the argmax (`upsample_argmax`), so
+        boundaries are decided at full resolution. The state is the protocol's `TTAState`.
+        """
+        return segment_frame(
+            self.model,
+            rgb,
+            state,
+            self.short_side,
+            self.mean,
+            self.std,
+            self.device,
+            no_history=self.no_history,
+            shot_cut_threshold=self.shot_cut,
+            tta=self.tta,
+        )
+
+
+class StreamRunner:
+    """Runs a stepper (the model) causally over one frame source and feeds the sinks.
+
+    Args:
+        model: a `VideoSegmentor` in eval mode on `device`; None when `stepper` is given.
         cfg: the resolved config (stream.*, data.mean/std/short_side).
         outputs: the files every frame goes to (`StreamOutputs.for_source` opens what
             `vidseg stream` writes; `StreamOutputs(name, overlay=...)` wraps writers opened
@@ -168,8 +229,11 @@ class StreamRunner:
         device: torch device of the model.
         short_side: model input short side; None = `model_short_side(cfg)`.
         on_frame: called after every frame as `on_frame(frames_done, fps_end_to_end)`.
+        stepper: what segments each frame (an `OnnxStepper`, `vidseg/engine/onnx_stream.py`);
+            None = a `TorchStepper` of `model` with the arguments above (`scales`,
+            `no_history`, `device`, `short_side`, `cfg.eval`, `cfg.stream.*shot_cut*`).
     Raises:
-        ValueError: bad `scales`.
+        ValueError: bad `scales`, or neither `model` nor `stepper`.
     """
 
     def __init__(
@@ -184,8 +248,12 @@ class StreamRunner:
         short_side: int | None = None,
         on_frame: Callable[[int, float], None] | None = None,
         live_view=None,
+        stepper=None,
     ):
-        set_inference_scales(model, scales)
+        if stepper is None and model is None:
+            raise ValueError("StreamRunner needs a model or a stepper")
+        if model is not None:
+            set_inference_scales(model, scales)
         self.model = model
         self.cfg = cfg
         self.outputs = StreamOutputs("stream") if outputs is None else outputs
@@ -207,28 +275,23 @@ class StreamRunner:
         self.on_frame = on_frame
         self.shot_cut = cfg.stream.shot_cut_threshold if cfg.stream.reset_on_shot_cut else None
         self.tta = TTASettings.from_config(cfg.eval)
+        self.stepper = stepper or TorchStepper(
+            model,
+            self.short_side,
+            cfg.data.mean,
+            cfg.data.std,
+            self.device,
+            self.tta,
+            no_history,
+            self.shot_cut,
+        )
 
     # ------------------------------------------------------------------ per frame
 
-    @torch.no_grad()
     def predict(self, rgb: np.ndarray, state):
-        """Labels for one RGB uint8 `(H, W, 3)` frame: uint8 `(H, W)` train ids, and the new state.
-
-        The logits are upsampled to the frame size before the argmax (`upsample_argmax`), so
-        boundaries are decided at full resolution.
-        """
-        return segment_frame(
-            self.model,
-            rgb,
-            state,
-            self.short_side,
-            self.cfg.data.mean,
-            self.cfg.data.std,
-            self.device,
-            no_history=self.no_history,
-            shot_cut_threshold=self.shot_cut,
-            tta=self.tta,
-        )
+        """Labels for one RGB uint8 `(H, W, 3)` frame: uint8 `(H, W)` train ids, and the new state
+        (the stepper's `step`)."""
+        return self.stepper.step(rgb, state)
 
     def _write(self, source, index: int, rgb: np.ndarray, labels: np.ndarray, fps: float) -> bool:
         """Hand one result to the files and the live views; False when a view asked to stop."""
@@ -247,7 +310,7 @@ class StreamRunner:
         Returns:
             the run's `StreamSummary`; `stopped_early` / `error` say why it ended early.
         """
-        summary = StreamSummary()
+        summary = StreamSummary(backend=self.stepper.backend)
         t_decode = t_model = t_write = 0.0
         state = None
         closables = [source, self.outputs, *self.views]
@@ -316,6 +379,7 @@ def _stop_on_write_error(summary: StreamSummary):
 
 __all__ = [
     "StreamRunner",
+    "TorchStepper",
     "StreamSummary",
     "default_threads",
     "model_short_side",
