@@ -115,7 +115,16 @@ class VideoConsistency:
         self._prev_gt = self._prev_pred = None
 
     def _extend(self, run: np.ndarray, same: np.ndarray) -> None:
-        # run = same ? min(run + 1, cap) : 1, in place (no temporaries of the frame size but one).
+        # run = same ? min(run + 1, cap) : 1, in place. For uint8 runs, same-type operations
+        # (bool viewed as uint8, OpenCV's saturating min) cost ~20x less than numpy's mixed-type
+        # multiply and its minimum against a scalar.
+        if run.dtype == np.uint8 and same.dtype == np.bool_:
+            import cv2
+
+            np.multiply(run, same.view(np.uint8), out=run)
+            run += 1
+            cv2.min(run, self._cap, dst=run)
+            return
         np.multiply(run, same, out=run, casting="unsafe")
         run += 1
         np.minimum(run, self._cap, out=run)

@@ -14,10 +14,9 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from vidseg.metrics.split_scorer import MAX_LISTED, SplitScorer
-
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-_PNG_COLOUR_TYPES = {0: "grayscale", 2: "RGB", 3: "palette", 4: "grayscale+alpha", 6: "RGBA"}
+from vidseg.io.label_png import PNG_COLOUR_TYPES, PNG_SIGNATURE, decode_label_png
+from vidseg.metrics.segmentation import pair_counts
+from vidseg.metrics.split_scorer import MAX_LISTED, NUM_RAW_LABELS, SplitScorer
 
 __all__ = [
     "SplitScorer",
@@ -37,8 +36,12 @@ def read_prediction(path: str) -> np.ndarray:
     import cv2
 
     with open(path, "rb") as f:
-        head = f.read(33)
-    if len(head) < 26 or head[:8] != _PNG_SIGNATURE:
+        data = f.read()
+    fast = decode_label_png(data)
+    if fast is not None:
+        return fast
+    head = data[:33]
+    if len(head) < 26 or head[:8] != PNG_SIGNATURE:
         raise ValueError(f"{path}: not a PNG file (expected a single-channel label PNG)")
     bit_depth, colour = head[24], head[25]
     if colour == 0 and bit_depth == 8:
@@ -51,7 +54,7 @@ def read_prediction(path: str) -> np.ndarray:
         if colour == 0 and arr.dtype == bool:
             arr = arr.astype(np.uint8)
     else:
-        kind = _PNG_COLOUR_TYPES.get(colour, f"colour type {colour}")
+        kind = PNG_COLOUR_TYPES.get(colour, f"colour type {colour}")
         raise ValueError(
             f"{path}: {bit_depth}-bit {kind} PNG; expected a single-channel 8-bit "
             f"label PNG (grayscale or palette) of train ids"
@@ -67,23 +70,75 @@ def _problems_error(problems: list[str], total: int, what: str) -> ValueError:
     return ValueError(f"{total} {what}{more}: {shown}")
 
 
-def _load_frame(pred_path: str, mask_path: str | None, frame_path: str | None, label_format: str):
-    """Read one frame's files: `(gt, pred, rgb, problem, missing)`.
+def _read_raw_mask(path: str, label_format: str) -> tuple[np.ndarray, bool]:
+    """A mask in VSPW raw values and whether its values are checked already.
+
+    VSPW-format label PNGs go through `decode_label_png` unchecked (the caller checks them from
+    the pair counts it computes anyway); everything else through `image_files.read_mask` and
+    `to_vspw_raw`, which check and name the file.
+    """
+    from vidseg.data.image_files import read_mask, to_vspw_raw
+
+    if label_format == "vspw":
+        with open(path, "rb") as f:
+            fast = decode_label_png(f.read())
+        if fast is not None:
+            return fast, False
+    return to_vspw_raw(read_mask(path), path, label_format), True
+
+
+def _load_frame(
+    pred_path: str,
+    mask_path: str | None,
+    frame_path: str | None,
+    label_format: str,
+    num_classes: int = NUM_RAW_LABELS,
+):
+    """Read one frame's files: `(gt, pred, rgb, counts, problem, missing)`.
 
     `gt` is the mask in VSPW raw values (None for a frame without one), `rgb` the image when
-    `frame_path` is given (TC); `missing` marks an absent prediction, `problem` any bad one.
+    `frame_path` is given (TC), `counts` the (256, 256) `pair_counts(gt, pred)` when both are
+    there (the confusion-matrix update, done here in the reader thread); `missing` marks an
+    absent prediction, `problem` any bad one. A mask with values outside the label format
+    raises `MaskError` naming it.
     """
-    from vidseg.data.image_files import read_frame, read_mask, to_vspw_raw
+    from vidseg.data.image_files import read_frame, to_vspw_raw
 
     if not os.path.isfile(pred_path):
-        return None, None, None, f"{pred_path}: missing", True
-    gt = None if mask_path is None else to_vspw_raw(read_mask(mask_path), mask_path, label_format)
+        return None, None, None, None, f"{pred_path}: missing", True
+    gt, checked = (None, True) if mask_path is None else _read_raw_mask(mask_path, label_format)
     try:
         pred = read_prediction(pred_path)
     except ValueError as exc:
-        return gt, None, None, str(exc), False
+        pred = None
+        problem = str(exc)
+    else:
+        problem = None
+    counts = None
+    if gt is not None and pred is not None and gt.shape == pred.shape:
+        counts = pair_counts(gt, pred)
+        # raw 125..254 are not VSPW labels: the checking path raises naming the mask
+        checked = checked or not counts[NUM_RAW_LABELS + 1 : 255].any()
+    if not checked:
+        to_vspw_raw(gt, mask_path, label_format)
+    if problem is not None:
+        return gt, None, None, None, problem, False
     rgb = read_frame(frame_path) if frame_path is not None else None
-    return gt, pred, rgb, None, False
+    return gt, pred, rgb, counts, None, False
+
+
+def _out_of_range(pred: np.ndarray, counts: np.ndarray | None, k: int) -> list[int]:
+    """Up to 5 prediction values >= k (from the pair counts when given)."""
+    if counts is not None:
+        return (np.flatnonzero(counts[:, k:].any(axis=0))[:5] + k).tolist()
+    if int(pred.max()) < k:
+        return []
+    return np.unique(pred[pred >= k])[:5].tolist()
+
+
+def default_io_threads() -> int:
+    """Reader threads by default: one per CPU (PNG decoding releases the GIL)."""
+    return max(os.cpu_count() or 1, 1)
 
 
 def _decoded_frames(video, in_tc: bool):
@@ -106,10 +161,13 @@ def _score_video(
     in_tc: bool,
     allow_missing: bool,
     label_format: str = "vspw",
-    io_threads: int = 2,
-    prefetch: int = 3,
+    io_threads: int | None = None,
+    prefetch: int | None = None,
 ) -> None:
     from concurrent.futures import ThreadPoolExecutor
+
+    io_threads = default_io_threads() if io_threads is None else io_threads
+    prefetch = 2 * io_threads + 1 if prefetch is None else prefetch
 
     name, k = video.name, scorer.num_classes
     problems: list[str] = []
@@ -123,22 +181,24 @@ def _score_video(
             video.mask_paths[i],
             images[i] if images else None,
             label_format,
+            k,
         )
         for i, stem in enumerate(video.stems)
     ]
-    # PNG/JPEG decoding releases the GIL: a couple of threads decode the next frames while this
-    # one scores the current frame; the look-ahead is bounded so memory stays flat.
+    # PNG/JPEG decoding releases the GIL: reader threads decode the next frames (and count their
+    # pixel pairs) while this one does the in-order mVC / TC work; the look-ahead is bounded so
+    # memory stays flat.
     if io_threads <= 0:
         prefetch = 0
     with ThreadPoolExecutor(max_workers=max(io_threads, 1)) as pool:
         pending = [pool.submit(_load_frame, *job) for job in jobs[:prefetch]]
         for i, job in enumerate(jobs):
             if prefetch:
-                gt, pred, rgb, problem, missing = pending.pop(0).result()
+                gt, pred, rgb, counts, problem, missing = pending.pop(0).result()
                 if i + prefetch < len(jobs):
                     pending.append(pool.submit(_load_frame, *jobs[i + prefetch]))
             else:
-                gt, pred, rgb, problem, missing = _load_frame(*job)
+                gt, pred, rgb, counts, problem, missing = _load_frame(*job)
             rgb = next(decoded) if rgb is None else rgb
             pred_path, mask_path = job[0], job[1]
             if missing:
@@ -153,8 +213,7 @@ def _score_video(
                     f"{pred_path}: size {pred.shape[1]}x{pred.shape[0]} (WxH) but mask "
                     f"{mask_path} is {gt.shape[1]}x{gt.shape[0]}"
                 )
-            elif int(pred.max()) >= k:
-                bad = np.unique(pred[pred >= k])[:5].tolist()
+            elif bad := _out_of_range(pred, counts, k):
                 problems.append(
                     f"{pred_path}: values {bad} > {k - 1} (expected train ids 0..{k - 1})"
                 )
@@ -164,7 +223,7 @@ def _score_video(
                         future.cancel()
                     break
                 continue
-            scorer.add_frame(gt, pred, rgb, name=pred_path)
+            scorer.add_frame(gt, pred, rgb, name=pred_path, counts=counts)
     if problems:
         what = (
             f"bad prediction file(s) in video {name}"
@@ -264,7 +323,7 @@ def score_prediction_dir(
     include_last_window: bool = False,
     raft_weights: str | None = None,
     progress: bool = False,
-    io_threads: int = 2,
+    io_threads: int | None = None,
     data_format: str = "auto",
     label_format: str = "vspw",
 ) -> dict:
@@ -289,7 +348,7 @@ def score_prediction_dir(
         raft_weights: local RAFT weights for `flow="raft"`.
         progress: show a tqdm bar over videos.
         io_threads: threads decoding the next frames while the current one is scored
-            (0: read in the scoring thread).
+            (0: read in the scoring thread; None: one per CPU, `os.cpu_count()`).
         data_format: "auto" (judged from the folders), "vspw", "video" or "frames".
         label_format: mask values of the video / frames layouts, "vspw" or "train_ids"
             (`data.labels`); the metrics see VSPW raw values either way.
@@ -326,6 +385,10 @@ def score_prediction_dir(
         raft_weights=raft_weights,
     )
     scorer = SplitScorer(**config)
+    # Callables and GPU models stay in this process; DIS is cheap to rebuild per worker.
+    parallel = num_workers > 1 and len(videos) > 1 and isinstance(flow, str) and flow == "dis"
+    if io_threads is None:  # the CPUs are shared by the worker processes' readers
+        io_threads = default_io_threads() // (num_workers if parallel else 1)
     jobs = [
         (v, pred_dir, tc and i < n_tc, allow_missing, label_format, io_threads)
         for i, v in enumerate(videos)
@@ -335,8 +398,6 @@ def score_prediction_dir(
         from tqdm import tqdm
 
         bar = tqdm(total=len(jobs), unit="video", desc=f"score {split}")
-    # Callables and GPU models stay in this process; DIS is cheap to rebuild per worker.
-    parallel = num_workers > 1 and len(jobs) > 1 and isinstance(flow, str) and flow == "dis"
     try:
         if parallel:
             import multiprocessing as mp

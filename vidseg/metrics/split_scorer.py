@@ -12,9 +12,27 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from vidseg.metrics.consistency import TemporalConsistency, VideoConsistency
-from vidseg.metrics.segmentation import ConfusionMatrix
+from vidseg.metrics.segmentation import ConfusionMatrix, pair_counts
 
 MAX_LISTED = 5  # missing files named in a result
+NUM_RAW_LABELS = 124  # VSPW raw 1..124 = train ids 0..123; raw 0 and 255 are ignored
+
+
+def raw_pair_counts_to_cm(counts: np.ndarray, num_classes: int) -> np.ndarray | None:
+    """The (K, K) confusion-matrix increment from pair counts of (raw VSPW GT, prediction).
+
+    Raw value r in 1..K is train id r - 1; raw 0 and 255 are ignored. Returns None when the
+    counts contain anything else at a counted pixel (raw GT values above K other than 255,
+    predictions >= K at a counted pixel): the caller takes the checking path for its error.
+
+    Args:
+        counts: (256, 256) int64 `pair_counts(gt_raw, pred)`.
+        num_classes: K <= 124.
+    """
+    k = num_classes
+    if counts[k + 1 : 255].any() or counts[1 : k + 1, k:].any():
+        return None
+    return counts[1 : k + 1, :k]
 
 
 class SplitScorer:
@@ -80,6 +98,7 @@ class SplitScorer:
         pred: np.ndarray | None,
         rgb: np.ndarray | None = None,
         name: str | None = None,
+        counts: np.ndarray | None = None,
     ) -> None:
         """Add the next frame of the current video.
 
@@ -89,6 +108,8 @@ class SplitScorer:
                 windows and flow pairs through this frame are not scored).
             rgb: (H, W, 3) uint8 frame, needed for TC videos.
             name: file name for error messages.
+            counts: (256, 256) `segmentation.pair_counts(gt_raw, pred)` when the caller already
+                has it (e.g. computed in a reader thread); computed here otherwise.
         """
         if self._video is None:
             raise RuntimeError("add_frame() called before start_video()")
@@ -101,7 +122,7 @@ class SplitScorer:
                 self.tc.skip()
             return
         if gt_raw is not None:
-            self._update_cm(gt_raw, pred, name)
+            self._update_cm(gt_raw, pred, name, counts)
             self.vc.add(gt_raw, pred)
             self._video_frames += 1
         if self._in_tc:
@@ -109,8 +130,29 @@ class SplitScorer:
                 raise ValueError(f"video {self._video}: TC needs the RGB frame ({name or 'frame'})")
             self.tc.add(rgb, pred)
 
-    def _update_cm(self, gt_raw: np.ndarray, pred: np.ndarray, name: str | None) -> None:
+    def _update_cm(
+        self,
+        gt_raw: np.ndarray,
+        pred: np.ndarray,
+        name: str | None,
+        counts: np.ndarray | None = None,
+    ) -> None:
         from vidseg.data.vspw import to_train_ids
+
+        fast = (
+            self.num_classes <= NUM_RAW_LABELS
+            and gt_raw.dtype == np.uint8
+            and pred.dtype == np.uint8
+            and gt_raw.shape == pred.shape
+        )
+        if fast:
+            if counts is None:
+                counts = pair_counts(gt_raw, pred)
+            block = raw_pair_counts_to_cm(counts, self.num_classes)
+            if block is not None:
+                self._video_cm.matrix += block
+                return
+        # general path: maps and checks every pixel, raises naming the bad values
 
         self._video_cm.update(to_train_ids(gt_raw, name), pred, name=name)
 
