@@ -12,7 +12,9 @@ These probes answer it on the finished runs themselves, without training:
                    the rows of C_dl): how much the score depends on each class's own memory entry.
 
 A drop means the part is used; no drop means it is ignored. Reads the runs of `bench/ablation.py`
-(same `--out`), writes nothing into them (predictions go to a temporary folder).
+(same `--out`) and writes nothing into them: predictions go to a temporary folder, each probe's
+scores to `<out>/probes/<variant>/seed<k>/<probe>.json`, kept (and skipped on a rerun) while
+newer than the run's `result.json`.
 
 Usage:
   PYTHONPATH=. python bench/ablation_probes.py --write-doc     # after the full ablation run
@@ -168,7 +170,13 @@ def main(argv: list[str] | None = None) -> dict:
             if not result_file.is_file():
                 raise SystemExit(f"{run_dir}: not finished; run bench/ablation.py first")
             cfg = variant_config(name, out / "data", seed, budget["iters"], budget["overrides"])
-            probed = probe_run(cfg, run_dir, probe)
+            kept = out / "probes" / name / f"seed{seed}" / f"{probe}.json"
+            if kept.is_file() and kept.stat().st_mtime >= result_file.stat().st_mtime:
+                probed = json.loads(kept.read_text())
+            else:
+                probed = probe_run(cfg, run_dir, probe)
+                kept.parent.mkdir(parents=True, exist_ok=True)
+                kept.write_text(json.dumps(probed))
             pairs.append((probed, json.loads(result_file.read_text())))
             print(f"{name} seed {seed} {probe}: {probed}", file=sys.stderr, flush=True)
         probes.setdefault(name, {})[probe] = summarise(pairs)

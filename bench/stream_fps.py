@@ -9,11 +9,18 @@
      download) end to end on a few frames at short side 480.
   4. peak RSS after 300 and after 3,000 frames (light config at a small size, run in a fresh
      child process so earlier benchmarks do not set the peak). Target growth <= 5 %.
+  5. the onnxruntime backend (`vidseg stream --backend onnxruntime`) on the light config at
+     short side 360, next to torch on the same frames: end to end (decode + model + overlay
+     mp4), model only, and the share of pixels whose labels equal torch's. Target >= 30 FPS
+     end to end on 2 cores. Then where a frame's time goes, each stage timed alone on the same
+     frames: decode, prepare, the onnxruntime step, upsample + argmax, overlay drawing, H.264
+     encoding.
 
 All models use random weights: speed does not depend on them. Videos are made with PyAV in a
 temporary folder. Last line: a JSON object with the figures.
 
 Usage: PYTHONPATH=. python bench/stream_fps.py [--quick] [--frames N] [--r50-frames N]
+       [--light-only]  (parts 1, 2 and 5; the JSON then has null for r50_fps and rss_growth)
 """
 
 from __future__ import annotations
@@ -72,7 +79,13 @@ def load(config: Path, short_side: int | None, overrides=()):
 
 
 def end_to_end(
-    cfg, model, video: Path, out_dir: Path, max_frames: int | None = None, on_frame=None
+    cfg,
+    model,
+    video: Path,
+    out_dir: Path,
+    max_frames: int | None = None,
+    on_frame=None,
+    stepper=None,
 ):
     """One StreamRunner run with the threaded overlay writer; returns the StreamSummary."""
     from vidseg.engine.stream import StreamRunner
@@ -88,27 +101,83 @@ def end_to_end(
         queue_size=cfg.stream.queue_size,
     )
     outputs = StreamOutputs("stream", overlay=writer)
-    runner = StreamRunner(model, cfg, outputs=outputs, on_frame=on_frame)
+    runner = StreamRunner(model, cfg, outputs=outputs, on_frame=on_frame, stepper=stepper)
     return runner.run(source)
 
 
-def model_only(cfg, model, video: Path, max_frames: int | None = None) -> float:
-    """FPS of the per-frame model work alone on frames decoded beforehand."""
-    from vidseg.engine.stream import StreamRunner
+def decoded(video: Path, max_frames: int | None = None) -> list:
     from vidseg.io.sources import VideoFileSource
 
     with VideoFileSource(video, max_frames=max_frames) as src:
-        frames = [rgb for _, _, rgb in src]
-    runner = StreamRunner(model, cfg)
+        return [rgb for _, _, rgb in src]
+
+
+def model_only(cfg, model, video: Path, max_frames: int | None = None, stepper=None):
+    """FPS of the per-frame model work alone on frames decoded beforehand, and the labels."""
+    from vidseg.engine.stream import StreamRunner
+
+    frames = decoded(video, max_frames)
+    runner = StreamRunner(model, cfg, stepper=stepper)
     state = None
+    labels = []
     t0 = time.perf_counter()
     for rgb in frames:
-        _, state = runner.predict(rgb, state)
-    return len(frames) / (time.perf_counter() - t0)
+        out, state = runner.predict(rgb, state)
+        labels.append(out)
+    return len(frames) / (time.perf_counter() - t0), labels
 
 
-def warm_up(cfg, model, video: Path, n: int = 3) -> None:
-    model_only(cfg, model, video, max_frames=n)
+def warm_up(cfg, model, video: Path, n: int = 3, stepper=None) -> None:
+    model_only(cfg, model, video, max_frames=n, stepper=stepper)
+
+
+def stage_split(cfg, video: Path, stepper, tmp: Path) -> dict:
+    """Each stage of the onnxruntime path timed alone on the same frames, in ms per frame.
+
+    Returns:
+        stage -> (CPU ms of the whole process, every thread; wall ms). CPU time barely moves
+        when other jobs load the machine, so it gives the split on a busy machine too.
+    """
+    from vidseg.data.transforms import prepare_frame
+    from vidseg.engine.onnx_stream import upsample_argmax_np
+    from vidseg.io.palette import overlay
+    from vidseg.io.sinks import OverlayVideoWriter, draw_fps, draw_legend
+
+    ms = {}
+    clock = [time.process_time(), time.perf_counter()]
+
+    def lap(name: str, n: int) -> None:
+        now = [time.process_time(), time.perf_counter()]
+        ms[name] = tuple(1000 * (b - a) / n for a, b in zip(clock, now))
+        clock[:] = [time.process_time(), time.perf_counter()]
+
+    frames = decoded(video)
+    n = len(frames)
+    lap("decode", n)
+    short = stepper.short_side
+    xs = [prepare_frame(rgb, short, cfg.data.mean, cfg.data.std).numpy() for rgb in frames]
+    lap("prepare", n)
+    session = stepper.graphs.for_frame(frames[0].shape[:2], short)
+    clock[:] = [time.process_time(), time.perf_counter()]
+    logits = [session.run(x, None)[0][0] for x in xs]
+    lap("onnxruntime step", n)
+    labels = [upsample_argmax_np(lg, rgb.shape[:2]) for lg, rgb in zip(logits, frames)]
+    lap("upsample+argmax", n)
+    drawn = []
+    for rgb, lab in zip(frames, labels):
+        img = overlay(rgb, lab, cfg.stream.alpha)
+        draw_legend(img, lab, None)
+        draw_fps(img, 20.0)
+        drawn.append(img)
+    lap("overlay drawing", n)
+    # the frames are drawn already: alpha 0, no legend, no counter leaves the encoder's work
+    writer = OverlayVideoWriter(tmp / "split.mp4", fps=25.0, alpha=0.0, legend=False)
+    clock[:] = [time.process_time(), time.perf_counter()]
+    for img, lab in zip(drawn, labels):
+        writer.write(img, lab)
+    writer.close()
+    lap("H.264 encode", n)
+    return ms
 
 
 def rss_child(frames: int, size: int, checkpoints: list[int]) -> None:
@@ -129,46 +198,8 @@ def rss_child(frames: int, size: int, checkpoints: list[int]) -> None:
     print(json.dumps({"rss_mb": marks, "frames": summary.frames, "fps": summary.fps_end_to_end}))
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument(
-        "--quick", action="store_true", help="fewer frames everywhere (about half the time)"
-    )
-    p.add_argument(
-        "--frames", type=int, default=None, help="frames for parts 1-2 (default 90, quick 40)"
-    )
-    p.add_argument(
-        "--r50-frames", type=int, default=None, help="frames for part 3 (default 4, quick 2)"
-    )
-    p.add_argument("--r50-short-side", type=int, default=480)
-    p.add_argument("--rss-frames", type=int, default=3000)
-    p.add_argument("--rss-size", type=int, default=64, help="short side of the RSS video")
-    p.add_argument(
-        "--threads",
-        type=int,
-        default=None,
-        help="torch threads (default: as vidseg stream, CPU cores - 1)",
-    )
-    p.add_argument("--rss-child", action="store_true", help=argparse.SUPPRESS)
-    args = p.parse_args()
-    import torch
-
-    from vidseg.engine.stream import default_threads
-
-    args.threads = args.threads or default_threads()
-    torch.set_num_threads(args.threads)
-    if args.rss_child:
-        rss_child(args.rss_frames, args.rss_size, [args.rss_frames // 10, args.rss_frames])
-        return
-    n = args.frames or (40 if args.quick else 90)
-    n_r50 = args.r50_frames or (2 if args.quick else 4)
-    print(
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, "
-        f"load average {os.getloadavg()[0]:.1f}; random weights (speed only)"
-    )
-    tmp = Path(tempfile.mkdtemp(prefix="vidseg_bench_"))
-
-    # 4 first, in a fresh process: its peak RSS must not include the bigger models.
+def rss_part(args) -> float:
+    """Part 4 in a fresh child process (its peak RSS must not include the bigger models)."""
     t = time.perf_counter()
     child = subprocess.run(
         [
@@ -196,12 +227,60 @@ def main() -> None:
         f"-> growth {100 * growth:+.2f} % ({time.perf_counter() - t:.0f} s)"
     )
 
+    return growth
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument(
+        "--quick", action="store_true", help="fewer frames everywhere (about half the time)"
+    )
+    p.add_argument(
+        "--frames", type=int, default=None, help="frames for parts 1-2 (default 90, quick 40)"
+    )
+    p.add_argument(
+        "--r50-frames", type=int, default=None, help="frames for part 3 (default 4, quick 2)"
+    )
+    p.add_argument("--r50-short-side", type=int, default=480)
+    p.add_argument("--rss-frames", type=int, default=3000)
+    p.add_argument("--rss-size", type=int, default=64, help="short side of the RSS video")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads (default: as vidseg stream, CPU cores - 1)",
+    )
+    p.add_argument(
+        "--light-only",
+        action="store_true",
+        help="only the light config (parts 1, 2, 5): no ResNet-50, no RSS child",
+    )
+    p.add_argument("--rss-child", action="store_true", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    import torch
+
+    from vidseg.engine.stream import default_threads
+    from vidseg.errors import VidsegError
+
+    args.threads = args.threads or default_threads()
+    torch.set_num_threads(args.threads)
+    if args.rss_child:
+        rss_child(args.rss_frames, args.rss_size, [args.rss_frames // 10, args.rss_frames])
+        return
+    n = args.frames or (40 if args.quick else 90)
+    n_r50 = args.r50_frames or (2 if args.quick else 4)
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, "
+        f"load average {os.getloadavg()[0]:.1f}; random weights (speed only)"
+    )
+    tmp = Path(tempfile.mkdtemp(prefix="vidseg_bench_"))
+
     # 1 + 2: light config at 360p.
     t = time.perf_counter()
     video = make_video(tmp / "light360.mp4", n, 360, 640)
     cfg, model = load(LIGHT, 360)
     warm_up(cfg, model, video)
-    model_fps = model_only(cfg, model, video)
+    model_fps, torch_labels = model_only(cfg, model, video)
     summary = end_to_end(cfg, model, video, tmp)
     ratio = summary.fps_end_to_end / model_fps
     print(
@@ -216,9 +295,73 @@ def main() -> None:
         f"[2] light config end to end at short side 360: {summary.fps_end_to_end:.2f} FPS "
         f"(target >= 8) ({time.perf_counter() - t:.0f} s)"
     )
+
+    # 5: the onnxruntime backend, same model and frames.
+    onnx_fps = agreement = None
+    try:
+        from vidseg.engine.onnx_stream import onnx_stepper
+
+        stepper = onnx_stepper(cfg, model, None, args.threads, 360, cache_root=tmp / "onnx")
+    except VidsegError as exc:  # onnx / onnxruntime missing: the other parts still run
+        print(f"[5] onnxruntime backend skipped: {exc.one_line()}")
+        stepper = None
+    if stepper is not None:
+        t = time.perf_counter()
+        warm_up(cfg, None, video, stepper=stepper)  # exports the step (once) and loads it
+        t_export = time.perf_counter() - t
+        onnx_model_fps, onnx_labels = model_only(cfg, None, video, stepper=stepper)
+        onnx = end_to_end(cfg, None, video, tmp, stepper=stepper)
+        same = sum(int((a == b).sum()) for a, b in zip(torch_labels, onnx_labels))
+        agreement = same / sum(a.size for a in torch_labels)
+        onnx_fps = onnx.fps_end_to_end
+        print(
+            f"[5] onnxruntime backend, light config 360x640, {onnx.frames} frames "
+            f"(export + load {t_export:.1f} s, once): model only {onnx_model_fps:.2f} FPS, "
+            f"end to end {onnx_fps:.2f} FPS (target >= 30; torch {summary.fps_end_to_end:.2f}, "
+            f"x{onnx_fps / summary.fps_end_to_end:.2f}); labels equal to torch's on "
+            f"{100 * agreement:.3f} % of pixels"
+        )
+        print(
+            f"    per frame: decode wait {onnx.ms_decode:.1f} ms, model {onnx.ms_model:.1f} ms, "
+            f"write {onnx.ms_write:.1f} ms; state {onnx.state_bytes / 1024:.0f} KiB"
+        )
+        cores = os.cpu_count() or 1
+        if cores > args.threads:  # for information: onnxruntime on every core (no spinning)
+            every = onnx_stepper(cfg, model, None, cores, 360, cache_root=tmp / "onnx")
+            warm_up(cfg, None, video, stepper=every)
+            all_cores = end_to_end(cfg, None, video, tmp, stepper=every)
+            print(
+                f"    with {cores} onnxruntime threads instead of {args.threads}: end to end "
+                f"{all_cores.fps_end_to_end:.2f} FPS (model {all_cores.ms_model:.1f} ms / frame)"
+            )
+        split = stage_split(cfg, video, stepper, tmp)
+        print(
+            "    stages alone, CPU ms per frame (wall ms): "
+            + ", ".join(f"{k} {cpu:.1f} ({wall:.1f})" for k, (cpu, wall) in split.items())
+        )
     del model
 
-    # 3: ResNet-50 paper config.
+    r50_fps = growth = None
+    if not args.light_only:
+        r50_fps = r50_part(args, n_r50, tmp)
+        growth = rss_part(args)
+    shutil.rmtree(tmp, ignore_errors=True)
+    print(
+        json.dumps(
+            {
+                "e2e_over_model": round(ratio, 3),
+                "light_fps": round(summary.fps_end_to_end, 2),
+                "r50_fps": None if r50_fps is None else round(r50_fps, 3),
+                "rss_growth": None if growth is None else round(growth, 4),
+                "onnx_fps": None if onnx_fps is None else round(onnx_fps, 2),
+                "onnx_label_agreement": None if agreement is None else round(agreement, 5),
+            }
+        )
+    )
+
+
+def r50_part(args, n_r50: int, tmp: Path) -> float:
+    """Part 3: the ResNet-50 paper config end to end; returns its FPS."""
     t = time.perf_counter()
     s = args.r50_short_side
     video = make_video(tmp / "r50.mp4", n_r50 + 1, s, round(s * 16 / 9) // 2 * 2)
@@ -230,17 +373,7 @@ def main() -> None:
         f"end to end ({r50.ms_model:.0f} ms model / frame, {r50.frames} frames, state "
         f"{r50.state_bytes / 2**20:.1f} MiB) ({time.perf_counter() - t:.0f} s)"
     )
-    shutil.rmtree(tmp, ignore_errors=True)
-    print(
-        json.dumps(
-            {
-                "e2e_over_model": round(ratio, 3),
-                "light_fps": round(summary.fps_end_to_end, 2),
-                "r50_fps": round(r50.fps_end_to_end, 3),
-                "rss_growth": round(growth, 4),
-            }
-        )
-    )
+    return r50.fps_end_to_end
 
 
 if __name__ == "__main__":

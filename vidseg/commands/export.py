@@ -50,9 +50,10 @@ def run(args: argparse.Namespace) -> int:
         s = model_short_side(cfg)
         size = (s, round(s * 16 / 9))
     info = export_onnx(model, args.onnx, size, opset=args.opset)
+    maps = f"history maps {tuple(info['map_shape'])}" if info["history"] else "no history (h = 0)"
     print(
         f"exported {args.onnx}: inputs {info['inputs']} -> outputs {info['outputs']}, frame "
-        f"(1, 3, {size[0]}, {size[1]}), history maps {tuple(info['map_shape'])}"
+        f"(1, 3, {size[0]}, {size[1]}), {maps}"
     )
     if args.no_check:
         return 0
@@ -96,8 +97,10 @@ def register(sub) -> None:
         "export",
         help="export the streaming step to ONNX (history buffer as inputs/outputs)",
         description="Export forward(frame, first, hist_1..hist_h) -> (logits, new_map) for a "
-        "fixed input size; the caller keeps the ring buffer of new_map outputs. "
-        "Checked against PyTorch with onnxruntime when installed.",
+        "fixed input size (forward(frame) -> logits for a model with history 0); the caller "
+        "keeps the ring buffer of new_map outputs. The file's metadata records h, the "
+        "history stride, the size and the class count. Checked against PyTorch with "
+        "onnxruntime when installed. `vidseg stream --onnx FILE` runs it.",
     )
     p.add_argument("config", help="YAML file or packaged config name (`vidseg configs`)")
     p.add_argument("--checkpoint", metavar="CKPT", help="trained checkpoint")

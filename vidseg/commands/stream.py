@@ -128,6 +128,23 @@ def _open_live_view(address: str, source: str):
     return live
 
 
+def _backend(args: argparse.Namespace) -> str:
+    """The backend to run: `--backend`, else onnxruntime with `--onnx`, else torch."""
+    from vidseg.cli import CliError
+
+    if args.onnx is not None:
+        if args.backend == "torch":
+            raise CliError("--onnx FILE runs with --backend onnxruntime, not --backend torch")
+        if args.checkpoint is not None or args.random_init:
+            raise CliError(
+                f"--onnx {args.onnx} holds the weights: leave out --checkpoint / --random-init"
+            )
+        if not os.path.isfile(args.onnx):
+            raise CliError(f"--onnx {args.onnx}: no such file")
+        return "onnxruntime"
+    return args.backend or "torch"
+
+
 def run(args: argparse.Namespace) -> int:
     from vidseg.cli import CliError
     from vidseg.engine.stream import StreamRunner, model_short_side
@@ -137,7 +154,8 @@ def run(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     scales = parse_scales(args.scales)
-    if args.checkpoint is None and not args.random_init:
+    backend = _backend(args)
+    if args.onnx is None and args.checkpoint is None and not args.random_init:
         raise CliError(
             "no checkpoint given: pass --checkpoint CKPT, or --random-init for a smoke test"
         )
@@ -159,7 +177,15 @@ def run(args: argparse.Namespace) -> int:
 
     from vidseg.engine.stream import default_threads
 
-    torch.set_num_threads(args.threads or default_threads())
+    threads = args.threads or default_threads()
+    torch.set_num_threads(threads)
+    if backend == "onnxruntime":  # before any work: onnxruntime missing, settings it cannot run
+        from vidseg.config import load_config
+        from vidseg.engine.onnx_stream import check_onnx_settings, import_onnxruntime
+
+        import_onnxruntime()
+        onnx_cfg = load_config(args.config, args.overrides or ())
+        check_onnx_settings(onnx_cfg, scales, args.device)
     show = args.show and _window_or_notice()
     live = _open_live_view(args.serve, args.source) if args.serve else None
     # Cheap checks first: a bad source or output folder fails before the model is built.
@@ -181,15 +207,23 @@ def run(args: argparse.Namespace) -> int:
                 "meaningless (smoke test / speed test only)",
                 file=sys.stderr,
             )
-        cfg, model = load_inference_model(
-            args.config,
-            args.checkpoint,
-            args.overrides or (),
-            random_init=args.random_init,
-            device=args.device,
-        )
+        if args.onnx is not None:  # the weights are in the file
+            cfg, model = onnx_cfg, None
+        else:
+            cfg, model = load_inference_model(
+                args.config,
+                args.checkpoint,
+                args.overrides or (),
+                random_init=args.random_init,
+                device=args.device,
+            )
         short_side = args.short_side or model_short_side(cfg)
-        if short_side is not None:  # the long side is checked per frame (engine/predict.py)
+        stepper = None
+        if backend == "onnxruntime":
+            from vidseg.engine.onnx_stream import onnx_stepper
+
+            stepper = onnx_stepper(cfg, model, args.onnx, threads, short_side, args.no_history)
+        if short_side is not None and model is not None:  # the long side is checked per frame
             every = [t * m for t in cfg.eval.scales for m in (scales or model.scales)]
             check_input_size(
                 (short_side, short_side),
@@ -225,6 +259,7 @@ def run(args: argparse.Namespace) -> int:
                 on_frame=on_frame,
                 live_view=live,
                 outputs=outputs,
+                stepper=stepper,
             )
         except ValueError as exc:
             outputs.close()
@@ -283,7 +318,11 @@ def register(sub) -> None:
     )
     p.add_argument("config", help="YAML file or packaged config name (`vidseg configs`)")
     p.add_argument("source", help="video file, frame folder, camera index (0) or URL (rtsp/http)")
-    p.add_argument("--checkpoint", metavar="CKPT", help="trained checkpoint (.pth or run folder)")
+    p.add_argument(
+        "--checkpoint",
+        metavar="CKPT",
+        help="trained checkpoint (.pth or run folder); not with --onnx",
+    )
     p.add_argument(
         "--random-init",
         action="store_true",
@@ -338,8 +377,28 @@ def register(sub) -> None:
         "--threads",
         type=threads_arg(),
         metavar="N",
-        help="torch intra-op threads (default: CPU cores - 1, leaving a core to the "
-        "decode and encode threads; at most 4 x the cores)",
+        help="intra-op threads of torch and of onnxruntime (default: CPU cores - 1, leaving "
+        "a core to the decode and encode threads; at most 4 x the cores)",
+    )
+    p.add_argument(
+        "--backend",
+        choices=("torch", "onnxruntime"),
+        help="what runs the model (default: torch; onnxruntime when --onnx is given). "
+        "onnxruntime (pip install -e '.[onnx]') runs the streaming step exported to ONNX, "
+        "on the CPU, with the same outputs and labels (up to float rounding at class "
+        "boundaries); it runs the whole frame at scale 1.0 without flip (eval.mode whole, "
+        "one scale): other protocols need torch. The step is exported at the first frame "
+        "of each model input size into the vidseg cache ($VIDSEG_CACHE/onnx, default "
+        "~/.cache/vidseg/onnx), one file per checkpoint, config and size, and reused by "
+        "later runs",
+    )
+    p.add_argument(
+        "--onnx",
+        metavar="FILE",
+        help="run this exported step (`vidseg export`) with onnxruntime instead of exporting "
+        "one; it holds the weights (no --checkpoint), the config gives the pre-processing, "
+        "and its input size must be the model input size of the frames (e.g. 360 640 for "
+        "16:9 frames at --short-side 360)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument(
