@@ -3,12 +3,15 @@
 `DatasetContext` turns the class memory read `C_dl (K, Z)` into a per-pixel dataset-level context:
 each pixel first gets the probability-weighted mix of class rows (eq 12, `C~_bi`), then an
 attention block recalibrates it with the pixel representations as queries (eq 13, `C_bi`).
-`Fusion` combines R, C_bi and the cached C_bi maps of earlier frames (Video-MCIBI++ eq 19).
+`Fusion` combines R, C_bi and the cached C_bi maps of earlier frames (Video-MCIBI++ eq 19); the
+history maps' share of its conv can be computed once per frame and reused by every IIS stage.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -159,9 +162,70 @@ class Fusion(nn.Module):
             self.weight_logits = nn.Conv2d(num_inputs * channels, num_inputs, 1)
         in_ch = num_inputs * channels if kind == "concat" else channels
         self.fuse = ConvBNReLU(in_ch, channels, 3)
+        self._reuse: dict | None = None  # set only inside `reuse_history`
 
     def extra_repr(self) -> str:
         return f"kind={self.kind!r}, channels={self.channels}, num_inputs={self.num_inputs}"
+
+    @contextmanager
+    def reuse_history(self, count: int) -> Iterator[None]:
+        """Within the block, the last `count` maps' share of the fusion is computed once and reused.
+
+        IIS stages re-run the fusion with a new C_bi but the same history maps; with the "concat"
+        and "add" kinds that share is linear (the history maps' slice of the 3x3 conv, or their
+        sum), so each stage only convolves its own `num_inputs - count` maps and adds the cached
+        term before BN-ReLU. Equal to the plain forward up to float summation order. A call whose
+        last `count` maps are not the very tensors of the cached call recomputes the term. No-op
+        for "weighted" (its softmax mixes all inputs) or `count == 0`.
+
+        Args:
+            count: number of trailing inputs that are history maps (h).
+        """
+        if count <= 0 or self.kind == "weighted" or count >= self.num_inputs:
+            yield
+            return
+        self._reuse = {"count": count, "maps": None, "term": None}
+        try:
+            yield
+        finally:
+            self._reuse = None
+
+    def history_term(self, history: list[torch.Tensor]) -> torch.Tensor:
+        """Pre-BN share of the trailing history maps `(B, Z, h, w)` in the output `(B, Z, h, w)`.
+
+        "concat": the maps convolved with their input-channel slice of the 3x3 conv weight (no
+        bias); "add": their sum (the conv runs after the sum).
+        """
+        if self.kind == "add":
+            return torch.stack(history, dim=0).sum(dim=0)
+        conv = self.fuse[0]
+        weight = conv.weight[:, (self.num_inputs - len(history)) * self.channels :]
+        return self._conv(torch.cat(history, dim=1), weight)
+
+    def _conv(
+        self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        conv = self.fuse[0]
+        return F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+
+    def _cached_history_term(self, history: list[torch.Tensor]) -> torch.Tensor:
+        memo = self._reuse
+        cached = memo["maps"]
+        if cached is None or any(a is not b for a, b in zip(cached, history, strict=True)):
+            memo["maps"], memo["term"] = list(history), self.history_term(history)
+        return memo["term"]
+
+    def _forward_split(self, maps: list[torch.Tensor], count: int) -> torch.Tensor:
+        current, history = maps[:-count], maps[-count:]
+        term = self._cached_history_term(history)
+        if self.kind == "add":
+            summed = torch.stack(current, dim=0).sum(dim=0) + term
+            return self.fuse(summed)
+        conv = self.fuse[0]  # its bias (BN folded for inference) is added once, here
+        pre = self._conv(
+            torch.cat(current, dim=1), conv.weight[:, : len(current) * self.channels], conv.bias
+        )
+        return self.fuse[2](self.fuse[1](pre + term))  # BN (or Identity once folded), ReLU
 
     def forward(self, maps: list[torch.Tensor]) -> torch.Tensor:
         """Args: maps: `num_inputs` tensors `(B, Z, h, w)`. Returns: `(B, Z, h, w)`."""
@@ -175,6 +239,8 @@ class Fusion(nn.Module):
                     f"like map 0 {tuple(ref)}, "
                     f"got {tuple(t.shape)}"
                 )
+        if self._reuse is not None:
+            return self._forward_split(maps, self._reuse["count"])
         if self.kind == "concat":
             return self.fuse(torch.cat(maps, dim=1))
         if self.kind == "add":

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -64,11 +65,14 @@ class StreamState:
         return total + (0 if self.c_dl is None else self.c_dl.numel() * self.c_dl.element_size())
 
 
-def pick_history(buffer: list, history: int, stride: int, current: torch.Tensor) -> list:
+def pick_history(
+    buffer: Sequence[torch.Tensor], history: int, stride: int, current: torch.Tensor
+) -> list:
     """History maps for the current frame, most recent first, padded with the oldest available.
 
     Args:
-        buffer: maps of previous frames, oldest first (at most `history * stride` of them).
+        buffer: maps of previous frames, oldest first (at most `history * stride` of them); a
+            list or the state's deque (indexed in place, no copy).
         history: h.
         stride: distance between history frames, in frames.
         current: the current frame's map, used when no previous frame exists.
@@ -190,12 +194,34 @@ class VideoSegmentor(nn.Module):
             for i in range(t)
         ]
 
-    def _clip_outputs(self, clip: torch.Tensor, c_dl, stages: int, grad_history: bool):
+    def predict(
+        self, enc: FrameEncoding, c_dl: torch.Tensor | None, hist: list, stages: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """`ImageSegmentor.predict_frame` with the history share of the fusion computed once.
+
+        Every IIS stage fuses the same h history maps; their (linear) share of the fusion conv
+        does not depend on the stage, so with more than one stage it is computed once per frame
+        (`Fusion.reuse_history`). One stage runs the plain fused conv (fewer kernel launches).
+
+        Args:
+            enc: the current frame's encoding.
+            c_dl: C_dl `(K, Z)` or None.
+            hist: h history maps `(B, Z, h, w)`, most recent first.
+            stages: IIS stages.
+        Returns:
+            logits `(B, K, h', w')` and R_aug of the last stage.
+        """
         m = self.image_model
-        enc, hist = self._encode_clip(clip, c_dl, grad_history)
         c_wi = m.within_image_context(enc)
-        logits, r_aug = m.predict_frame(enc, c_wi, c_dl, hist, stages)
-        return enc, logits, m.attention(r_aug)
+        if stages < 2 or not hist:
+            return m.predict_frame(enc, c_wi, c_dl, hist, stages)
+        with m.fusion.reuse_history(len(hist)):
+            return m.predict_frame(enc, c_wi, c_dl, hist, stages)
+
+    def _clip_outputs(self, clip: torch.Tensor, c_dl, stages: int, grad_history: bool):
+        enc, hist = self._encode_clip(clip, c_dl, grad_history)
+        logits, r_aug = self.predict(enc, c_dl, hist, stages)
+        return enc, logits, self.image_model.attention(r_aug)
 
     @staticmethod
     def _as_clip(frames: torch.Tensor) -> torch.Tensor:
@@ -254,8 +280,10 @@ class VideoSegmentor(nn.Module):
             outputs["hmsa"] = ((low_logits, low_attn), (logits, attn))
         losses = self.loss_terms(outputs, labels, m, self.progress)
         if m.memory is not None:
-            # full-resolution labels: the memory applies its own rule (grid or label)
-            m.memory.update(enc.r.detach(), labels, self.progress)
+            # full-resolution labels: the memory applies its own rule (grid or label); in fp32
+            # even under AMP (its statistics are fp32 buffers, and an EMA wants the precision)
+            with torch.autocast(enc.r.device.type, enabled=False):
+                m.memory.update(enc.r.detach().float(), labels, self.progress)
         return losses
 
     @torch.no_grad()
@@ -377,10 +405,8 @@ class VideoSegmentor(nn.Module):
                 s, deque(maxlen=max(1, self.history * self.history_stride))
             )
             current = self._history_map(enc)
-            hist = pick_history(list(buf), self.history, self.history_stride, current)
-            logits, r_aug = m.predict_frame(
-                enc, m.within_image_context(enc), state.c_dl, hist, m.iis_stages
-            )
+            hist = pick_history(buf, self.history, self.history_stride, current)
+            logits, r_aug = self.predict(enc, state.c_dl, hist, m.iis_stages)
             outs[s] = (logits, m.attention(r_aug))
             if self.history > 0:
                 buf.append(current.detach())
