@@ -244,7 +244,7 @@ class OnnxStreamer:
         """Logits `(1, K, h', w')` for one normalised float32 frame `(1, 3, H, W)`."""
         hist = None
         if self.buffer:
-            hist = pick_history(list(self.buffer), self.history, self.history_stride, None)
+            hist = pick_history(self.buffer, self.history, self.history_stride, None)
         logits, new_map = self.session.run(frame.astype(np.float32, copy=False), hist)
         if self.history:
             self.buffer.append(new_map)

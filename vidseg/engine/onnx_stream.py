@@ -26,12 +26,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from vidseg.data.transforms import prepare_frame
 from vidseg.engine.export import ExportError, export_cached, model_fingerprint
 from vidseg.engine.input_size import check_frame_size, scaled_size
-from vidseg.models.video import pick_history
+from vidseg.models.video import pick_history, shot_cut
 
 log = logging.getLogger(__name__)
 
@@ -321,14 +320,13 @@ class OnnxStepper:
             state.reset(maxlen, f"input size changed from {state.input_size} to {size}")
         state.input_size = size
         if self.shot_cut is not None:
-            thumb = F.adaptive_avg_pool2d(x, 32)
-            last = state.last_thumb
-            if last is not None and (thumb - last).abs().mean() > self.shot_cut:
+            cut, thumb = shot_cut(x, state.last_thumb, self.shot_cut)
+            if cut:
                 state.reset(maxlen, "shot cut detected")
             state.last_thumb = thumb
         hist = None
         if state.buffer:
-            hist = pick_history(list(state.buffer), session.history, session.history_stride, None)
+            hist = pick_history(state.buffer, session.history, session.history_stride, None)
         logits, new_map = session.run(x.numpy(), hist)
         if new_map is not None:
             state.buffer.append(new_map)

@@ -87,6 +87,21 @@ def pick_history(
     return picked
 
 
+def shot_cut(frame: torch.Tensor, last_thumb: torch.Tensor | None, threshold: float):
+    """The shared shot-cut rule of every streaming backend.
+
+    Args:
+        frame: `(1, 3, H, W)` normalised frame.
+        last_thumb: the previous frame's thumbnail, or None.
+        threshold: mean absolute thumbnail difference (normalised units) above which it is a cut.
+    Returns:
+        (is a cut, this frame's thumbnail).
+    """
+    thumb = F.adaptive_avg_pool2d(frame, 32)
+    cut = last_thumb is not None and bool((thumb - last_thumb).abs().mean() > threshold)
+    return cut, thumb
+
+
 class VideoSegmentor(nn.Module):
     """Video-MCIBI++ around an `ImageSegmentor` whose fusion takes `history` extra maps.
 
@@ -378,11 +393,8 @@ class VideoSegmentor(nn.Module):
                 f"input size changed from {state.input_size} to {tuple(frame.shape[-2:])}",
             )
         if shot_cut_threshold is not None:
-            thumb = F.adaptive_avg_pool2d(frame, 32)
-            if (
-                state.last_thumb is not None
-                and (thumb - state.last_thumb).abs().mean() > shot_cut_threshold
-            ):
+            cut, thumb = shot_cut(frame, state.last_thumb, shot_cut_threshold)
+            if cut:
                 self._reset(state, frame, state.video_id, "shot cut detected")
             state.last_thumb = thumb
 
