@@ -27,8 +27,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
-import statistics
 import sys
 import tempfile
 import time
@@ -42,6 +40,7 @@ from bench.ablation import (  # noqa: E402
     QUICK,
     VARIANTS,
     _finite,
+    _mean_std,
     score_frames,
     variant_config,
 )
@@ -107,12 +106,6 @@ def probe_run(cfg, run_dir: Path, probe: str) -> dict:
     }
 
 
-def _mean_std(values: list[float | None]) -> tuple[float, float]:
-    """Mean and sample std; None (an undefined metric in result.json) counts as NaN."""
-    values = [math.nan if v is None else v for v in values]
-    return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
-
-
 def summarise(pairs: list[tuple[dict, dict]]) -> dict:
     """Mean ± std over seeds of the probed metrics and of (probed - trained) per metric."""
     row = {}
@@ -120,7 +113,7 @@ def summarise(pairs: list[tuple[dict, dict]]) -> dict:
         row[key], row[f"{key}_std"] = _mean_std([p[key] for p, _ in pairs])
         suffix = "" if key == "miou" else f"_{key.removeprefix('miou_')}"
         row[f"delta{suffix}"], row[f"delta{suffix}_std"] = _mean_std(
-            [math.nan if r[key] is None else p[key] - r[key] for p, r in pairs]
+            [None if r[key] is None else p[key] - r[key] for p, r in pairs]
         )
     return row
 
