@@ -37,8 +37,8 @@ def test_reused_history_term_equals_the_plain_fusion(kind, folded):
         torch.testing.assert_close(split, plain, atol=1e-5, rtol=1e-5)
 
 
-def test_history_term_is_computed_once_per_history(monkeypatch):
-    fusion = _fusion("concat", 4)
+def _count_history_terms(monkeypatch) -> dict:
+    """Count `Fusion.history_term` calls (in `calls["n"]`) while still computing them."""
     calls = {"n": 0}
     original = Fusion.history_term
 
@@ -47,6 +47,12 @@ def test_history_term_is_computed_once_per_history(monkeypatch):
         return original(self, history)
 
     monkeypatch.setattr(Fusion, "history_term", counting)
+    return calls
+
+
+def test_history_term_is_computed_once_per_history(monkeypatch):
+    fusion = _fusion("concat", 4)
+    calls = _count_history_terms(monkeypatch)
     history = _maps(2, seed=1)
     with fusion.reuse_history(2):
         fusion(_maps(2, seed=2) + history)
@@ -62,14 +68,7 @@ def test_history_term_is_computed_once_per_history(monkeypatch):
 @pytest.mark.parametrize("iis,expected", [(1, 0), (2, 1), (3, 1)])
 def test_step_computes_the_history_share_once_per_frame(monkeypatch, iis, expected):
     model = _model(history=2, iis=iis)
-    calls = {"n": 0}
-    original = Fusion.history_term
-
-    def counting(self, history):
-        calls["n"] += 1
-        return original(self, history)
-
-    monkeypatch.setattr(Fusion, "history_term", counting)
+    calls = _count_history_terms(monkeypatch)
     state = None
     frames = _video(4)
     for frame in frames:
