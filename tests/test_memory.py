@@ -168,6 +168,28 @@ def test_half_precision_features_are_reduced_in_float32():
     assert torch.allclose(mem.stats[:2], torch.tensor(BATCH1_STATS), atol=1e-6)
 
 
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: DistributionMemory(3, 4, update_rule="grid"),
+        lambda: DistributionMemory(3, 4, update_rule="label"),
+        lambda: VectorMemory(3, 4),
+    ],
+    ids=["distribution-grid", "distribution-label", "vector"],
+)
+def test_update_under_autocast_equals_the_float32_update(make):
+    """AMP training calls update() inside autocast: the reductions must still run in fp32."""
+    gen = torch.Generator().manual_seed(5)
+    feats = torch.randn(2, 4, 3, 5, generator=gen)
+    labels = torch.randint(0, 3, (2, 12, 20), generator=gen)
+    plain, amp = make().train(), make().train()
+    plain.update(feats, labels, 0.5)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        amp.update(feats, labels, 0.5)
+    for name, buf in plain.named_buffers():
+        assert torch.equal(dict(amp.named_buffers())[name], buf), name
+
+
 def test_labels_at_any_resolution_grid_rule_downsamples_them():
     """Rule "grid" with full-resolution labels = the same update with labels downsampled first."""
     gen = torch.Generator().manual_seed(2)

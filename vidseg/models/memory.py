@@ -34,6 +34,7 @@ Shared semantics of `update` (both classes):
 
 from __future__ import annotations
 
+import functools
 import logging
 
 import torch
@@ -237,6 +238,21 @@ def _all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
+def _fp32_update(update):
+    """Run a memory `update(features, labels, progress)` in float32 with autocast off.
+
+    Under AMP the features arrive in float16/bfloat16 and autocast would run the reductions
+    (bmm, index_add) in half precision; the EMA statistics are float32 and must stay exact.
+    """
+
+    @functools.wraps(update)
+    def wrapper(self, features: torch.Tensor, labels: torch.Tensor, progress=None) -> None:
+        with torch.autocast(features.device.type, enabled=False):
+            return update(self, features.float(), labels, progress)
+
+    return wrapper
+
+
 class DistributionMemory(nn.Module):
     """MCIBI++ class-distribution memory (seed-spec 3.2 eqs 6-9 and 11).
 
@@ -368,6 +384,7 @@ class DistributionMemory(nn.Module):
         return _grid_class_sums(features, buckets, self.num_classes)
 
     @torch.no_grad()
+    @_fp32_update
     def update(
         self, features: torch.Tensor, labels: torch.Tensor, progress: float | None = None
     ) -> None:
@@ -468,6 +485,7 @@ class VectorMemory(nn.Module):
         return self.memory.clone()[:, :, None, None]
 
     @torch.no_grad()
+    @_fp32_update
     def update(self, features: torch.Tensor, labels: torch.Tensor, progress: float) -> None:
         """Cosine-weighted EMA update (no-op in eval mode or when the momentum is 0).
 

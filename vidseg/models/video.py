@@ -295,10 +295,8 @@ class VideoSegmentor(nn.Module):
             outputs["hmsa"] = ((low_logits, low_attn), (logits, attn))
         losses = self.loss_terms(outputs, labels, m, self.progress)
         if m.memory is not None:
-            # full-resolution labels: the memory applies its own rule (grid or label); in fp32
-            # even under AMP (its statistics are fp32 buffers, and an EMA wants the precision)
-            with torch.autocast(enc.r.device.type, enabled=False):
-                m.memory.update(enc.r.detach().float(), labels, self.progress)
+            # full-resolution labels: the memory applies its own rule (grid or label), in fp32
+            m.memory.update(enc.r.detach(), labels, self.progress)
         return losses
 
     @torch.no_grad()
