@@ -4,7 +4,9 @@ For each model (R50 and Swin-L Video-MCIBI++, h = 2, configs/vspw/upernet_video_
 random weights: speed does not depend on them):
   stream  `step()` frames/s at 480x853 (one backbone pass per frame, history from the buffer), in
           the variants fp32, amp_fp16, amp_bf16 (torch.autocast), channels_last (fp32) and compile
-          (torch.compile of the model's modules, fp32); `--variants` picks some;
+          (torch.compile of the model's modules, fp32), and the combinations
+          amp_bf16_channels_last and amp_bf16_compile; `--variants` picks some; `--profile` adds,
+          per variant, the top CUDA kernels of 5 profiled frames (torch.profiler);
   train   iterations/s of a training step (forward, backward, SGD) at batch 8 with AMP fp16 as in
           `vidseg train` (GradScaler), clips of h + 1 frames at the 512x512 crop of the config,
           on synthetic random frames and labels of the right shapes (no data loading is timed);
@@ -41,7 +43,15 @@ CONFIGS = {
     "r50": ROOT / "configs" / "vspw" / "upernet_video_mcibipp_r50.yaml",
     "swinl": ROOT / "configs" / "vspw" / "upernet_video_mcibipp_swinl.yaml",
 }
-VARIANTS = ("fp32", "amp_fp16", "amp_bf16", "channels_last", "compile")
+VARIANTS = (
+    "fp32",
+    "amp_fp16",
+    "amp_bf16",
+    "channels_last",
+    "compile",
+    "amp_bf16_channels_last",
+    "amp_bf16_compile",
+)
 # --smoke: the configs' heads on a reduced ResNet-18 (any output stride), Z = 16
 SMOKE_OVERRIDES = [
     "model.backbone.name=resnet18",
@@ -99,32 +109,61 @@ def compile_modules(model) -> None:
 
 
 def fresh_for(variant: str, name: str, model, smoke: bool, device):
-    """The model for `variant`: a new copy unless fp32 (channels_last / compile must not leak)."""
-    return model if variant == "fp32" else build(name, smoke, device)[1]
+    """The model for `variant`: a new copy for channels_last / compile (they must not leak)."""
+    plain = variant in ("fp32", "amp_fp16", "amp_bf16")
+    return model if plain else build(name, smoke, device)[1]
 
 
-def stream_fps(model, variant: str, size, device, warmup: int, frames: int) -> float:
-    """Frames/s of `model.step()` on random `(1, 3, *size)` frames in `variant`."""
+def stepper(model, variant: str, size, device) -> Callable[[], None]:
+    """One streaming `step()` of `model` on a fixed random `(1, 3, *size)` frame, in `variant`.
+
+    A variant name combines its parts: `amp_fp16` / `amp_bf16` (autocast), `channels_last`,
+    `compile`; plain `fp32` has none of them.
+    """
     import torch
 
-    dtypes = {"amp_fp16": torch.float16, "amp_bf16": torch.bfloat16}
-    fmt = torch.channels_last if variant == "channels_last" else torch.contiguous_format
+    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(variant[4:8])
+    fmt = torch.channels_last if "channels_last" in variant else torch.contiguous_format
     model = model.to(memory_format=fmt)
-    if variant == "compile":
+    if "compile" in variant:
         compile_modules(model)
     x = torch.randn(1, 3, *size, device=device).contiguous(memory_format=fmt)
     state = {"s": None}
 
     def one() -> None:
         amp = (
-            torch.autocast(device.type, dtype=dtypes[variant])
-            if variant in dtypes
+            torch.autocast(device.type, dtype=dtype)
+            if variant.startswith("amp_")
             else contextlib.nullcontext()
         )
         with amp:
             _, state["s"] = model.step(x, state["s"])
 
-    return 1.0 / timed(one, device, warmup, frames)
+    return one
+
+
+def stream_fps(model, variant: str, size, device, warmup: int, frames: int) -> float:
+    """Frames/s of `model.step()` on random `(1, 3, *size)` frames in `variant`."""
+    return 1.0 / timed(stepper(model, variant, size, device), device, warmup, frames)
+
+
+def profile_table(model, variant: str, size, device, warmup: int, rows: int = 12) -> str:
+    """torch.profiler table of 5 streaming steps after `warmup`: the top kernels by device time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    one = stepper(model, variant, size, device)
+    for _ in range(warmup):
+        one()
+    sync(device)
+    activities = [ProfilerActivity.CPU]
+    if device.type == "cuda":
+        activities.append(ProfilerActivity.CUDA)
+    with profile(activities=activities) as prof:
+        for _ in range(5):
+            one()
+        sync(device)
+    key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    return prof.key_averages().table(sort_by=key, row_limit=rows, max_name_column_width=60)
 
 
 def train_its(cfg, model, device, batch: int, crop, warmup: int, iters: int) -> dict:
@@ -201,6 +240,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--iters", type=int, default=None, help="timed training iterations")
     p.add_argument("--batch", type=int, default=None, help="training clips per iteration")
     p.add_argument("--no-train", action="store_true", help="streaming FPS only")
+    p.add_argument("--profile", action="store_true", help="print each variant's top kernels")
     return p.parse_args(argv)
 
 
@@ -218,7 +258,7 @@ def main(argv=None) -> int:
     iters = args.iters or (1 if smoke else 20)
     batch = args.batch or (2 if smoke else 8)
     warmup = 1 if smoke else 10
-    variants = args.variants or [v for v in VARIANTS if not (smoke and v == "compile")]
+    variants = args.variants or [v for v in VARIANTS if not (smoke and "compile" in v)]
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     print(f"device {name}, torch {torch.__version__}, smoke={smoke}, random weights", flush=True)
     result: dict = {"device": name, "smoke": smoke, "stream_size": list(size)}
@@ -241,6 +281,14 @@ def main(argv=None) -> int:
             )
             if not isinstance(fps[variant], dict):
                 print(f"{label}: {fps[variant]:.2f} frames/s at {size[0]}x{size[1]}", flush=True)
+            if args.profile:
+                table = guarded(
+                    f"{label} profile",
+                    lambda v=variant, n=model_name, m=model: profile_table(
+                        fresh_for(v, n, m, smoke, device), v, size, device, warmup
+                    ),
+                )
+                print(f"{label} profile:\n{table}", flush=True)
         if not args.no_train:
             crop = (64, 64) if smoke else tuple(cfg.data.crop_size)
             train = guarded(

@@ -29,9 +29,16 @@ def test_smoke_run_measures_every_model_and_variant(gpu_speed, capsys):
     assert set(out["stream_fps"]) == set(out["train"]) == {"r50", "swinl"}
     for model in ("r50", "swinl"):
         fps = out["stream_fps"][model]
-        assert set(fps) == {"fp32", "amp_fp16", "amp_bf16", "channels_last"}
+        assert set(fps) == {
+            "fp32",
+            "amp_fp16",
+            "amp_bf16",
+            "channels_last",
+            "amp_bf16_channels_last",
+        }
         assert isinstance(fps["fp32"], float) and fps["fp32"] > 0, fps
         assert isinstance(fps["amp_bf16"], float) and fps["amp_bf16"] > 0, fps
+        assert isinstance(fps["amp_bf16_channels_last"], float), fps
         train = out["train"][model]
         assert train["it_per_s"] > 0 and train["data"] == "synthetic random", train
 
@@ -60,3 +67,12 @@ def test_without_cuda_it_says_so_in_one_line_and_exits_0(gpu_speed, capsys):
     assert gpu_speed.main([]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 1 and "no CUDA device" in lines[0]
+
+
+def test_profile_prints_a_kernel_table_per_variant(gpu_speed, capsys):
+    argv = ["--device", "cpu", "--smoke", "--models", "r50", "--no-train", "--profile"]
+    assert gpu_speed.main([*argv, "--variants", "fp32", "amp_bf16_channels_last"]) == 0
+    out = capsys.readouterr().out
+    for variant in ("fp32", "amp_bf16_channels_last"):
+        table = out.split(f"r50 stream {variant} profile:")[1]
+        assert "aten::" in table.split("Self CPU time total")[0], table[:500]
