@@ -90,13 +90,19 @@ class Segmenter:
             checkpoint (converted in memory) or None for untrained weights (with a warning).
         device: "cpu", "cuda", ...
         overrides: `key=value` config overrides.
+        optimize: rewrite the model for inference (`vidseg.models.fuse`: BatchNorms folded into
+            the convolutions, channels-last weights on a CPU): faster and smaller, same outputs up
+            to float rounding; False keeps the model as built (e.g. to read its state dict).
     Attributes:
-        model: the `torch.nn.Module` (a `VideoSegmentor` in eval mode).
+        model: the `torch.nn.Module` (a `VideoSegmentor` in eval mode, inference-only when
+            `optimize`).
         cfg: the resolved `Config`.
         class_names: names of the K classes when known, else None.
     """
 
-    def __init__(self, config=None, checkpoint=None, device: str = "cpu", overrides=()):
+    def __init__(
+        self, config=None, checkpoint=None, device: str = "cpu", overrides=(), optimize: bool = True
+    ):
         from vidseg.config import Config
         from vidseg.engine.inference import load_inference_model
 
@@ -109,7 +115,12 @@ class Segmenter:
                 stacklevel=2,
             )
         self.cfg, self.model = load_inference_model(
-            config, checkpoint, overrides, random_init=checkpoint is None, device=device
+            config,
+            checkpoint,
+            overrides,
+            random_init=checkpoint is None,
+            device=device,
+            optimize=optimize,
         )
         self.device = torch.device(device)
         self.class_names = None
@@ -169,7 +180,23 @@ class Segmenter:
 
     # ------------------------------------------------------------------ inference
 
-    @torch.no_grad()
+    @torch.inference_mode()
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """The model's raw logits for one normalised frame, as the first frame of a video.
+
+        The forward alone, without `predict`'s resizing, windows, scales or flips: one `step()`
+        with no history.
+
+        Args:
+            x: `(1, 3, H, W)` float32, normalised with the config's mean/std (RGB order).
+        Returns:
+            `(1, K, h, w)` float32 (contiguous) on the model's grid: 1/4 of the input with an
+            UperNet head, 1/8 otherwise.
+        """
+        logits, _ = self.model.step(x.to(self.device))
+        return logits.contiguous()
+
+    @torch.inference_mode()
     def predict(self, rgb: np.ndarray, return_logits: bool = False, mode: str = "whole"):
         """Segment one image (no history: it is treated as the first frame of a video).
 
@@ -216,7 +243,7 @@ class Segmenter:
         """Forget the history of the current stream (the next frame starts a new video)."""
         self._state = None
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def step(self, rgb: np.ndarray) -> np.ndarray:
         """Segment the next frame of the current stream (with the history buffer): `(H, W)` int64."""
         from vidseg.engine.predict import segment_frame

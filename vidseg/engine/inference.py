@@ -184,6 +184,7 @@ def load_inference_model(
     overrides=(),
     random_init: bool = False,
     device: str = "cpu",
+    optimize: bool = False,
 ):
     """Return `(cfg, model)` ready for `step()` (eval mode, on `device`).
 
@@ -193,6 +194,10 @@ def load_inference_model(
         overrides: `key=value` overrides applied to the config.
         random_init: allow running without a checkpoint (smoke tests); warns loudly.
         device: where the model goes (`check_device` is applied first).
+        optimize: rewrite the model for inference only (`vidseg.models.fuse`: BatchNorms folded
+            into the convolutions, channels-last weights on a CPU); same outputs up to float
+            rounding, but its state dict no longer has the BatchNorm entries and it cannot be
+            trained.
     Raises:
         DeviceError, ConfigError, CheckpointError, ZooError: one-line messages (`VidsegError`).
     """
@@ -232,4 +237,9 @@ def load_inference_model(
         log.warning(
             "RANDOM WEIGHTS: no checkpoint loaded, predictions are meaningless (smoke test only)"
         )
-    return cfg, model.eval().to(device)
+    model = model.eval().to(device)
+    if optimize:
+        from vidseg.models.fuse import optimize_for_inference
+
+        optimize_for_inference(model)
+    return cfg, model

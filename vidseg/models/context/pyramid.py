@@ -58,5 +58,7 @@ class UperPyramid(nn.Module):
         for i in range(len(levels) - 1, 0, -1):
             levels[i - 1] = levels[i - 1] + resize(levels[i], levels[i - 1].shape[-2:])
         outs = [conv(p) for conv, p in zip(self.convs, levels[:-1])] + [levels[-1]]
+        # the summed laterals (1024 wide, the C2 one at 1/4 scale) are not needed for the concat
+        del levels
         size = outs[0].shape[-2:]
         return torch.cat([resize(o, size) for o in outs], dim=1)
