@@ -98,16 +98,6 @@ def timed(fn: Callable[[], None], device, warmup: int, reps: int) -> float:
     return statistics.median(times)
 
 
-def compile_modules(model) -> None:
-    """`torch.compile` every direct submodule of the image model (backbone, heads, fusion)."""
-    import torch
-
-    m = model.image_model
-    for child, module in list(m.named_children()):
-        if child != "memory" and any(True for _ in module.parameters()):
-            setattr(m, child, torch.compile(module))
-
-
 def fresh_for(variant: str, name: str, model, smoke: bool, device):
     """The model for `variant`: a new copy for channels_last / compile (they must not leak)."""
     plain = variant in ("fp32", "amp_fp16", "amp_bf16")
@@ -126,6 +116,8 @@ def stepper(model, variant: str, size, device) -> Callable[[], None]:
     fmt = torch.channels_last if "channels_last" in variant else torch.contiguous_format
     model = model.to(memory_format=fmt)
     if "compile" in variant:
+        from vidseg.models.fuse import compile_modules
+
         compile_modules(model)
     x = torch.randn(1, 3, *size, device=device).contiguous(memory_format=fmt)
     state = {"s": None}

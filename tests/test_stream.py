@@ -25,8 +25,10 @@ KEYS = {
     "dropped",
     "fps_end_to_end",
     "fps_model",
+    "fps_model_after_first",
     "ms_decode",
     "ms_model",
+    "ms_model_first",
     "ms_write",
     "peak_rss_mb",
 }
@@ -49,6 +51,8 @@ def test_file_writes_overlay_and_json(video, tmp_path, capsys):
     assert KEYS <= summary.keys()
     assert summary["frames"] == 12 and summary["dropped"] == 0 and not summary["stopped_early"]
     assert summary["fps_end_to_end"] > 0 and summary["fps_model"] >= summary["fps_end_to_end"] * 0.5
+    rest_s = summary["ms_model"] * 12 / 1000 - summary["ms_model_first"] / 1000
+    assert summary["fps_model_after_first"] == pytest.approx(11 / rest_s, rel=1e-6)
     assert summary["state_bytes"] > 0 and summary["peak_rss_mb"] > 10
     captured = capsys.readouterr()
     assert "RANDOM WEIGHTS" in captured.err and "FPS end to end" in captured.out

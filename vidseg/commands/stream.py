@@ -155,6 +155,8 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     scales = parse_scales(args.scales)
     backend = _backend(args)
+    if backend == "onnxruntime" and (args.precision != "fp32" or args.compile):
+        raise CliError("--precision and --compile apply to --backend torch (onnxruntime: fp32)")
     if args.onnx is None and args.checkpoint is None and not args.random_init:
         raise CliError(
             "no checkpoint given: pass --checkpoint CKPT, or --random-init for a smoke test"
@@ -217,6 +219,10 @@ def run(args: argparse.Namespace) -> int:
                 random_init=args.random_init,
                 device=args.device,
             )
+            if args.compile:
+                from vidseg.models.fuse import compile_modules
+
+                compile_modules(model)
         short_side = args.short_side or model_short_side(cfg)
         stepper = None
         if backend == "onnxruntime":
@@ -260,6 +266,7 @@ def run(args: argparse.Namespace) -> int:
                 live_view=live,
                 outputs=outputs,
                 stepper=stepper,
+                precision=args.precision,
             )
         except ValueError as exc:
             outputs.close()
@@ -373,6 +380,19 @@ def register(sub) -> None:
     p.add_argument("--no-overlay", action="store_true", help="do not write the overlay mp4")
     p.add_argument("--json", metavar="FILE", help="write the summary as JSON")
     p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    p.add_argument(
+        "--precision",
+        choices=("fp32", "bf16", "fp16"),
+        default="fp32",
+        help="run the model under autocast in bf16 / fp16 (torch backend; for GPUs, where with "
+        "--compile it is the fastest setting: docs/BENCHMARKS.md, GPU); default fp32",
+    )
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the backbone and heads (torch backend; the first frame of each "
+        "input size waits for the compilation, tens of seconds)",
+    )
     p.add_argument(
         "--threads",
         type=threads_arg(),

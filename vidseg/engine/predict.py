@@ -30,12 +30,13 @@ def upsample_argmax(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor
     cost when few classes compete, which is what a trained model produces.
 
     Args:
-        logits: `(1, K, h, w)`.
+        logits: `(1, K, h, w)`, any float dtype (reduced-precision logits are compared in fp32).
         size: output `(H, W)`.
 
     Returns:
         int64 `(H, W)` class ids.
     """
+    logits = logits.float()
     k, h, w = logits.shape[1:]
     if k > 1 and h >= 2 and w >= 2:
         corner_max = F.max_pool2d(logits, 2, stride=1)  # (1, K, h-1, w-1)

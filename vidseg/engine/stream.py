@@ -36,6 +36,9 @@ from vidseg.io.sinks import Interrupted, LiveWindow, SinkWriteError, close_on_si
 
 log = logging.getLogger(__name__)
 
+# `TorchStepper(precision=...)`: the autocast dtype of each choice (fp32 = no autocast)
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
 
 @dataclass
 class StreamSummary:
@@ -50,6 +53,9 @@ class StreamSummary:
         ms_decode: time the main thread waited for the next decoded frame.
         ms_model: frame preparation + `step()` (every view of the test-time protocol) +
             upsampling + argmax (the stepper's work).
+        ms_model_first: the first frame's share of that, which includes the warm-up (cuDNN's
+            algorithm search, `--compile`'s compilation).
+        fps_model_after_first: the model's rate over the frames after the first (steady state).
         ms_write: time the main thread spent handing results to the sinks.
         peak_rss_mb: peak resident set size of the process (ru_maxrss), MiB.
         state_bytes: bytes held by the stream state (history buffer + C_dl) at the end.
@@ -69,6 +75,8 @@ class StreamSummary:
     fps_model: float = 0.0
     ms_decode: float = 0.0
     ms_model: float = 0.0
+    ms_model_first: float = 0.0
+    fps_model_after_first: float = 0.0
     ms_write: float = 0.0
     peak_rss_mb: float = 0.0
     state_bytes: int = 0
@@ -94,6 +102,10 @@ class StreamSummary:
             ("write / frame", f"{self.ms_write:.1f} ms"),
             ("FPS end to end", f"{self.fps_end_to_end:.2f}"),
             ("FPS model only", f"{self.fps_model:.2f}"),
+            (
+                "  after frame 1",
+                f"{self.fps_model_after_first:.2f} (frame 1: {self.ms_model_first:.0f} ms)",
+            ),
             ("peak RSS", f"{self.peak_rss_mb:.0f} MiB"),
             ("stream state", f"{self.state_bytes / 1024:.1f} KiB"),
             ("history resets", f"{self.resets}"),
@@ -165,6 +177,8 @@ class TorchStepper:
         tta: the test-time protocol (`TTASettings`).
         no_history: pass no state to `step()`: every frame is the first of a stream.
         shot_cut_threshold: reset the history on a detected shot cut (None = off).
+        precision: "fp32", or "bf16" / "fp16" to run the model under `torch.autocast` (on a GPU:
+            less memory traffic; the history buffer is then kept in that dtype too).
     """
 
     backend = "torch"
@@ -179,7 +193,10 @@ class TorchStepper:
         tta: TTASettings | None = None,
         no_history: bool = False,
         shot_cut_threshold: float | None = None,
+        precision: str = "fp32",
     ):
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         self.model = model
         self.short_side = short_side
         self.mean, self.std = mean, std
@@ -187,6 +204,7 @@ class TorchStepper:
         self.tta = tta if tta is not None else TTASettings()
         self.no_history = no_history
         self.shot_cut = shot_cut_threshold
+        self.precision = precision
 
     @torch.no_grad()
     def step(self, rgb: np.ndarray, state):
@@ -195,18 +213,24 @@ class TorchStepper:
         The logits are upsampled to the frame size before the argmax (`upsample_argmax`), so
         boundaries are decided at full resolution. The state is the protocol's `TTAState`.
         """
-        return segment_frame(
-            self.model,
-            rgb,
-            state,
-            self.short_side,
-            self.mean,
-            self.std,
-            self.device,
-            no_history=self.no_history,
-            shot_cut_threshold=self.shot_cut,
-            tta=self.tta,
+        amp = (
+            contextlib.nullcontext()
+            if self.precision == "fp32"
+            else torch.autocast(self.device.type, dtype=PRECISIONS[self.precision])
         )
+        with amp:
+            return segment_frame(
+                self.model,
+                rgb,
+                state,
+                self.short_side,
+                self.mean,
+                self.std,
+                self.device,
+                no_history=self.no_history,
+                shot_cut_threshold=self.shot_cut,
+                tta=self.tta,
+            )
 
 
 class StreamRunner:
@@ -231,7 +255,9 @@ class StreamRunner:
         on_frame: called after every frame as `on_frame(frames_done, fps_end_to_end)`.
         stepper: what segments each frame (an `OnnxStepper`, `vidseg/engine/onnx_stream.py`);
             None = a `TorchStepper` of `model` with the arguments above (`scales`,
-            `no_history`, `device`, `short_side`, `cfg.eval`, `cfg.stream.*shot_cut*`).
+            `no_history`, `device`, `short_side`, `cfg.eval`, `cfg.stream.*shot_cut*`,
+            `precision`).
+        precision: the `TorchStepper`'s "fp32", "bf16" or "fp16" (autocast).
     Raises:
         ValueError: bad `scales`, or neither `model` nor `stepper`.
     """
@@ -249,6 +275,7 @@ class StreamRunner:
         on_frame: Callable[[int, float], None] | None = None,
         live_view=None,
         stepper=None,
+        precision: str = "fp32",
     ):
         if stepper is None and model is None:
             raise ValueError("StreamRunner needs a model or a stepper")
@@ -284,6 +311,7 @@ class StreamRunner:
             self.tta,
             no_history,
             self.shot_cut,
+            precision,
         )
 
     # ------------------------------------------------------------------ per frame
@@ -334,6 +362,8 @@ class StreamRunner:
                     t3 = time.perf_counter()
                     t_decode += t1 - t0
                     t_model += t2 - t1
+                    if summary.frames == 1:
+                        summary.ms_model_first = 1000 * (t2 - t1)
                     t_write += t3 - t2
                     if self.on_frame is not None:
                         self.on_frame(summary.frames, fps)
@@ -356,6 +386,8 @@ class StreamRunner:
         summary.ms_model = 1000 * t_model / n
         summary.ms_write = 1000 * t_write / n
         summary.fps_model = summary.frames / t_model if t_model > 0 else 0.0
+        rest = t_model - summary.ms_model_first / 1000
+        summary.fps_model_after_first = (summary.frames - 1) / rest if rest > 0 else 0.0
         summary.fps_end_to_end = summary.frames / wall if wall > 0 else 0.0
         summary.peak_rss_mb = peak_rss_mb()
         # what is on disk: the mp4 writer counts the frames of its complete fragments

@@ -148,3 +148,24 @@ def optimize_for_inference(
         model.to(memory_format=torch.channels_last)
     model.inference_optimized = True
     return model
+
+
+def compile_modules(model: nn.Module, **compile_kwargs) -> nn.Module:
+    """`torch.compile` each direct submodule of the image model that has parameters, in place.
+
+    The backbone, heads and fusion become compiled graphs; the streaming step around them (the
+    history buffer, the memory read) stays eager Python, so it compiles without graph breaks.
+    On a GPU at batch 1 the step is bound by kernel launches, and fewer, fused launches pay most
+    (docs/BENCHMARKS.md, GPU). The first frame of each input size pays the compilation.
+
+    Args:
+        model: a `VideoSegmentor` (its `image_model` is compiled) or an image model.
+        compile_kwargs: passed to `torch.compile` (e.g. `mode`, `backend`).
+    Returns:
+        `model`.
+    """
+    target = getattr(model, "image_model", model)
+    for name, child in list(target.named_children()):
+        if name != "memory" and any(True for _ in child.parameters()):
+            setattr(target, name, torch.compile(child, **compile_kwargs))
+    return model
