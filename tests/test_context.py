@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch import nn
 
 from vidseg.models.context import ASPP, PPM, FPNDecoder, GALDHead, build_context
 from vidseg.models.context.gald import LocalDistributionV1, LocalDistributionV2, local_attention
@@ -142,3 +143,83 @@ def test_upernet_on_a_real_backbone_gives_the_quarter_grid():
     top = torch.cat([ppm(feats[-1]), ppm(feats[-1])], 1)  # stands in for concat[F_T output, C_wi]
     y = FPNDecoder(bb.channels[:3], 16, 8)(top, feats[:3])
     assert y.shape == (2, 8, 16, 24)
+
+
+# ---------------------------------------------------------------- UperPyramid(reduce=...)
+
+
+def _pyramid_inputs(seed: int = 0):
+    gen = torch.Generator().manual_seed(seed)
+    feats = [torch.randn(2, c, s, s, generator=gen) for c, s in ((8, 16), (12, 8), (16, 8))]
+    return torch.randn(2, 10, 8, 8, generator=gen), feats
+
+
+@pytest.mark.parametrize("fold", [False, True], ids=["batchnorm", "folded-bias"])
+def test_uper_pyramid_reduce_equals_the_block_on_the_concatenation(fold):
+    from vidseg.models.context.pyramid import UperPyramid
+    from vidseg.models.fuse import fold_batchnorm
+    from vidseg.models.heads import ConvBNReLU
+
+    torch.manual_seed(0)
+    pyramid = UperPyramid([8, 12, 16], lateral_channels=10, channels=6)
+    block = ConvBNReLU(pyramid.out_channels, 5, kernel_size=3)
+    for bn in [m for m in (*pyramid.modules(), *block.modules()) if isinstance(m, nn.BatchNorm2d)]:
+        bn.running_mean.uniform_(-0.5, 0.5)
+        bn.running_var.uniform_(0.5, 2.0)
+    pyramid.eval(), block.eval()
+    if fold:
+        fold_batchnorm(block)
+        assert block[0].bias is not None
+    top, feats = _pyramid_inputs()
+    with torch.no_grad():
+        expected = block(pyramid(top, feats))
+        got = pyramid(top, feats, reduce=block)
+    assert got.shape == expected.shape == (2, 5, 16, 16)
+    assert torch.allclose(got, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_uper_pyramid_reduce_rejects_a_block_of_another_width():
+    from vidseg.models.context.pyramid import UperPyramid
+    from vidseg.models.heads import ConvBNReLU
+
+    pyramid = UperPyramid([8, 12, 16], lateral_channels=10, channels=6).eval()
+    top, feats = _pyramid_inputs()
+    with (
+        torch.no_grad(),
+        pytest.raises(ValueError, match="reduce takes 7 channels, the levels give 28"),
+    ):
+        pyramid(top, feats, reduce=ConvBNReLU(7, 5, 3).eval())
+
+
+def test_authors_upernet_inference_skips_r_aug_and_keeps_the_logits():
+    """The sssegmentation-layout UperNet decodes level by level without grad: same logits."""
+    from vidseg.config import load_config
+    from vidseg.models.build import build_model
+
+    cfg = load_config(
+        "upernet_mcibipp_r50",
+        [
+            "model.backbone.pretrained=false",
+            "model.backbone.name=resnet18",
+            "model.backbone.widths=[8,16,32,64]",
+            "model.backbone.stem_width=8",
+            "model.channels=16",
+            "model.key_channels=8",
+            "model.aux_channels=16",
+            "model.head.fpn_channels=32",
+        ],
+    )
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.enable_grad():
+        ref, _ = model.step(x)  # grad enabled: the concatenation path
+    with torch.no_grad():
+        got, _ = model.step(x)
+    assert torch.allclose(got, ref.detach(), atol=1e-5, rtol=1e-4)
+    enc = model.image_model.encode(x, model.image_model.sample_memory())
+    with torch.no_grad():
+        _, r_aug = model.image_model.decode(
+            enc, model.image_model.within_image_context(enc), enc.cbi, []
+        )
+    assert r_aug is None

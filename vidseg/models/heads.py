@@ -73,4 +73,8 @@ class Decoder(nn.Module):
         self.classifier = nn.Conv2d(mid_channels, out_channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.dropout(self.block(x)))
+        return self.after_block(self.block(x))
+
+    def after_block(self, y: torch.Tensor) -> torch.Tensor:
+        """The layers after `block` (dropout, classifier), for callers that ran `block` itself."""
+        return self.classifier(self.dropout(y))

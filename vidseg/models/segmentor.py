@@ -188,7 +188,8 @@ class ImageSegmentor(nn.Module):
             history: h maps `(B, Z, h, w)`, most recent first (C_bi^{N-1}, ..., C_bi^{N-h}).
         Returns:
             logits `(B, K, h', w')` (1/8 grid, or 1/4 with UperNet) and R_aug `(B, C, h', w')`,
-            the classifier's input.
+            the classifier's input (None at inference with the authors' UperNet and no HMSA,
+            where it is never built: `UperPyramid.forward(reduce=...)`).
         """
         inputs = [enc.r] + ([cbi] if cbi is not None else []) + list(history)
         fused = self.fusion(inputs)
@@ -200,6 +201,11 @@ class ImageSegmentor(nn.Module):
             if self.cwi_attention is not None:
                 fused = self.cwi_attention.attend(c_wi, fused)
             r_aug = fused if c_wi is None else torch.cat([fused, c_wi], 1)
+            if self.fpn is not None and self._reduce_in_fpn():
+                # inference: H_cls's first block runs level by level inside the pyramid, so the
+                # 2560-channel R_aug is never built (nothing else reads it without HMSA)
+                block = self.cls_head.block
+                return self.cls_head.after_block(self.fpn(r_aug, enc.feats[:3], block)), None
             if self.fpn is not None:
                 r_aug = self.fpn(r_aug, enc.feats[:3])
         elif self.fpn is not None:
@@ -210,6 +216,16 @@ class ImageSegmentor(nn.Module):
         else:
             r_aug = fused
         return self.cls_head(r_aug), r_aug
+
+    def _reduce_in_fpn(self) -> bool:
+        """Whether `decode` may fold H_cls's first block into the UperNet pyramid (no R_aug)."""
+        from vidseg.models.context.pyramid import UperPyramid
+
+        return (
+            isinstance(self.fpn, UperPyramid)
+            and self.attention_head is None
+            and not torch.is_grad_enabled()
+        )
 
     def sample_memory(self) -> torch.Tensor | None:
         """C_dl `(K, Z)` from the memory (fixed per-class noise, so deterministic)."""

@@ -10,6 +10,7 @@ reduction to the classifier's 3x3 conv.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from vidseg.models.heads import ConvBNReLU, resize
@@ -43,7 +44,20 @@ class UperPyramid(nn.Module):
         self.convs = nn.ModuleList(ConvBNReLU(lateral_channels, channels, 3) for _ in in_channels)
         self.out_channels = len(in_channels) * channels + lateral_channels
 
-    def forward(self, top: torch.Tensor, feats: list[torch.Tensor]) -> torch.Tensor:
+    def forward(
+        self, top: torch.Tensor, feats: list[torch.Tensor], reduce: nn.Sequential | None = None
+    ) -> torch.Tensor:
+        """The concatenated levels, or `reduce(concatenation)` without building it.
+
+        Args:
+            top, feats: see the class docstring.
+            reduce: the consumer's first block (a conv, then any layers, e.g. `ConvBNReLU`), or
+                None. Given, the conv is applied level by level on its slice of input channels
+                and the partial outputs summed (`conv(cat(x_i)) = sum_i conv_i(x_i)`), so the
+                `(B, 2560, h2, w2)` concatenation never exists and each resized level is freed
+                after its conv: the inference path's memory peak (the same function; only the
+                summation order of float rounding changes).
+        """
         if len(feats) != len(self.laterals):
             raise ValueError(
                 f"UperPyramid: got {len(feats)} lateral maps, expected "
@@ -61,4 +75,30 @@ class UperPyramid(nn.Module):
         # the summed laterals (1024 wide, the C2 one at 1/4 scale) are not needed for the concat
         del levels
         size = outs[0].shape[-2:]
-        return torch.cat([resize(o, size) for o in outs], dim=1)
+        if reduce is None:
+            return torch.cat([resize(o, size) for o in outs], dim=1)
+        return _reduce_by_level(reduce, outs, size)
+
+
+def _reduce_by_level(block: nn.Sequential, parts: list[torch.Tensor], size) -> torch.Tensor:
+    """`block(cat([resize(p, size) for p in parts], 1))`, one part at a time (see `forward`)."""
+    conv = block[0]
+    if not isinstance(conv, nn.Conv2d) or conv.groups != 1:
+        raise ValueError(f"UperPyramid: reduce must start with a dense Conv2d, got {conv}")
+    if conv.in_channels != sum(p.shape[1] for p in parts):
+        raise ValueError(
+            f"UperPyramid: reduce takes {conv.in_channels} channels, the levels give "
+            f"{sum(p.shape[1] for p in parts)}"
+        )
+    out, start = None, 0
+    while parts:
+        part = resize(parts.pop(0), size)
+        weight = conv.weight[:, start : start + part.shape[1]]
+        start += part.shape[1]
+        bias = conv.bias if out is None else None
+        y = F.conv2d(part, weight, bias, conv.stride, conv.padding, conv.dilation)
+        del part
+        out = y if out is None else out.add_(y)
+    for layer in list(block)[1:]:
+        out = layer(out)
+    return out
