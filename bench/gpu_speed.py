@@ -28,7 +28,6 @@ fps or {"error": ...}}}, "train": {model: {"it_per_s": ..., "batch": 8, "amp": "
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import statistics
 import sys
@@ -112,7 +111,9 @@ def stepper(model, variant: str, size, device) -> Callable[[], None]:
     """
     import torch
 
-    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(variant[4:8])
+    from vidseg.engine.stream import autocast_for
+
+    precision = variant[4:8] if variant.startswith("amp_") else "fp32"
     fmt = torch.channels_last if "channels_last" in variant else torch.contiguous_format
     model = model.to(memory_format=fmt)
     if "compile" in variant:
@@ -123,12 +124,7 @@ def stepper(model, variant: str, size, device) -> Callable[[], None]:
     state = {"s": None}
 
     def one() -> None:
-        amp = (
-            torch.autocast(device.type, dtype=dtype)
-            if variant.startswith("amp_")
-            else contextlib.nullcontext()
-        )
-        with amp:
+        with autocast_for(device.type, precision):
             _, state["s"] = model.step(x, state["s"])
 
     return one

@@ -40,6 +40,12 @@ log = logging.getLogger(__name__)
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
+def autocast_for(device_type: str, precision: str):
+    """`torch.autocast` in the dtype of `precision` ("bf16" / "fp16"), a no-op for "fp32"."""
+    dtype = PRECISIONS[precision]
+    return contextlib.nullcontext() if dtype is None else torch.autocast(device_type, dtype=dtype)
+
+
 @dataclass
 class StreamSummary:
     """What one streaming run did. Times are per processed frame, in milliseconds.
@@ -213,12 +219,7 @@ class TorchStepper:
         The logits are upsampled to the frame size before the argmax (`upsample_argmax`), so
         boundaries are decided at full resolution. The state is the protocol's `TTAState`.
         """
-        amp = (
-            contextlib.nullcontext()
-            if self.precision == "fp32"
-            else torch.autocast(self.device.type, dtype=PRECISIONS[self.precision])
-        )
-        with amp:
+        with autocast_for(self.device.type, self.precision):
             return segment_frame(
                 self.model,
                 rgb,
