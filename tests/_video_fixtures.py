@@ -103,3 +103,22 @@ class MjpegServer:
     def __exit__(self, *exc) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+TINY_CONFIG = str(Path(__file__).resolve().parents[1] / "configs" / "synthetic" / "tiny.yaml")
+
+
+def tiny_checkpoint_and_clip(tmp: Path, frames: int, h: int = 48, w: int = 64) -> dict:
+    """A seeded random tiny model saved as `tmp/tiny.pth` and a `frames`-frame `tmp/clip.mp4`.
+
+    Returns `{"ckpt": Path, "video": Path, "tmp": tmp}`.
+    """
+    import torch
+
+    from vidseg.engine.inference import load_inference_model
+
+    torch.manual_seed(0)
+    _, model = load_inference_model(TINY_CONFIG, random_init=True)
+    ckpt = tmp / "tiny.pth"
+    torch.save(model.state_dict(), ckpt)
+    return {"ckpt": ckpt, "video": write_video(tmp / "clip.mp4", n=frames, h=h, w=w), "tmp": tmp}

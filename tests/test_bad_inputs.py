@@ -30,21 +30,14 @@ import pytest
 import torch
 
 from tests import _bad_input_setups as setups
+from tests._small_models import TINY_32PX
 from tests._video_fixtures import write_video
 from vidseg.cli import main
 from vidseg.data.synthetic import make_synthetic_vspw
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs" / "synthetic"
-# the tiny config made smaller still (a quarter-width ResNet-18 on 32 px inputs), for the run
-SMALL = [
-    "model.backbone.widths=[8,16,32,64]",
-    "model.backbone.stem_width=8",
-    "model.channels=16",
-    "model.key_channels=8",
-    "data.short_side=32",
-    "data.crop_size=[32,32]",
-]
+SMALL = TINY_32PX
 ERROR_LINE = re.compile(r"^vidseg(?: [a-z]+)*: (?:error|partial): ")
 NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 

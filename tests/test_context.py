@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+from tests._small_models import QUARTER_MODEL
 from vidseg.models.context import ASPP, PPM, FPNDecoder, GALDHead, build_context
 from vidseg.models.context.gald import LocalDistributionV1, LocalDistributionV2, local_attention
 
@@ -201,10 +202,7 @@ def test_authors_upernet_inference_skips_r_aug_and_keeps_the_logits():
         [
             "model.backbone.pretrained=false",
             "model.backbone.name=resnet18",
-            "model.backbone.widths=[8,16,32,64]",
-            "model.backbone.stem_width=8",
-            "model.channels=16",
-            "model.key_channels=8",
+            *QUARTER_MODEL,
             "model.aux_channels=16",
             "model.head.fpn_channels=32",
         ],

@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+from tests._small_models import REDUCED_RESNET
 from vidseg.config import load_config
 from vidseg.models.build import build_model
 from vidseg.models.fuse import fold_batchnorm, fold_conv_bn, optimize_for_inference
@@ -16,8 +17,7 @@ from vidseg.models.fuse import fold_batchnorm, fold_conv_bn, optimize_for_infere
 ROOT = Path(__file__).parent.parent
 SMALL = [
     "model.backbone.pretrained=false",
-    "model.backbone.widths=[8,16,32,64]",
-    "model.backbone.stem_width=8",
+    *REDUCED_RESNET,
     "model.channels=32",
     "model.key_channels=16",
     "model.aux_channels=16",

@@ -11,30 +11,22 @@ import numpy as np
 import pytest
 import torch
 
-from tests._video_fixtures import count_frames, moving_square, write_video
+from tests._video_fixtures import TINY_CONFIG as TINY
+from tests._video_fixtures import count_frames, moving_square, tiny_checkpoint_and_clip
 from vidseg.cli import main
 
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
-ROOT = Path(__file__).resolve().parents[1]
-TINY = str(ROOT / "configs" / "synthetic" / "tiny.yaml")
 AGREE = 0.999  # float rounding (onnxruntime vs torch kernels) may flip a near-tie pixel
 FRAMES = 8
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    """A seeded tiny model saved as a checkpoint, a 12-frame clip and a shared ONNX cache."""
-    from vidseg.engine.inference import load_inference_model
-
-    tmp = tmp_path_factory.mktemp("onnx_stream")
-    torch.manual_seed(0)
-    _, model = load_inference_model(TINY, random_init=True)
-    ckpt = tmp / "tiny.pth"
-    torch.save(model.state_dict(), ckpt)
-    video = write_video(tmp / "clip.mp4", n=FRAMES, h=48, w=64)
-    return {"ckpt": ckpt, "video": video, "cache": tmp / "cache", "tmp": tmp}
+    """A seeded tiny model saved as a checkpoint, a short clip and a shared ONNX cache."""
+    setup = tiny_checkpoint_and_clip(tmp_path_factory.mktemp("onnx_stream"), FRAMES)
+    return {**setup, "cache": setup["tmp"] / "cache"}
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from pathlib import Path
@@ -280,6 +281,23 @@ def test_live_window_on_a_dead_display_is_disabled_not_fatal(monkeypatch, fresh_
     assert window.show(moving_square(0), labels_for(64, 96), 10.0) is True
 
 
+def test_live_window_mapped_late_is_not_closed(monkeypatch):
+    """Not yet visible on the first frames (a loaded X server) does not stop the run; a window
+    that was visible and then is not (closed by the user) does."""
+    import vidseg.io.live_window as lw
+
+    monkeypatch.setattr(lw, "live_window", lambda: selftest.Decision("available", "test"))
+    visibility = iter([0.0, 0.0, 1.0, 1.0, 0.0])
+    for name in ("namedWindow", "imshow", "setWindowTitle", "destroyWindow"):
+        monkeypatch.setattr(lw.cv2, name, lambda *a: None)
+    monkeypatch.setattr(lw.cv2, "waitKey", lambda *a: -1)
+    monkeypatch.setattr(lw.cv2, "getWindowProperty", lambda *a: next(visibility))
+    window = LiveWindow()
+    shown = [window.show(moving_square(k), labels_for(64, 96), 10.0) for k in range(5)]
+    assert shown == [True, True, True, True, False]
+    window.close()
+
+
 _WINDOW_CHILD = textwrap.dedent("""
     import time
     import numpy as np
@@ -299,49 +317,84 @@ _WINDOW_CHILD = textwrap.dedent("""
 """)
 
 
-def _free_x_display() -> int:
-    return next(
-        n
-        for n in range(90, 200)
-        if not Path(f"/tmp/.X11-unix/X{n}").exists() and not Path(f"/tmp/.X{n}-lock").exists()
-    )
+class _Xvfb:
+    """A private virtual X server; Xvfb picks a free display number itself (-displayfd)."""
+
+    def __init__(self):
+        read_fd, write_fd = os.pipe()
+        self.log = tempfile.TemporaryFile("w+")  # not a pipe: nobody reads it while it runs
+        self.proc = subprocess.Popen(
+            # -noreset: by default the server resets when its last client leaves, and a client
+            # connecting during that reset is refused (Qt then aborts): the window probe is such a
+            # last client, the window the next one.
+            ["Xvfb", "-displayfd", str(write_fd), "-noreset", "-screen", "0", "640x480x24"]
+            + ["-nolisten", "tcp"],
+            pass_fds=(write_fd,),
+            stdout=subprocess.DEVNULL,
+            stderr=self.log,
+        )
+        os.close(write_fd)
+        with os.fdopen(read_fd) as pipe:  # Xvfb writes the number once it accepts clients
+            number = pipe.readline().strip()
+        if not number:
+            self.close()
+            self.log.seek(0)
+            raise AssertionError(f"Xvfb did not start: {self.log.read()[-2000:]}")
+        self.display = f":{number}"
+
+    def windows(self, env: dict[str, str]) -> str:
+        """Names of all windows on the server (for failure messages)."""
+        ids = subprocess.run(
+            ["xdotool", "search", "--name", "."], capture_output=True, text=True, env=env
+        ).stdout.split()
+        names = [
+            subprocess.run(
+                ["xdotool", "getwindowname", i], capture_output=True, text=True, env=env
+            ).stdout.strip()
+            for i in ids
+        ]
+        return repr(names)
+
+    def close(self) -> None:
+        self.proc.terminate()  # not kill: on SIGTERM Xvfb removes its socket and lock file
+        self.proc.wait(10)
+        self.log.close()
 
 
 def test_live_window_under_xvfb(tmp_path):
     """A real window on a virtual X server: it opens, its title shows the FPS, q stops the run.
 
-    Needs Xvfb and xdotool (not in CI; skipped there). The window runs in a child process so
-    that a Qt failure cannot take the test runner down.
+    Needs Xvfb and xdotool (skipped without them). The window runs in a child process so that
+    a Qt failure cannot take the test runner down; on failure the message carries the child's
+    output and the names of the windows the server has.
     """
     if not (shutil.which("Xvfb") and shutil.which("xdotool")):
         pytest.skip("Xvfb and xdotool are not installed")
     if selftest.opencv_gui_backend() == "NONE":
         pytest.skip("headless OpenCV build")
-    display = f":{_free_x_display()}"
-    xvfb = subprocess.Popen(
-        ["Xvfb", display, "-screen", "0", "640x480x24", "-nolisten", "tcp"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    xvfb = _Xvfb()
+    env = dict(os.environ, DISPLAY=xvfb.display, PYTHONPATH=str(REPO))
+    child = subprocess.Popen(
+        [sys.executable, "-c", _WINDOW_CHILD],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=tmp_path,
     )
-    env = dict(os.environ, DISPLAY=display, PYTHONPATH=str(REPO))
-    child = None
+
+    def child_output() -> str:
+        if child.poll() is None:
+            child.kill()
+        out, err = child.communicate(timeout=30)
+        return f"child exit {child.returncode}, stdout {out!r}, stderr {err[-3000:]!r}"
+
     try:
-        deadline = time.monotonic() + 20
-        while not Path(f"/tmp/.X11-unix/X{display[1:]}").exists():
-            assert time.monotonic() < deadline and xvfb.poll() is None, "Xvfb did not start"
-            time.sleep(0.1)
-        child = subprocess.Popen(
-            [sys.executable, "-c", _WINDOW_CHILD],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env,
-            cwd=tmp_path,
-        )
-        assert child.stdout.readline().strip() == "enabled True", child.stderr.read()
+        first = child.stdout.readline().strip()
+        assert first == "enabled True", f"first line {first!r}; {child_output()}"
         window_id = ""
-        deadline = time.monotonic() + 30
-        while not window_id and time.monotonic() < deadline:
+        deadline = time.monotonic() + 60
+        while not window_id and time.monotonic() < deadline and child.poll() is None:
             window_id = subprocess.run(
                 ["xdotool", "search", "--name", r"vidseg test - 12\.5 FPS"],
                 capture_output=True,
@@ -349,18 +402,19 @@ def test_live_window_under_xvfb(tmp_path):
                 env=env,
             ).stdout.strip()
             time.sleep(0.2)
-        assert window_id, "no window titled 'vidseg test - 12.5 FPS'"
+        assert window_id, (
+            f"no window titled 'vidseg test - 12.5 FPS' among {xvfb.windows(env)}; {child_output()}"
+        )
         subprocess.run(
             ["xdotool", "windowfocus", window_id.split()[0], "key", "q"], env=env, check=True
         )
         out, err = child.communicate(timeout=30)
         assert child.returncode == 0 and out.strip() == "stopped", err
     finally:
-        if child is not None and child.poll() is None:
+        if child.poll() is None:
             child.kill()
             child.wait()
-        xvfb.terminate()  # not kill: on SIGTERM Xvfb removes its socket and lock file
-        xvfb.wait(10)
+        xvfb.close()
 
 
 _CHILD = textwrap.dedent("""

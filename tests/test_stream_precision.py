@@ -10,27 +10,19 @@ import numpy as np
 import pytest
 import torch
 
-from tests._video_fixtures import write_video
+from tests._video_fixtures import TINY_CONFIG as TINY
+from tests._video_fixtures import tiny_checkpoint_and_clip
 from vidseg.cli import main
 from vidseg.engine.stream import TorchStepper
 from vidseg.models.fuse import compile_modules
 
-ROOT = Path(__file__).resolve().parents[1]
-TINY = str(ROOT / "configs" / "synthetic" / "tiny.yaml")
 FRAMES = 6
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     """A seeded tiny model saved as a checkpoint and a 6-frame clip."""
-    from vidseg.engine.inference import load_inference_model
-
-    tmp = tmp_path_factory.mktemp("stream_precision")
-    torch.manual_seed(0)
-    _, model = load_inference_model(TINY, random_init=True)
-    ckpt = tmp / "tiny.pth"
-    torch.save(model.state_dict(), ckpt)
-    return {"ckpt": ckpt, "video": write_video(tmp / "clip.mp4", n=FRAMES, h=48, w=64), "tmp": tmp}
+    return tiny_checkpoint_and_clip(tmp_path_factory.mktemp("stream_precision"), FRAMES)
 
 
 def _stream(setup, out: Path, *args: str) -> int:

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests._small_models import TINY_32PX
 from vidseg.cli import main
 from vidseg.data.clip_dataset import ClipDataset, DataLayoutError
 from vidseg.data.convert_layout import convert_vspw
@@ -28,15 +29,7 @@ from vidseg.data.vspw import VSPWClips
 REPO = Path(__file__).resolve().parents[1]
 TINY = str(REPO / "configs" / "synthetic" / "tiny.yaml")
 FRAMES, H, W = 12, 32, 48
-# the tiny config made smaller still: a quarter-width ResNet-18 on 32 px inputs
-SMALL = [
-    "model.backbone.widths=[8,16,32,64]",
-    "model.backbone.stem_width=8",
-    "model.channels=16",
-    "model.key_channels=8",
-    "data.short_side=32",
-    "data.crop_size=[32,32]",
-]
+SMALL = TINY_32PX
 
 
 @pytest.fixture(scope="module")

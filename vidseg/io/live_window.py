@@ -48,6 +48,7 @@ class LiveWindow:
         self.enabled = decision.choice == "available"
         self.reason = decision.reason
         self._opened = False
+        self._mapped = False  # seen visible once: only then does "not visible" mean closed
         self._title_at = 0.0
         if not self.enabled:
             log.warning("live window disabled: %s", decision.reason)
@@ -88,12 +89,15 @@ class LiveWindow:
             log.warning("live window disabled: %s", str(exc).strip().splitlines()[-1])
             return True
         self._opened = True
-        return visible and key not in (ord("q"), ord("Q"), 27)
+        # A loaded X server may map the window a few frames late; not yet visible is not closed.
+        closed = self._mapped and not visible
+        self._mapped = self._mapped or visible
+        return not closed and key not in (ord("q"), ord("Q"), 27)
 
     def close(self) -> None:
         if self._opened:
             with contextlib.suppress(cv2.error):
                 cv2.destroyWindow(self.title)
                 cv2.waitKey(1)  # let the GUI event loop actually take the window down
-            self._opened = False
+            self._opened = self._mapped = False
         self.enabled = False
