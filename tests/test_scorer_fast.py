@@ -90,6 +90,23 @@ def test_decoder_on_files_written_by_pil_and_opencv(tmp_path, mode):
     assert np.array_equal(decode_label_png(path.read_bytes()), arr)
 
 
+@pytest.mark.parametrize("inflate", ["zlib_ng", "zlib"])
+def test_decoder_with_each_inflate(monkeypatch, inflate):
+    """zlib-ng (declared) and the zlib fallback decode the same bytes and decline the same."""
+    import vidseg.io.label_png as label_png
+
+    module = pytest.importorskip("zlib_ng").zlib_ng if inflate == "zlib_ng" else zlib
+    monkeypatch.setattr(label_png, "_inflate", module)
+    arr = np.kron(_labels(7, (6, 7)), np.ones((20, 30), np.uint8))
+    data = cv2.imencode(".png", arr)[1].tobytes()
+    assert np.array_equal(decode_label_png(data), arr)
+    head = struct.pack(">IIBBBBB", 13, 9, 8, 0, 0, 0, 0)
+    deflate = zlib.compress((b"\x00" + bytes(13)) * 9)  # a valid 13x9 image, then broken:
+    for payload in (deflate[:-6], b"\x78\x9c\xff\xff"):  # checksums right, stream broken
+        png = _chunk(b"IHDR", head) + _chunk(b"IDAT", payload) + _chunk(b"IEND", b"")
+        assert decode_label_png(b"\x89PNG\r\n\x1a\n" + png) is None
+
+
 def test_decoder_declines_what_it_does_not_handle():
     arr = _labels(5)
     good = _encode(arr, [0] * H)

@@ -2,7 +2,7 @@
 
 Segmentation masks and prediction PNGs are single-channel 8-bit images whose samples are the
 labels. Decoding them is most of the cost of scoring a split; this decoder does it with one
-`zlib.decompress` and a few array passes, and declines (returns None) anything outside that
+inflate (zlib-ng) and a few array passes, and declines (returns None) anything outside that
 subset, so callers fall back to OpenCV / PIL and keep their error messages.
 """
 
@@ -12,6 +12,11 @@ import struct
 import zlib
 
 import numpy as np
+
+try:  # zlib-ng inflates label PNGs (long runs) ~10x faster than zlib; same streams, same output
+    from zlib_ng import zlib_ng as _inflate
+except ImportError:  # pragma: no cover - a platform without a zlib-ng wheel
+    _inflate = zlib
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PNG_COLOUR_TYPES = {0: "grayscale", 2: "RGB", 3: "palette", 4: "grayscale+alpha", 6: "RGBA"}
@@ -101,9 +106,9 @@ def decode_label_png(data: bytes) -> np.ndarray | None:
 
     Handles 8-bit grayscale and palette PNGs (the samples are the labels, palette indices
     included), non-interlaced, with the row filters None / Sub / Up: what PIL (palette: None)
-    and OpenCV (Sub) write. One `zlib.decompress` (which releases the GIL, so reader threads
-    run in parallel) plus a few array passes; about 1.5-2x faster than libpng through
-    `cv2.imread` and PIL. Anything else (other formats, Average / Paeth rows, bad checksums,
+    and OpenCV (Sub) write. One inflate (zlib-ng's when installed, a declared dependency:
+    ~0.15 ms for a 480x853 mask against ~1.4 ms with zlib) plus a few array passes; several
+    times faster than libpng through `cv2.imread` and PIL. Anything else (other formats, Average / Paeth rows, bad checksums,
     truncation) returns None so that the caller falls back to OpenCV / PIL and their errors.
 
     Returns:
@@ -114,8 +119,8 @@ def decode_label_png(data: bytes) -> np.ndarray | None:
         return None
     width, height, payload = found
     try:
-        flat = zlib.decompress(payload)
-    except zlib.error:
+        flat = _inflate.decompress(payload)
+    except _inflate.error:
         return None
     if len(flat) != height * (width + 1):
         return None
