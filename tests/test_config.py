@@ -107,3 +107,15 @@ def test_exponent_floats_without_a_dot_are_numbers():
     assert cfg.train.lr == 1e-4 and cfg.train.weight_decay == 5e-4
     with pytest.raises(ConfigError, match="expected a number"):
         load_config(None, ["train.lr=1e-4x"])
+
+
+def test_bottleneck_kernel_is_1_or_3():
+    from vidseg.models.build import build_model
+
+    with pytest.raises(ConfigError, match=r"model\.bottleneck_kernel=5 is not one of 1, 3"):
+        load_config("stream_light", ["model.bottleneck_kernel=5"])
+    cfg = load_config("stream_light", ["model.backbone.output_stride=32"])
+    assert cfg.model.bottleneck_kernel == 1
+    conv = build_model(cfg).image_model.bottleneck[0]
+    assert conv.kernel_size == (1, 1) and (conv.in_channels, conv.out_channels) == (576, 64)
+    assert load_config("tiny").model.bottleneck_kernel == 3  # the papers' 3x3 by default

@@ -148,6 +148,7 @@ class ModelConfig:
     memory: MemoryConfig = field(default_factory=MemoryConfig)
     fusion: str = "concat"  # concat | add | weighted
     attention_downsample: bool = False
+    bottleneck_kernel: int = 3  # R = conv(C5): 3 (the papers') | 1 (light models)
     history: int = 2  # h: previous frames whose C_bi is fused (0 = image MCIBI++)
     history_source: str = "cbi"  # cbi (paper) | r (Table 16 ablation: raw R of history frames)
     history_grad: bool = False  # back-propagate through the history frames
@@ -573,6 +574,11 @@ def validate(cfg: Config, origin: dict | None = None) -> None:
         raise ConfigError(
             f"{origin.get('data.clip.history', '<defaults>')}: data.clip.history={cfg.data.clip.history} "
             f"differs from model.history={cfg.model.history}; set one of them (data follows the model)"
+        )
+    if cfg.model.bottleneck_kernel not in (1, 3):
+        raise ConfigError(
+            f"{origin.get('model.bottleneck_kernel', '<defaults>')}: model.bottleneck_kernel="
+            f"{cfg.model.bottleneck_kernel!r} is not one of 1, 3"
         )
     if cfg.model.iis_stages < 1:
         raise ConfigError(

@@ -213,6 +213,7 @@ def build_model(
         iis_stages=mc.iis_stages,
         aux_channels=mc.aux_channels or None,
         iis_mix=mc.head.iis_mix,
+        bottleneck_kernel=mc.bottleneck_kernel,
         **heads,
     )
     warmup = (

@@ -73,6 +73,8 @@ class ImageSegmentor(nn.Module):
         cls_head: H_cls; default a 1x1 `Decoder(channels, channels, K)`.
         pr_head: H_pr (memory models only); default a 1x1 `Decoder(channels, channels, K)`.
         aux_channels: hidden width of the auxiliary head on C4 (default channels / 2).
+        bottleneck_kernel: kernel of the conv-BN-ReLU C5 -> R (3, the papers'; 1 costs 1/9 as
+            much, for light models whose C5 is wide, e.g. MobileNetV3's 576 channels).
         iis_mix: IIS stage >= 2 weights: "probs" (paper eq. 17, (softmax O + softmax W) / 2) or
             "logits" (the authors' code: softmax((2 W + 1.5 O) / 2.5)).
     """
@@ -99,6 +101,7 @@ class ImageSegmentor(nn.Module):
         iis_mix: str = "probs",
         context_attention: nn.Module | None = None,
         pr_head: nn.Module | None = None,
+        bottleneck_kernel: int = 3,
     ):
         super().__init__()
         if memory is not None and aggregation is None:
@@ -118,7 +121,7 @@ class ImageSegmentor(nn.Module):
         self.style = style
         self.gather = gather
         self.iis_mix = iis_mix
-        self.bottleneck = ConvBNReLU(backbone.channels[-1], channels, 3)
+        self.bottleneck = ConvBNReLU(backbone.channels[-1], channels, bottleneck_kernel)
         self.context = context
         self.memory = memory
         self.aggregation = aggregation
