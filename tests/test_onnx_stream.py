@@ -78,6 +78,10 @@ def test_backends_give_the_same_outputs(setup, torch_run, tmp_path, monkeypatch)
     assert count_frames(o / "clip_overlay.mp4") == (FRAMES, (48, 64))
     st, so = (json.loads((d / "s.json").read_text()) for d in (t, o))
     assert (st["backend"], so["backend"]) == ("torch", "onnxruntime")
+    from vidseg.io.selftest import cuda_device
+
+    # no --device: torch takes the GPU when one works (never in CI), onnxruntime the CPU
+    assert (st["device"], so["device"]) == (cuda_device().choice, "cpu")
     assert so["frames"] == FRAMES and so["resets"] == st["resets"] and so["state_bytes"] > 0
     cached = sorted((setup["cache"] / "onnx").glob("*.onnx"))
     assert len(cached) == 1 and cached[0].stem.endswith("_64x85")

@@ -305,3 +305,19 @@ def test_legend_names_come_from_the_configs_dataset(tmp_path, monkeypatch):
             assert outputs.overlay.class_names == names
     (frames_root / "classes.txt").write_text("a\nb\n")
     assert class_names_for(cfg) is None  # not the model's 124 classes: no names rather than wrong
+
+
+def test_random_init_is_the_same_in_every_process_and_leaves_the_rng_alone():
+    """--random-init weights do not depend on the caller's seed (stream, eval and export of one
+    random model agree across processes), and building them does not move the global RNG."""
+    from vidseg.engine.inference import load_inference_model
+
+    torch.manual_seed(123)
+    _, a = load_inference_model(TINY, random_init=True)
+    after_a = torch.rand(3)
+    torch.manual_seed(456)
+    _, b = load_inference_model(TINY, random_init=True)
+    torch.manual_seed(123)
+    assert torch.equal(torch.rand(3), after_a)  # as if the model had not been built
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)

@@ -112,3 +112,18 @@ def test_compile_modules_wraps_the_image_model_and_keeps_its_outputs():
     with torch.no_grad():
         after, _ = model.step(x)
     assert torch.allclose(before, after, atol=1e-5)
+
+
+def test_default_device_is_the_gpu_only_when_one_works(monkeypatch):
+    """No --device: the torch backend takes CUDA when selftest.cuda_device() says it runs,
+    onnxruntime always the CPU; an explicit --device is kept."""
+    from vidseg.commands.stream import stream_device
+    from vidseg.io import selftest
+
+    monkeypatch.setattr(selftest, "cuda_device", lambda: selftest.Decision("cuda", "test"))
+    assert stream_device(None, "torch") == "cuda"
+    assert stream_device(None, "onnxruntime") == "cpu"
+    assert stream_device("cpu", "torch") == "cpu"
+    monkeypatch.setattr(selftest, "cuda_device", lambda: selftest.Decision("cpu", "no GPU"))
+    assert stream_device(None, "torch") == "cpu"
+    assert stream_device("cuda:1", "torch") == "cuda:1"

@@ -282,7 +282,7 @@ def test_full_disk_at_the_last_fragment_exit_3(clip, tmp_path, monkeypatch, caps
 
 
 def test_full_disk_for_the_json_prints_the_summary_on_stderr(clip, tmp_path, capsys, monkeypatch):
-    import vidseg.commands.stream as command
+    import vidseg.commands.stream_io as command
 
     def full_disk_open(path, mode="r", *args, **kwargs):
         return FullDiskFile(open(path, mode, *args, **kwargs))

@@ -9,11 +9,11 @@ bad input (one-line error naming the source and the cause).
 from __future__ import annotations
 
 import argparse
-import contextlib
-import json
 import logging
 import os
 import sys
+
+from vidseg.commands import stream_io
 
 EXIT_OK, EXIT_BAD_INPUT, EXIT_PARTIAL = 0, 2, 3
 log = logging.getLogger("vidseg.stream")
@@ -36,98 +36,6 @@ def parse_scales(text: str | None):
     return scales
 
 
-def _progress(source, quiet: bool):
-    """A tqdm bar when the length is known (files, folders), else a live FPS line (cameras)."""
-    if quiet:
-        return None, lambda: None
-    if source.num_frames is not None and getattr(source, "device", None) is None:
-        from tqdm import tqdm
-
-        bar = tqdm(total=source.num_frames, unit="frame", desc=source.name[-40:], file=sys.stderr)
-
-        def update(done, fps):
-            bar.update(1)
-            bar.set_postfix_str(f"{fps:.1f} FPS", refresh=False)
-
-        return update, bar.close
-
-    def live(done, fps):
-        if done % 5 == 0:
-            sys.stderr.write(
-                f"\r{source.name}: {done} frames, {fps:5.1f} FPS, {source.dropped} dropped "
-            )
-            sys.stderr.flush()
-
-    return live, lambda: sys.stderr.write("\n")
-
-
-def _write_json(path: str, summary) -> bool:
-    """Write the summary to `path`; if that fails (it may be on the full disk), print it on stderr.
-
-    Returns:
-        False when `path` could not be written (one line names it and the OS error).
-    """
-    text = json.dumps(summary.to_dict(), indent=2) + "\n"
-    tmp = f"{path}.{os.getpid()}.tmp"
-    try:
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)  # never a cut JSON file under the asked name
-        return True
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        print(
-            f"vidseg stream: error: cannot write --json {path}: {exc.strerror or exc}; "
-            "the summary follows",
-            file=sys.stderr,
-        )
-        sys.stderr.write(text)
-        return False
-
-
-def _remove_empty_folders(top: str) -> None:
-    """Remove `top` and the folders under it that hold no file (a refused run made them)."""
-    for folder, _, _ in sorted(os.walk(top), key=lambda entry: -len(entry[0])):
-        with contextlib.suppress(OSError):  # not empty: something was written there
-            os.rmdir(folder)
-
-
-def _window_or_notice() -> bool:
-    """`--show`: True when a window can open here, else one line on stderr saying why not."""
-    from vidseg.io.selftest import live_window
-
-    decision = live_window()
-    if decision.choice == "available":
-        return True
-    print(
-        f"vidseg stream: --show: no window ({decision.reason}); the other outputs are still "
-        "written, and --serve PORT shows the live view in a browser",
-        file=sys.stderr,
-    )
-    return False
-
-
-def _open_live_view(address: str, source: str):
-    """`--serve`: bind (so a port in use fails before any work) and start the page server."""
-    from vidseg.cli import CliError
-    from vidseg.io.serve import LiveServer, ServeError, parse_address, source_title
-
-    try:
-        live = LiveServer(*parse_address(address), title=source_title(source))
-    except ServeError as exc:
-        raise CliError(f"--serve {exc}") from None
-    print(f"live view: {live.url} (its Stop button ends the run like Ctrl-C)", file=sys.stderr)
-    if not live.local_only:
-        print(
-            f"WARNING: --serve {address}: the page is reachable from other machines and has no "
-            "password; anyone who opens it can stop the run",
-            file=sys.stderr,
-        )
-    return live
-
-
 def _backend(args: argparse.Namespace) -> str:
     """The backend to run: `--backend`, else onnxruntime with `--onnx`, else torch."""
     from vidseg.cli import CliError
@@ -143,6 +51,17 @@ def _backend(args: argparse.Namespace) -> str:
             raise CliError(f"--onnx {args.onnx}: no such file")
         return "onnxruntime"
     return args.backend or "torch"
+
+
+def stream_device(spec: str | None, backend: str) -> str:
+    """`--device`, else (torch backend) the GPU when a test convolution runs on it, else the CPU."""
+    if spec is not None:
+        return spec
+    if backend != "torch":
+        return "cpu"
+    from vidseg.io.selftest import cuda_device
+
+    return cuda_device().choice
 
 
 def run(args: argparse.Namespace) -> int:
@@ -166,6 +85,7 @@ def run(args: argparse.Namespace) -> int:
     from vidseg.cli import check_output_dir, check_output_file
     from vidseg.engine.inference import check_device
 
+    args.device = stream_device(args.device, backend)
     check_device(args.device)
     check_output_dir(args.out, "--out")
     # a run refused at its first frame (size, --scales) leaves no empty output folders behind
@@ -188,8 +108,8 @@ def run(args: argparse.Namespace) -> int:
         import_onnxruntime()
         onnx_cfg = load_config(args.config, args.overrides or ())
         check_onnx_settings(onnx_cfg, scales, args.device)
-    show = args.show and _window_or_notice()
-    live = _open_live_view(args.serve, args.source) if args.serve else None
+    show = args.show and stream_io.window_or_notice()
+    live = stream_io.open_live_view(args.serve, args.source) if args.serve else None
     # Cheap checks first: a bad source or output folder fails before the model is built.
     try:
         # --timeout unset: open_source's default (vidseg.io.camera.DEFAULT_TIMEOUT_S)
@@ -252,7 +172,7 @@ def run(args: argparse.Namespace) -> int:
             )
         except (SinkError, OSError) as exc:
             raise CliError(f"{args.source}: {exc}", EXIT_BAD_INPUT) from None
-        on_frame, done = _progress(source, args.quiet)
+        on_frame, done = stream_io.progress(source, args.quiet)
         try:
             runner = StreamRunner(
                 model,
@@ -277,7 +197,7 @@ def run(args: argparse.Namespace) -> int:
             done()
     except BaseException:
         if new_out:
-            _remove_empty_folders(args.out)
+            stream_io.remove_empty_folders(args.out)
         raise
     finally:
         source.close()
@@ -285,10 +205,10 @@ def run(args: argparse.Namespace) -> int:
             live.close()
 
     print(summary.table())
-    json_written = _write_json(args.json, summary) if args.json else True
+    json_written = stream_io.write_json(args.json, summary) if args.json else True
     nothing = summary.frames_written and not any(summary.frames_written.values())
     if new_out and (summary.frames == 0 or nothing):
-        _remove_empty_folders(args.out)
+        stream_io.remove_empty_folders(args.out)
     if summary.frames == 0:
         cause = source.error or summary.error or "the source yielded no frames"
         raise CliError(f"{args.source}: nothing processed: {cause}", EXIT_BAD_INPUT)
@@ -379,7 +299,12 @@ def register(sub) -> None:
     p.add_argument("--color", action="store_true", help="also write colour overlay PNGs")
     p.add_argument("--no-overlay", action="store_true", help="do not write the overlay mp4")
     p.add_argument("--json", metavar="FILE", help="write the summary as JSON")
-    p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    p.add_argument(
+        "--device",
+        default=None,
+        help="torch device: cpu, cuda, cuda:1, ... (default: cuda when a test convolution runs "
+        "on the GPU and the backend is torch, else cpu; `vidseg info` shows the choice)",
+    )
     p.add_argument(
         "--precision",
         choices=("fp32", "bf16", "fp16"),

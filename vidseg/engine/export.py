@@ -231,7 +231,7 @@ class OnnxStreamer:
     def __init__(
         self, path: str | Path, history: int, history_stride: int = 1, threads: int | None = None
     ):
-        from vidseg.engine.onnx_stream import StepSession
+        from vidseg.engine.onnx_session import StepSession
 
         self.session = StepSession(path, threads, default_history_stride=history_stride)
         if self.session.history != history:

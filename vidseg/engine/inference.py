@@ -13,6 +13,7 @@ from vidseg.config import Config, ConfigError, config_from_dict, load_config
 from vidseg.errors import DeviceError, VidsegError
 
 log = logging.getLogger(__name__)
+RANDOM_INIT_SEED = 0  # random_init: every process builds the same random weights
 
 DEVICE_NAMES = "cpu, cuda, cuda:N or mps"
 
@@ -192,7 +193,8 @@ def load_inference_model(
         config: a config path or object; None = the config stored in the checkpoint.
         checkpoint: a `.pth` checkpoint (or a run directory with a `latest` pointer).
         overrides: `key=value` overrides applied to the config.
-        random_init: allow running without a checkpoint (smoke tests); warns loudly.
+        random_init: allow running without a checkpoint (smoke tests); warns loudly. The random
+            weights are seeded (`RANDOM_INIT_SEED`), the same in every process.
         device: where the model goes (`check_device` is applied first).
         optimize: rewrite the model for inference only (`vidseg.models.fuse`: BatchNorms folded
             into the convolutions, channels-last weights on a CPU); same outputs up to float
@@ -230,10 +232,17 @@ def load_inference_model(
         if config is None
         else (str(config) if isinstance(config, (str, Path)) else "the config")
     )
-    model = build_checked(cfg, source)
     if state is not None:
+        model = build_checked(cfg, source)
         load_model_state(model, adapt_state(state, model, str(checkpoint)), str(checkpoint))
     else:
+        # the same random weights in every process and run (stream vs eval vs export, reruns),
+        # without touching the caller's random state
+        import torch
+
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(RANDOM_INIT_SEED)
+            model = build_checked(cfg, source)
         log.warning(
             "RANDOM WEIGHTS: no checkpoint loaded, predictions are meaningless (smoke test only)"
         )

@@ -71,6 +71,7 @@ class StreamSummary:
         error: why it stopped early, or None.
         resets: history resets (frame size changes, shot cuts).
         backend: the stepper that ran the model: "torch" or "onnxruntime".
+        device: where the model ran ("cpu", "cuda:0", ...).
         frames_written: frames each output holds at the end (`overlay`, `labels`, `color`),
             fewer than `frames` when a write failed.
     """
@@ -91,6 +92,7 @@ class StreamSummary:
     error: str | None = None
     resets: int = 0
     backend: str = "torch"
+    device: str = "cpu"
     frames_written: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
@@ -99,7 +101,7 @@ class StreamSummary:
     def table(self) -> str:
         """A two-column text table for the console."""
         rows = [
-            ("backend", self.backend),
+            ("backend", f"{self.backend} on {self.device}"),
             ("frames", f"{self.frames}"),
             ("dropped", f"{self.dropped}"),
             ("skipped", f"{self.skipped}"),
@@ -339,7 +341,8 @@ class StreamRunner:
         Returns:
             the run's `StreamSummary`; `stopped_early` / `error` say why it ended early.
         """
-        summary = StreamSummary(backend=self.stepper.backend)
+        device = getattr(self.stepper, "device", "cpu")  # onnxruntime: the CPU
+        summary = StreamSummary(backend=self.stepper.backend, device=str(device))
         t_decode = t_model = t_write = 0.0
         state = None
         closables = [source, self.outputs, *self.views]
