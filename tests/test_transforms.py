@@ -11,6 +11,7 @@ from vidseg.data.transforms import (
     IMAGENET_STD,
     ClipTransform,
     prepare_frame,
+    prepare_frame_on,
     resize_short_side,
 )
 
@@ -35,6 +36,22 @@ def test_prepare_frame_normalises_and_converts():
     grey = prepare_frame(np.full((20, 30), 255, np.uint8))
     rgba = prepare_frame(np.full((20, 30, 4), 255, np.uint8))
     assert torch.equal(grey, prepare_frame(rgb)) and torch.equal(rgba, prepare_frame(rgb))
+
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("shape", [(37, 53, 3), (20, 30), (21, 17, 4)])
+def test_prepare_frame_on_a_device_equals_the_host_path(device, shape):
+    """The GPU stream path (uint8 upload, table lookup on the device) gives the host tensor."""
+    rgb = np.random.default_rng(sum(shape)).integers(0, 256, shape, dtype=np.uint8)
+    mean, std = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
+    for short_side in (None, 16):
+        host = prepare_frame(rgb, short_side, mean, std)
+        on = prepare_frame_on(rgb, device, short_side, mean, std)
+        assert on.device.type == device and on.dtype == torch.float32
+        assert torch.equal(on.cpu(), host)
 
 
 @pytest.mark.parametrize("seed", range(6))

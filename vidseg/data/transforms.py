@@ -100,6 +100,35 @@ def prepare_frame(
     return torch.from_numpy(_normalise(rgb[None], mean, std))
 
 
+@functools.lru_cache(maxsize=8)
+def _device_table(mean: tuple, std: tuple, device: torch.device) -> torch.Tensor:
+    """`_normalise_table` as a flat `(3 * 256,)` float32 tensor on `device` (kept per device)."""
+    return torch.from_numpy(_normalise_table(mean, std)).reshape(-1).to(device)
+
+
+def prepare_frame_on(
+    rgb: np.ndarray,
+    device: torch.device | str,
+    short_side: int | None = None,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+) -> torch.Tensor:
+    """`prepare_frame` with the normalisation done on `device`: the resized uint8 frame is
+    uploaded (a quarter of the float32 bytes) and each value looked up in the same table there,
+    so the result equals `prepare_frame(...).to(device)` bit for bit.
+
+    Returns:
+        float32 `(1, 3, H', W')` on `device`.
+    """
+    device = torch.device(device)
+    rgb = resize_short_side(_as_rgb(np.asarray(rgb)), short_side, cv2.INTER_LINEAR)
+    table = _device_table(tuple(float(m) for m in mean), tuple(float(s) for s in std), device)
+    pixels = torch.from_numpy(np.ascontiguousarray(rgb)).to(device, non_blocking=True)
+    offsets = torch.arange(0, 3 * 256, 256, device=device, dtype=torch.int64)  # channel c: c * 256
+    index = pixels.permute(2, 0, 1).to(torch.int64) + offsets[:, None, None]
+    return table[index].unsqueeze(0)
+
+
 @dataclass
 class ClipParams:
     """The random parameters applied to every frame of one clip."""
