@@ -134,3 +134,69 @@ def test_load_weights_for_inference(tmp_path):
 def test_git_revision_is_a_string():
     rev = ck.git_revision()
     assert rev == "unknown" or len(rev) == 40
+
+
+def _saved_tiny(tmp_path, overrides=()):
+    from vidseg.engine.inference import load_inference_model
+
+    _, model = load_inference_model("tiny", random_init=True, overrides=list(overrides))
+    path = tmp_path / "tiny.pth"
+    torch.save({"model": model.state_dict()}, path)
+    return model, path
+
+
+def test_inference_model_is_built_on_meta_and_holds_the_file_tensors(tmp_path, monkeypatch):
+    """No second copy while loading: the model's tensors are the checkpoint's own (fp16 ones
+    converted to the model's dtype), and it computes what the saved model computed."""
+    import vidseg.engine.inference as inference
+
+    ref, path = _saved_tiny(tmp_path)
+    half = tmp_path / "half.pth"
+    torch.save(
+        {
+            "model": {
+                k: v.half() if v.is_floating_point() else v for k, v in ref.state_dict().items()
+            }
+        },
+        half,
+    )
+    loaded = {}
+    real_read = inference.read_weights
+
+    def spy_read(p):
+        state, cfg = real_read(p)
+        loaded["state"] = state
+        return state, cfg
+
+    monkeypatch.setattr(inference, "read_weights", spy_read)
+    _, model = inference.load_inference_model("tiny", path)
+    key = next(k for k in model.state_dict() if k.endswith("fusion.fuse.0.weight"))
+    assert model.state_dict()[key].data_ptr() == loaded["state"][key].data_ptr()
+    from vidseg.engine.predict import segment_frame
+
+    rgb = np.random.default_rng(0).integers(0, 256, (64, 80, 3), dtype=np.uint8)
+    labels = [
+        segment_frame(m.eval(), rgb, None, 64, (0.5,) * 3, (0.25,) * 3)[0] for m in (model, ref)
+    ]
+    assert np.array_equal(*labels)
+    _, from_half = inference.load_inference_model("tiny", half)
+    assert all(v.dtype == ref.state_dict()[k].dtype for k, v in from_half.state_dict().items())
+
+
+def test_a_model_that_cannot_live_on_meta_is_built_the_ordinary_way(tmp_path, monkeypatch):
+    """A tensor that is not in the state dict (a non-persistent buffer) stays meta after the
+    assignment: the loader then builds the model normally and copies the weights."""
+    import vidseg.engine.inference as inference
+
+    ref, path = _saved_tiny(tmp_path)
+    real_build = inference.build_checked
+
+    def build_with_a_table(cfg, source):
+        model = real_build(cfg, source)
+        model.register_buffer("table", torch.arange(4.0), persistent=False)
+        return model
+
+    monkeypatch.setattr(inference, "build_checked", build_with_a_table)
+    _, model = inference.load_inference_model("tiny", path)
+    assert not model.table.is_meta and torch.equal(model.table, torch.arange(4.0))
+    assert all(torch.equal(v, ref.state_dict()[k]) for k, v in model.state_dict().items())

@@ -211,8 +211,13 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
         raise CheckpointError(f"cannot read checkpoint {path}: {_why_unreadable(exc)}") from exc
 
 
-def load_model_state(model: torch.nn.Module, state_dict: dict, source: str = "checkpoint") -> None:
+def load_model_state(
+    model: torch.nn.Module, state_dict: dict, source: str = "checkpoint", assign: bool = False
+) -> None:
     """Load `state_dict` strictly; a mismatch raises one error listing keys and shapes.
+
+    `assign=True` makes the model's tensors the state dict's own (converted where the dtype
+    differs) instead of copying into them: for a model built on the meta device.
 
     Raises:
         CheckpointError: missing / unexpected keys or shape mismatches (first 10 of each).
@@ -247,7 +252,12 @@ def load_model_state(model: torch.nn.Module, state_dict: dict, source: str = "ch
             f"{source} does not fit this model (was it trained with a different "
             f"model config?): " + "; ".join(parts)
         )
-    model.load_state_dict(state_dict, strict=True)
+    if assign:
+        state_dict = {
+            k: v.to(own[k].dtype) if torch.is_tensor(v) and v.dtype != own[k].dtype else v
+            for k, v in state_dict.items()
+        }
+    model.load_state_dict(state_dict, strict=True, assign=assign)
 
 
 def load_weights_for_inference(path: str | os.PathLike) -> tuple[dict, dict | None]:

@@ -179,6 +179,41 @@ def adapt_state(state: dict, model, source: str) -> dict:
     return state
 
 
+def _has_meta_tensors(model) -> bool:
+    import torch
+
+    return any(t.is_meta for t in (*model.parameters(), *model.buffers())) or any(
+        isinstance(v, torch.Tensor) and v.is_meta for m in model.modules() for v in vars(m).values()
+    )
+
+
+def _model_with_weights(cfg: Config, source: str, state: dict, checkpoint: str):
+    """The model built for `cfg`, holding the checkpoint's tensors.
+
+    Built on the meta device and given the checkpoint's tensors (`assign`), so no random
+    weights are made and nothing is copied: the peak memory of loading is about one model, not
+    two. A model whose construction needs real tensors (some timm backbones compute values in
+    their constructor) or keeps ones that are not in the state dict is built normally and the
+    weights copied in.
+    """
+    import torch
+
+    from vidseg.engine.checkpoint import load_model_state
+
+    try:
+        with torch.device("meta"):
+            model = build_checked(cfg, source)
+    except Exception:  # noqa: BLE001 - any failure on meta means: build it the ordinary way
+        model = None
+    if model is not None:
+        load_model_state(model, adapt_state(state, model, checkpoint), checkpoint, assign=True)
+        if not _has_meta_tensors(model):
+            return model
+    model = build_checked(cfg, source)
+    load_model_state(model, adapt_state(state, model, checkpoint), checkpoint)
+    return model
+
+
 def load_inference_model(
     config: str | Path | Config | None,
     checkpoint: str | Path | None = None,
@@ -203,8 +238,6 @@ def load_inference_model(
     Raises:
         DeviceError, ConfigError, CheckpointError, ZooError: one-line messages (`VidsegError`).
     """
-    from vidseg.engine.checkpoint import load_model_state
-
     device = check_device(device)
     if checkpoint is None and not random_init:
         raise ConfigError(
@@ -233,8 +266,8 @@ def load_inference_model(
         else (str(config) if isinstance(config, (str, Path)) else "the config")
     )
     if state is not None:
-        model = build_checked(cfg, source)
-        load_model_state(model, adapt_state(state, model, str(checkpoint)), str(checkpoint))
+        model = _model_with_weights(cfg, source, state, str(checkpoint))
+        del state  # the model holds the tensors it needs; BatchNorm folding below frees them
     else:
         # the same random weights in every process and run (stream vs eval vs export, reruns),
         # without touching the caller's random state
