@@ -54,7 +54,6 @@ stream_runs() {
 from tests._video_fixtures import write_video
 write_video(Path('$clip'), n=${STREAM_FRAMES:-150}, h=480, w=853)
 import torch; from vidseg.engine.inference import load_inference_model
-torch.manual_seed(0)
 nopre = ['model.backbone.pretrained=false']
 torch.save(load_inference_model('$cfg', None, nopre, random_init=True)[1].state_dict(), '$ckpt')" || return 1
     for run in fp32 bf16 bf16_compile; do

@@ -67,11 +67,8 @@ def make_video(path: Path, n: int, h: int, w: int, fps: int = 25) -> Path:
 
 
 def load(config: Path, short_side: int | None, overrides=()):
-    import torch
-
     from vidseg.engine.inference import load_inference_model
 
-    torch.manual_seed(0)
     cfg, model = load_inference_model(config, None, list(overrides), random_init=True)
     if short_side is not None:
         cfg.stream.short_side = short_side

@@ -44,11 +44,8 @@ MIN_RECOMPUTE_OVER_STREAM = 2.9
 
 
 def build(config, history: int, extra=()):
-    import torch
-
     from vidseg.engine.inference import load_inference_model
 
-    torch.manual_seed(0)
     overrides = ["model.backbone.pretrained=false", f"model.history={history}", *extra]
     return load_inference_model(config, None, overrides, random_init=True)[1]
 

@@ -117,7 +117,6 @@ def tiny_checkpoint_and_clip(tmp: Path, frames: int, h: int = 48, w: int = 64) -
 
     from vidseg.engine.inference import load_inference_model
 
-    torch.manual_seed(0)
     _, model = load_inference_model(TINY_CONFIG, random_init=True)
     ckpt = tmp / "tiny.pth"
     torch.save(model.state_dict(), ckpt)

@@ -136,10 +136,10 @@ def test_git_revision_is_a_string():
     assert rev == "unknown" or len(rev) == 40
 
 
-def _saved_tiny(tmp_path, overrides=()):
+def _saved_tiny(tmp_path):
     from vidseg.engine.inference import load_inference_model
 
-    _, model = load_inference_model("tiny", random_init=True, overrides=list(overrides))
+    _, model = load_inference_model("tiny", random_init=True)
     path = tmp_path / "tiny.pth"
     torch.save({"model": model.state_dict()}, path)
     return model, path

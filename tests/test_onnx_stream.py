@@ -183,7 +183,6 @@ def test_history_zero_model(setup, tmp_path, monkeypatch):
     """h = 0 (the image model) exports as forward(frame) -> logits and streams the same."""
     from vidseg.engine.inference import load_inference_model
 
-    torch.manual_seed(1)
     _, model = load_inference_model(TINY, random_init=True, overrides=["model.history=0"])
     ckpt = tmp_path / "h0.pth"
     torch.save(model.state_dict(), ckpt)

@@ -71,7 +71,6 @@ def test_frame_folder_labels_match_direct_steps(tmp_path):
     frames_dir.mkdir()
     for k in range(5):
         cv2.imwrite(str(frames_dir / f"{k * 10:05d}.png"), moving_square(k, 48, 64)[..., ::-1])
-    torch.manual_seed(0)
     cfg, model = load_inference_model(TINY, random_init=True)
     outputs = StreamOutputs("frames", labels=LabelPngWriter(tmp_path / "labels"))
     runner = StreamRunner(model, cfg, outputs=outputs)

@@ -11,7 +11,6 @@ from vidseg.data.transforms import (
     IMAGENET_STD,
     ClipTransform,
     prepare_frame,
-    prepare_frame_on,
     resize_short_side,
 )
 
@@ -49,7 +48,7 @@ def test_prepare_frame_on_a_device_equals_the_host_path(device, shape):
     mean, std = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
     for short_side in (None, 16):
         host = prepare_frame(rgb, short_side, mean, std)
-        on = prepare_frame_on(rgb, device, short_side, mean, std)
+        on = prepare_frame(rgb, short_side, mean, std, device)
         assert on.device.type == device and on.dtype == torch.float32
         assert torch.equal(on.cpu(), host)
 

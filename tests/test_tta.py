@@ -208,7 +208,6 @@ def test_slide_scales_and_flip_together_cover_every_view():
 def tiny():
     from vidseg.engine.inference import load_inference_model
 
-    torch.manual_seed(0)
     return load_inference_model(TINY, random_init=True)
 
 

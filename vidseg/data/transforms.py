@@ -91,42 +91,35 @@ def prepare_frame(
     short_side: int | None = None,
     mean: Sequence[float] = IMAGENET_MEAN,
     std: Sequence[float] = IMAGENET_STD,
+    device: torch.device | str | None = None,
 ) -> torch.Tensor:
     """Turn one RGB uint8 `(H, W, 3)` frame into a normalised `(1, 3, H', W')` float tensor.
 
     Grayscale `(H, W)` and RGBA frames are converted to RGB. `short_side=None` keeps the size.
+    The tensor is made on `device` (None: the CPU). Off the CPU the resized uint8 frame is
+    uploaded (a quarter of the float32 bytes) and normalised there with the same lookup table,
+    so the tensor is bit for bit the CPU one.
     """
     rgb = resize_short_side(_as_rgb(np.asarray(rgb)), short_side, cv2.INTER_LINEAR)
-    return torch.from_numpy(_normalise(rgb[None], mean, std))
+    device = torch.device("cpu" if device is None else device)
+    if device.type == "cpu":
+        return torch.from_numpy(_normalise(rgb[None], mean, std))
+    table, offsets = _device_table(
+        tuple(float(m) for m in mean), tuple(float(s) for s in std), device
+    )
+    pixels = torch.from_numpy(np.ascontiguousarray(rgb)).to(device, non_blocking=True)
+    return table[pixels.permute(2, 0, 1).to(torch.int64) + offsets].unsqueeze(0)
 
 
 @functools.lru_cache(maxsize=8)
-def _device_table(mean: tuple, std: tuple, device: torch.device) -> torch.Tensor:
-    """`_normalise_table` as a flat `(3 * 256,)` float32 tensor on `device` (kept per device)."""
-    return torch.from_numpy(_normalise_table(mean, std)).reshape(-1).to(device)
-
-
-def prepare_frame_on(
-    rgb: np.ndarray,
-    device: torch.device | str,
-    short_side: int | None = None,
-    mean: Sequence[float] = IMAGENET_MEAN,
-    std: Sequence[float] = IMAGENET_STD,
-) -> torch.Tensor:
-    """`prepare_frame` with the normalisation done on `device`: the resized uint8 frame is
-    uploaded (a quarter of the float32 bytes) and each value looked up in the same table there,
-    so the result equals `prepare_frame(...).to(device)` bit for bit.
-
-    Returns:
-        float32 `(1, 3, H', W')` on `device`.
-    """
-    device = torch.device(device)
-    rgb = resize_short_side(_as_rgb(np.asarray(rgb)), short_side, cv2.INTER_LINEAR)
-    table = _device_table(tuple(float(m) for m in mean), tuple(float(s) for s in std), device)
-    pixels = torch.from_numpy(np.ascontiguousarray(rgb)).to(device, non_blocking=True)
-    offsets = torch.arange(0, 3 * 256, 256, device=device, dtype=torch.int64)  # channel c: c * 256
-    index = pixels.permute(2, 0, 1).to(torch.int64) + offsets[:, None, None]
-    return table[index].unsqueeze(0)
+def _device_table(
+    mean: tuple, std: tuple, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`_normalise_table` flat `(3 * 256,)` on `device`, and the channel offsets `(3, 1, 1)`
+    (0, 256, 512) that index it from uint8 values; made once per device."""
+    table = torch.from_numpy(_normalise_table(mean, std)).reshape(-1).to(device)
+    offsets = torch.arange(0, 3 * 256, 256, device=device, dtype=torch.int64).reshape(3, 1, 1)
+    return table, offsets
 
 
 @dataclass

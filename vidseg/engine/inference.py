@@ -193,8 +193,9 @@ def _model_with_weights(cfg: Config, source: str, state: dict, checkpoint: str):
     Built on the meta device and given the checkpoint's tensors (`assign`), so no random
     weights are made and nothing is copied: the peak memory of loading is about one model, not
     two. A model whose construction needs real tensors (some timm backbones compute values in
-    their constructor) or keeps ones that are not in the state dict is built normally and the
-    weights copied in.
+    their constructor) or keeps ones that are not in the state dict (Swin's index tables; the
+    memory's noise and counts, which an unconverted authors' file lacks) is built normally and
+    the weights copied in.
     """
     import torch
 

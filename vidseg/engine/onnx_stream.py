@@ -10,7 +10,8 @@ thumbnail rule, computed with the same torch op) and on every frame with `no_his
 labels come from `upsample_argmax_np`, the class-pruned bilinear upsample + argmax of the torch
 path done with OpenCV.
 
-The sessions and their graphs (`FixedGraph`, `CachedGraphs`) are in `vidseg/engine/onnx_session.py`.
+The sessions and their graphs (`FixedGraph`, `CachedGraphs`) are in
+`vidseg/engine/onnx_session.py`.
 """
 
 from __future__ import annotations
@@ -122,6 +123,7 @@ class OnnxStepper:
     """
 
     backend = "onnxruntime"
+    device = "cpu"  # onnxruntime's CPU execution provider
 
     def __init__(
         self,

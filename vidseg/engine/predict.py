@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from vidseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD, prepare_frame, prepare_frame_on
+from vidseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD, prepare_frame
 from vidseg.engine.input_size import check_frame_size
 from vidseg.engine.tta import TTASettings, frame_scores
 
@@ -98,10 +98,7 @@ def segment_frame(
     settings = TTASettings.from_config(tta)
     # before the resize: a huge short side or aspect ratio must not allocate anything
     check_frame_size(model, rgb.shape[:2], short_side, settings.scales)
-    if torch.device(device).type == "cpu":
-        x = prepare_frame(rgb, short_side, mean, std)
-    else:  # upload uint8, normalise there: less host work and a quarter of the copy
-        x = prepare_frame_on(rgb, device, short_side, mean, std)
+    x = prepare_frame(rgb, short_side, mean, std, device)
     scores, _, state = frame_scores(
         model, x, state, settings, video_id, no_history, shot_cut_threshold
     )
@@ -157,7 +154,7 @@ def predict_scores(
         device = "cpu" if param is None else param.device
     tta = TTASettings.from_config(settings)
     check_frame_size(model, rgb.shape[:2], short_side, tta.scales)
-    x = prepare_frame(rgb, short_side, mean, std).to(device)
+    x = prepare_frame(rgb, short_side, mean, std, device)
     scores, _, states = frame_scores(
         model, x, states, tta, video_id, no_history, shot_cut_threshold
     )

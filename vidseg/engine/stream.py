@@ -3,8 +3,9 @@
 The stepper segments one frame with the stream's state: `TorchStepper` (`VideoSegmentor.step()`
 under the test-time protocol, `segment_frame`) or `OnnxStepper` (the exported step in
 onnxruntime, `vidseg/engine/onnx_stream.py`); both have `step(rgb, state) -> (labels, state)`,
-a state with `nbytes()` and `resets`, and a `backend` name. One backbone pass per frame: the model's `StreamState` keeps the stage-1 maps of the last h
-frames, so history is never re-encoded. Decoding runs in the source's background thread and the
+a state with `nbytes()` and `resets`, a `backend` name and a `device`. One backbone pass per
+frame: the model's `StreamState` keeps the stage-1 maps of the last h frames, so history is
+never re-encoded. Decoding runs in the source's background thread and the
 overlay writer encodes in its own thread, so both overlap with the model; the main thread only
 prepares the frame, runs the model and hands the result to the writers.
 
@@ -341,8 +342,7 @@ class StreamRunner:
         Returns:
             the run's `StreamSummary`; `stopped_early` / `error` say why it ended early.
         """
-        device = getattr(self.stepper, "device", "cpu")  # onnxruntime: the CPU
-        summary = StreamSummary(backend=self.stepper.backend, device=str(device))
+        summary = StreamSummary(backend=self.stepper.backend, device=str(self.stepper.device))
         t_decode = t_model = t_write = 0.0
         state = None
         closables = [source, self.outputs, *self.views]

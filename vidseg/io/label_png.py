@@ -108,8 +108,9 @@ def decode_label_png(data: bytes) -> np.ndarray | None:
     included), non-interlaced, with the row filters None / Sub / Up: what PIL (palette: None)
     and OpenCV (Sub) write. One inflate (zlib-ng's when installed, a declared dependency:
     ~0.15 ms for a 480x853 mask against ~1.4 ms with zlib) plus a few array passes; several
-    times faster than libpng through `cv2.imread` and PIL. Anything else (other formats, Average / Paeth rows, bad checksums,
-    truncation) returns None so that the caller falls back to OpenCV / PIL and their errors.
+    times faster than libpng through `cv2.imread` and PIL. Anything else (other formats,
+    Average / Paeth rows, bad checksums, truncation) returns None so that the caller falls back
+    to OpenCV / PIL and their errors.
 
     Returns:
         (H, W) uint8 samples or None.
