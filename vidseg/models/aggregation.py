@@ -205,8 +205,8 @@ class Fusion(nn.Module):
     def _conv(
         self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None
     ) -> torch.Tensor:
-        conv = self.fuse[0]
-        return F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+        # the module's own path with these weights (Winograd on a CPU)
+        return self.fuse[0]._conv_forward(x, weight, bias)
 
     def _cached_history_term(self, history: list[torch.Tensor]) -> torch.Tensor:
         memo = self._reuse

@@ -10,7 +10,6 @@ reduction to the classifier's 3x3 conv.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from vidseg.models.heads import ConvBNReLU, resize
@@ -96,7 +95,7 @@ def _reduce_by_level(block: nn.Sequential, parts: list[torch.Tensor], size) -> t
         weight = conv.weight[:, start : start + part.shape[1]]
         start += part.shape[1]
         bias = conv.bias if out is None else None
-        y = F.conv2d(part, weight, bias, conv.stride, conv.padding, conv.dilation)
+        y = conv._conv_forward(part, weight, bias)  # the module's own path (Winograd on a CPU)
         del part
         out = y if out is None else out.add_(y)
     for layer in list(block)[1:]:
