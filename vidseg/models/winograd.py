@@ -91,7 +91,7 @@ def winograd_conv3x3(
     """`F.conv2d(x, weight, bias, stride=1, padding=dilation, dilation=dilation)` by F(2x2, 3x3).
 
     Args:
-        x: (N, C, H, W) float input, any memory layout (channels-last is read without a copy).
+        x: (N, C, H, W) float input, any memory layout (read chunk by chunk, never copied whole).
         weight: (K, C, 3, 3) filters.
         bias: (K,) or None.
         dilation: the convolution's dilation (= its zero padding, a "same" convolution).
@@ -111,16 +111,23 @@ def winograd_conv3x3(
     # tile grid: output rows 2d*a + d*b + r (a: tile row, b: row in the tile, r: residue mod d)
     th, tw = -(-h // (2 * d)), -(-w // (2 * d))
     hq, wq = th * 2 * d, tw * 2 * d
-    xp = x.new_zeros(n, hq + 2 * d, wq + 2 * d, c)
-    xp[:, d : d + h, d : d + w] = x.permute(0, 2, 3, 1)
-    sn, sh, sw, sc = xp.stride()
     y = x.new_empty(n, hq, wq, k)
     yn, yh, yw, yc = y.stride()
     columns = chunk_bytes // (16 * x.element_size() * max(c, k))
     rows_per_chunk = max(1, columns // (n * d * tw * d))
+    # one zero-padded chunk of input rows at a time (the padded input is never built whole):
+    # padded row p is input row p - d; columns outside [d, d + w) stay zero
+    xh = x.permute(0, 2, 3, 1)
+    buf = x.new_zeros(n, 2 * d * rows_per_chunk + 2 * d, wq + 2 * d, c)
+    sn, sh, sw, sc = buf.stride()
     for a0 in range(0, th, rows_per_chunk):
         na = min(rows_per_chunk, th - a0)
-        base = xp[:, 2 * d * a0 :]
+        top = 2 * d * a0 - d  # input row of the chunk's first padded row
+        base = buf[:, : 2 * d * na + 2 * d]
+        first, last = max(top, 0), min(top + base.shape[1], h)
+        base[:, : first - top].zero_()
+        base[:, first - top : last - top, d : d + w] = xh[:, first:last]
+        base[:, last - top :].zero_()
         # the four input rows of every tile row, each (N, na, d, Wp, C)
         row_size = (n, na, d, wq + 2 * d, c)
         row_stride = (sn, 2 * d * sh, sh, sw, sc)
@@ -179,6 +186,8 @@ def _runs_winograd(x: torch.Tensor, weight: torch.Tensor, dilation: int) -> bool
         and not torch.onnx.is_in_onnx_export()
     ):
         return False
+    if weight.shape[1] != x.shape[1]:  # let the direct conv raise its error
+        return False
     h, w = x.shape[-2:]
     step = 2 * dilation
     padded = (-(-h // step) * step + step) * (-(-w // step) * step + step)
@@ -198,7 +207,7 @@ class WinogradConv2d(nn.Conv2d):
     def _conv_forward(
         self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
     ) -> torch.Tensor:
-        if weight.shape[1] == x.shape[1] and _runs_winograd(x, weight, self.dilation[0]):
+        if _runs_winograd(x, weight, self.dilation[0]):
             return winograd_conv3x3(x, weight, bias, self.dilation[0])
         return super()._conv_forward(x, weight, bias)
 
