@@ -53,6 +53,25 @@ def test_fold_conv_bn_matches_conv_then_bn():
     assert _relative(conv(x), want) < 1e-6
 
 
+def test_fold_in_blocks_equals_the_whole_float64_formula(monkeypatch):
+    """Folded a few output channels at a time (bounded memory): bit for bit the float64
+    formula applied to the whole weight, channels-last layout kept."""
+    import vidseg.models.fuse as fuse
+
+    torch.manual_seed(1)
+    conv, bn = nn.Conv2d(8, 10, 3, padding=1, bias=False), nn.BatchNorm2d(10)
+    seq = nn.Sequential(conv, bn).eval().to(memory_format=torch.channels_last)
+    _randomise_bn(seq)
+    w64 = conv.weight.detach().double()
+    s64 = (bn.running_var.double() + bn.eps).rsqrt() * bn.weight.double()
+    want_w = (w64 * s64.reshape(-1, 1, 1, 1)).float()
+    want_b = (bn.bias.double() - bn.running_mean.double() * s64).float()
+    monkeypatch.setattr(fuse, "FOLD_BLOCK_ELEMENTS", 3 * 8 * 9)  # blocks of 3 channels: 3+3+3+1
+    fold_conv_bn(conv, bn)
+    assert torch.equal(conv.weight, want_w) and torch.equal(conv.bias, want_b)
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+
+
 def test_fold_refuses_training_mode():
     with pytest.raises(RuntimeError, match="training mode"):
         fold_batchnorm(nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4)))

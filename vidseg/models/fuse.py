@@ -26,6 +26,8 @@ from torch import nn
 
 from vidseg.models.winograd import use_winograd
 
+# weight elements per block of output channels folded at once (float64 temporaries of 8 MB)
+FOLD_BLOCK_ELEMENTS = 1 << 20
 # containers whose forward calls their children one after the other on one tensor
 _SEQUENTIAL_NAMES = ("FeatureDictNet", "FeatureListNet")
 
@@ -70,17 +72,22 @@ def fold_conv_bn(conv: nn.Conv2d, bn: nn.Module) -> None:
             f"fold_conv_bn: conv has {conv.out_channels} output channels, "
             f"BatchNorm {bn.num_features} features"
         )
-    dtype = conv.weight.dtype
+    old = conv.weight
     scale = (bn.running_var.double() + bn.eps).rsqrt()
     shift = -bn.running_mean.double() * scale
     if bn.affine:
         scale = scale * bn.weight.double()
         shift = shift * bn.weight.double() + bn.bias.double()
-    weight = conv.weight.double() * scale.reshape(-1, *([1] * (conv.weight.dim() - 1)))
-    bias = shift if conv.bias is None else conv.bias.double() * scale + shift
-    grad = conv.weight.requires_grad
-    conv.weight = nn.Parameter(weight.to(dtype), requires_grad=grad)
-    conv.bias = nn.Parameter(bias.to(dtype), requires_grad=grad)
+    scale = scale.reshape(-1, *([1] * (old.dim() - 1)))
+    # a block of output channels at a time: the float64 temporaries stay small (a whole 2560->512
+    # 3x3 weight in float64 twice over is ~190 MB, the largest part of a model's loading peak)
+    weight = torch.empty_like(old)
+    block = max(1, FOLD_BLOCK_ELEMENTS // max(1, old[0].numel()))
+    for i in range(0, old.shape[0], block):
+        weight[i : i + block] = old[i : i + block].double() * scale[i : i + block]
+    bias = shift if conv.bias is None else conv.bias.double() * scale.flatten() + shift
+    conv.weight = nn.Parameter(weight, requires_grad=old.requires_grad)
+    conv.bias = nn.Parameter(bias.to(old.dtype), requires_grad=old.requires_grad)
 
 
 def _resnet_block_types() -> tuple[type, ...]:
