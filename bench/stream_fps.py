@@ -66,10 +66,14 @@ def make_video(path: Path, n: int, h: int, w: int, fps: int = 25) -> Path:
     return path
 
 
-def load(config: Path, short_side: int | None, overrides=()):
+def load(config: Path, short_side: int | None, overrides=(), optimize: bool = True):
+    """The model as `vidseg stream` runs it: the torch backend with the inference rewrites
+    (`optimize`), the onnxruntime backend exported from the model as built."""
     from vidseg.engine.inference import load_inference_model
 
-    cfg, model = load_inference_model(config, None, list(overrides), random_init=True)
+    cfg, model = load_inference_model(
+        config, None, list(overrides), random_init=True, optimize=optimize
+    )
     if short_side is not None:
         cfg.stream.short_side = short_side
     return cfg, model
@@ -298,7 +302,10 @@ def main() -> None:
     try:
         from vidseg.engine.onnx_stream import onnx_stepper
 
-        stepper = onnx_stepper(cfg, model, None, args.threads, 360, cache_root=tmp / "onnx")
+        # exported from the model as built (the same seeded random weights), as `vidseg stream`
+        # does; its labels are compared with the torch backend's (inference rewrites on)
+        _, plain = load(LIGHT, 360, optimize=False)
+        stepper = onnx_stepper(cfg, plain, None, args.threads, 360, cache_root=tmp / "onnx")
     except VidsegError as exc:  # onnx / onnxruntime missing: the other parts still run
         print(f"[5] onnxruntime backend skipped: {exc.one_line()}")
         stepper = None
@@ -324,7 +331,7 @@ def main() -> None:
         )
         cores = os.cpu_count() or 1
         if cores > args.threads:  # for information: onnxruntime on every core (no spinning)
-            every = onnx_stepper(cfg, model, None, cores, 360, cache_root=tmp / "onnx")
+            every = onnx_stepper(cfg, plain, None, cores, 360, cache_root=tmp / "onnx")
             warm_up(cfg, None, video, stepper=every)
             all_cores = end_to_end(cfg, None, video, tmp, stepper=every)
             print(

@@ -47,7 +47,8 @@ def build(config, history: int, extra=()):
     from vidseg.engine.inference import load_inference_model
 
     overrides = ["model.backbone.pretrained=false", f"model.history={history}", *extra]
-    return load_inference_model(config, None, overrides, random_init=True)[1]
+    # as `vidseg stream`'s torch backend runs it (BatchNorms folded, channels-last, Winograd)
+    return load_inference_model(config, None, overrides, random_init=True, optimize=True)[1]
 
 
 def r50_state_bytes(h_in: int = 480, w_in: int = 853, probe=(64, 107)) -> tuple[int, str]:

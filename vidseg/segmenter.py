@@ -91,8 +91,9 @@ class Segmenter:
         device: "cpu", "cuda", ...
         overrides: `key=value` config overrides.
         optimize: rewrite the model for inference (`vidseg.models.fuse`: BatchNorms folded into
-            the convolutions, channels-last weights on a CPU): faster and smaller, same outputs up
-            to float rounding; False keeps the model as built (e.g. to read its state dict).
+            the convolutions; on a CPU channels-last weights and the wide 3x3 convolutions run
+            by Winograd F(2x2, 3x3)): faster and smaller, same outputs up to float rounding;
+            False keeps the model as built (e.g. to read its state dict).
     Attributes:
         model: the `torch.nn.Module` (a `VideoSegmentor` in eval mode, inference-only when
             `optimize`).

@@ -138,6 +138,9 @@ def run(args: argparse.Namespace) -> int:
                 args.overrides or (),
                 random_init=args.random_init,
                 device=args.device,
+                # the torch backend runs the inference rewrites (BatchNorms folded; on a CPU
+                # channels-last and Winograd convolutions); the ONNX export takes the model as built
+                optimize=backend == "torch",
             )
             if args.compile:
                 from vidseg.models.fuse import compile_modules
