@@ -22,6 +22,7 @@ import shutil
 import string
 import time
 from concurrent.futures import ThreadPoolExecutor
+from fractions import Fraction
 
 import cv2
 import numpy as np
@@ -108,11 +109,23 @@ def _mp4_writer(path: str, width: int, height: int):
     import av  # only needed when mp4s are asked for
 
     with av.open(path, "w") as container:
-        stream = container.add_stream("libx264", rate=MP4_FPS)
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        yield lambda rgb: container.mux(
-            stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24"))
+        # x264's MB-tree lookahead made tiny videos differ from run to run (the same frames);
+        # without it, and on one thread, the file is the same bytes in every run and machine
+        stream = container.add_stream(
+            "libx264", rate=MP4_FPS, options={"x264-params": "mbtree=0:rc-lookahead=0"}
         )
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.codec_context.thread_count = 1
+        count = 0
+
+        def add(rgb: np.ndarray) -> None:
+            nonlocal count
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+            frame.pts, frame.time_base = count, Fraction(1, MP4_FPS)
+            count += 1
+            container.mux(stream.encode(frame))
+
+        yield add
         container.mux(stream.encode(None))
 
 
