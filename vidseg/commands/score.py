@@ -27,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
             tc_videos=args.tc_videos,
             allow_missing=args.allow_missing,
             flow=args.flow,
-            num_workers=args.workers,
+            num_workers=(os.cpu_count() or 1) if args.workers is None else args.workers,
             tc=not args.no_tc,
             include_last_window=args.include_last_window,
             raft_weights=args.raft_weights,
@@ -113,9 +113,9 @@ def register(sub) -> None:
     p.add_argument(
         "--workers",
         type=int_arg(0, max_threads(), "4 x the CPU cores"),
-        default=0,
+        default=None,
         metavar="N",
-        help="processes scoring videos in parallel (0/1: in this "
+        help="processes scoring videos in parallel (default: one per CPU core; 0/1: in this "
         "process; at most 4 x the cores); the result does not depend on it",
     )
     p.add_argument("--per-class", action="store_true", help="also print the per-class table")

@@ -16,7 +16,6 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from vidseg.data.check import CheckReport, Problem, frame_size
-from vidseg.data.clip_dataset import DataLayoutError, LabelledVideo
 from vidseg.data.image_files import (
     IGNORE_INDEX,
     UnreadableImageError,
@@ -33,6 +32,7 @@ from vidseg.data.layouts import (
     index_video_file,
     video_file,
 )
+from vidseg.data.videos import DataLayoutError, LabelledVideo
 
 
 def _classes(root: str, report: CheckReport) -> int | None:

@@ -21,8 +21,8 @@ import os
 import re
 from collections.abc import Sequence
 
-from vidseg.data.clip_dataset import DataLayoutError, LabelledVideo, keep_usable
 from vidseg.data.formats import FORMATS  # noqa: F401  (re-exported)
+from vidseg.data.videos import DataLayoutError, LabelledVideo, keep_usable
 
 logger = logging.getLogger(__name__)
 

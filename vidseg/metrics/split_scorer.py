@@ -137,7 +137,7 @@ class SplitScorer:
         name: str | None,
         counts: np.ndarray | None = None,
     ) -> None:
-        from vidseg.data.vspw import to_train_ids
+        from vidseg.data.image_files import to_train_ids
 
         fast = (
             self.num_classes <= NUM_RAW_LABELS
