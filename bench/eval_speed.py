@@ -227,39 +227,29 @@ def main(argv=None) -> int:
             f"synthetic split: {args.videos} videos x {args.frames} frames at {W}x{H} "
             f"({time.perf_counter() - t0:.1f} s to write)"
         )
-        # vidseg.data.vspw imports torch (~1-2 s once per process, independent of the split size);
-        # done before the clock starts and reported separately.
-        t0 = time.perf_counter()
-        import vidseg.data.vspw  # noqa: F401
-
-        print(f"one-off import of vidseg.data.vspw (torch): {time.perf_counter() - t0:.1f} s")
         keys = ("miou", "pixel_acc", "mean_class_acc", "mvc8", "mvc16")
         cores = os.cpu_count() or 1
-        modes = {  # label -> score_prediction_dir arguments
-            "single_thread": dict(num_workers=0, io_threads=0),
-            "in_process": dict(num_workers=0),  # the library default: reader threads
-            "processes": dict(num_workers=cores),  # `vidseg score`'s default
-        }
-        labels = {
-            "single_thread": "ours, one thread, in process",
-            "in_process": f"ours, in process, {cores} reader threads",
-            "processes": f"ours, {cores} processes (vidseg score)",
+        modes = {  # mode -> (label, score_prediction_dir arguments)
+            "single_thread": ("ours, one thread, in process", dict(num_workers=0, io_threads=0)),
+            # the library's default: reader threads
+            "in_process": (f"ours, in process, {cores} reader threads", dict(num_workers=0)),
+            "processes": (f"ours, {cores} processes (vidseg score)", dict(num_workers=cores)),
         }
         # ours is cheap: --reps runs of each mode, alternating, medians (one slow run on this
         # noisy machine moved the ratio from ~10x to 6.7x)
         runs = {mode: [] for mode in modes}
         results = {}
         for _ in range(args.reps):
-            for mode, kwargs in modes.items():
+            for mode, (_, kwargs) in modes.items():
                 t0 = time.perf_counter()
                 results[mode] = score_prediction_dir(
                     root, pred, tc=False, windows=WINDOWS, **kwargs
                 )
                 runs[mode].append(time.perf_counter() - t0)
         t_mode = {mode: statistics.median(times) for mode, times in runs.items()}
-        for mode in modes:
+        for mode, (label, _) in modes.items():
             print(
-                f"{labels[mode]:38s} {t_mode[mode]:5.1f} s  "
+                f"{label:38s} {t_mode[mode]:5.1f} s  "
                 + " ".join(f"{k}={results[mode][k]:.6f}" for k in keys)
                 + f"  (median of {_runs(runs[mode])})"
             )

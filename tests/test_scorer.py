@@ -103,15 +103,15 @@ def test_workers_give_identical_numbers(tmp_path):
     assert a["per_video"] == b["per_video"] and a["tc"] is None
 
 
-def test_worker_processes_do_not_import_torch(tmp_path):
-    """A scoring worker unpickles its job and scores a video without importing torch (that
-    import alone costs a worker ~2 s, more than scoring a 60-frame 480p video)."""
+def test_scoring_does_not_import_torch(tmp_path):
+    """A scoring worker unpickles its job (a `VSPWVideo`) and scores a video, and the scoring
+    process indexes and scores the split, without importing torch (that import alone costs ~2 s,
+    more than scoring a 60-frame 480p video)."""
     import pickle
     import subprocess
     import sys
 
     from vidseg.data.layouts import load_videos, split_names
-    from vidseg.metrics import scorer
 
     root = make_root(tmp_path)
     pred = tmp_path / "pred"
@@ -122,16 +122,24 @@ def test_worker_processes_do_not_import_torch(tmp_path):
     config = dict(
         num_classes=4, class_names=["wall", "floor", "sky", "tree"], windows=(2,), tc=False
     )
-    job = (scorer._plain(videos[0]), str(pred), False, False, "vspw", 0, config)
+    job = (videos[0], str(pred), False, False, "vspw", 0, config)  # a VSPWVideo
     (tmp_path / "job.pkl").write_bytes(pickle.dumps(job))
-    code = (
+    worker = (
         "import pickle, sys; from vidseg.metrics.scorer import _worker; "
         f"state = _worker(pickle.load(open({str(tmp_path / 'job.pkl')!r}, 'rb'))); "
         "print('torch' in sys.modules, bool(state))"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ["False", "True"]
+    whole = (
+        "import sys; from vidseg.metrics.scorer import score_prediction_dir as s; "
+        f"r = s({str(root)!r}, {str(pred)!r}, tc=False, allow_missing=True, num_workers=0); "
+        "print('torch' in sys.modules, r['miou'] >= 0)"
+    )
+    for code in (worker, whole):
+        out = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
+        )
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.split() == ["False", "True"]
 
 
 def test_bad_inputs_raise_one_clear_error(tmp_path):

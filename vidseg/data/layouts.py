@@ -95,7 +95,7 @@ def split_names(root: str, fmt: str, split: str) -> list[str]:
         DataLayoutError: the root holds no video of the format.
     """
     if fmt == "vspw":
-        from vidseg.data.vspw import read_split
+        from vidseg.data.vspw_index import read_split
 
         return read_split(root, split)
     found = all_videos(root, fmt)
@@ -261,7 +261,7 @@ def load_videos(
         `(videos, skipped names)`.
     """
     if fmt == "vspw":
-        from vidseg.data.vspw import VSPWVideo
+        from vidseg.data.vspw_index import VSPWVideo
 
         def build(name):
             return VSPWVideo.from_root(root, name, with_masks=with_masks)
@@ -294,7 +294,7 @@ def class_names(root: str, fmt: str, num_classes: int) -> list[str]:
         ValueError: `classes.txt` lists another number of classes than `num_classes`.
     """
     if fmt == "vspw":
-        from vidseg.data.vspw import load_class_names
+        from vidseg.data.vspw_index import load_class_names
 
         return load_class_names(root)
     path = os.path.join(root, CLASSES_FILE)

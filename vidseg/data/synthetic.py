@@ -22,7 +22,6 @@ import shutil
 import string
 import time
 from concurrent.futures import ThreadPoolExecutor
-from fractions import Fraction
 
 import cv2
 import numpy as np
@@ -116,16 +115,9 @@ def _mp4_writer(path: str, width: int, height: int):
         )
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         stream.codec_context.thread_count = 1
-        count = 0
-
-        def add(rgb: np.ndarray) -> None:
-            nonlocal count
-            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
-            frame.pts, frame.time_base = count, Fraction(1, MP4_FPS)
-            count += 1
-            container.mux(stream.encode(frame))
-
-        yield add
+        yield lambda rgb: container.mux(
+            stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24"))
+        )
         container.mux(stream.encode(None))
 
 

@@ -14,9 +14,10 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 
-from vidseg.data.clip_dataset import ClipDataset, DataLayoutError, LabelledVideo
+from vidseg.data.clip_dataset import ClipDataset
 from vidseg.data.frame_access import VideoFileReaders
 from vidseg.data.layouts import mask_indices
+from vidseg.data.videos import DataLayoutError, LabelledVideo
 
 
 class VideoFileClips(ClipDataset):

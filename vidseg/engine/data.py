@@ -187,7 +187,7 @@ def build_train_dataset(cfg):
         logger.info("video files read with %s (%s)", readers.backend, readers.decision.reason)
     root, videos, skipped = load_split(cfg, d.train_split, readers=readers)  # skips are logged
     if not videos:
-        from vidseg.data.clip_dataset import DataLayoutError
+        from vidseg.data.videos import DataLayoutError
 
         why = f"all {len(skipped)} skipped (data.bad_videos: skip)" if skipped else "it lists none"
         raise DataLayoutError(f"{root}: no videos to train on in split {d.train_split} ({why})")

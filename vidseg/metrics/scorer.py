@@ -234,16 +234,6 @@ def _score_video(
     scorer.end_video()
 
 
-def _plain(video):
-    """`video` as the base `LabelledVideo` (same fields): a layout's subclass (e.g. `VSPWVideo`)
-    would make each worker process import its module and torch (~2 s) just to unpickle it."""
-    from dataclasses import fields
-
-    from vidseg.data.videos import LabelledVideo
-
-    return LabelledVideo(**{f.name: getattr(video, f.name) for f in fields(LabelledVideo)})
-
-
 def _worker(args: tuple) -> dict:
     *job, config = args
     scorer = SplitScorer(**config)
@@ -282,7 +272,7 @@ def dataset_classes(root: str, fmt: str) -> list[str]:
     other layouts' `classes.txt`, else the 124 train ids the label formats allow, `class_<id>`."""
     from vidseg.data.image_files import NUM_RAW_CLASSES
     from vidseg.data.layouts import CLASSES_FILE, class_names
-    from vidseg.data.vspw import load_class_names
+    from vidseg.data.vspw_index import load_class_names
 
     if fmt == "vspw":
         return load_class_names(root)
@@ -404,14 +394,7 @@ def score_prediction_dir(
         per_worker = default_io_threads() // num_workers
         io_threads = per_worker if per_worker > 1 else 0
     jobs = [
-        (
-            _plain(v) if parallel else v,
-            pred_dir,
-            tc and i < n_tc,
-            allow_missing,
-            label_format,
-            io_threads,
-        )
+        (v, pred_dir, tc and i < n_tc, allow_missing, label_format, io_threads)
         for i, v in enumerate(videos)
     ]
     bar = None
